@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""The CDK app: reads `cdk.json` context once into `FleetConfig`, composes the stack, synthesizes.
+
+`python3 app.py [--synth DIR]` is what `cdk synth` and `make synth` run; other parts of the project call
+`synthesize()` to get a cloud assembly. A bad configuration value is one line on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent
+if str(REPO_ROOT) not in sys.path:  # `cdk synth` runs this file from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+# jsii's banner about an old Node.js (the machine's, not ours to pick) would bury the one line a config
+# error prints; `node --version` still tells the user.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "14,16,18,20")
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "14,16,18,20")
+
+from infra.config import CONTEXT_KEY, ConfigError, FleetConfig, load_config  # noqa: E402
+
+CDK_JSON = REPO_ROOT / "cdk.json"
+
+
+def fleet_context(app_context: Any = None, fleet_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """cdk.json's `context.fleet`, replaced by the CLI's when it passes one, then overridden key by key."""
+    fleet = json.loads(CDK_JSON.read_text()).get("context", {}).get(CONTEXT_KEY, {})
+    if app_context is not None:
+        fleet = app_context
+    if not isinstance(fleet, dict):
+        raise ConfigError("", "must be an object")
+    return {**fleet, **(fleet_overrides or {})}
+
+
+def build_app(fleet_overrides: dict[str, Any] | None = None, outdir: Path | str | None = None) -> Any:
+    """The App with its stack and policy checks, not yet synthesized; raises ConfigError."""
+    # Imported here so `--help` and config errors do not wait for the jsii runtime to start.
+    from aws_cdk import App
+
+    from infra.nag import add_nag_checks
+    from infra.stack import FleetProvisioningStack
+
+    app = App(outdir=str(outdir) if outdir is not None else None, analytics_reporting=False)
+    config = load_fleet_config(app.node.try_get_context(CONTEXT_KEY), fleet_overrides)
+    FleetProvisioningStack(app, config=config)
+    add_nag_checks(app)
+    return app
+
+
+def load_fleet_config(app_context: Any = None, fleet_overrides: dict[str, Any] | None = None) -> FleetConfig:
+    return load_config(fleet_context(app_context, fleet_overrides), base_dir=REPO_ROOT)
+
+
+def synthesize(fleet_overrides: dict[str, Any] | None = None, outdir: Path | str = "cdk.out") -> Path:
+    """Synthesize with `fleet_overrides` merged over cdk.json's `context.fleet`; the cloud-assembly dir."""
+    assembly = build_app(fleet_overrides, outdir).synth()
+    return Path(assembly.directory)
+
+
+def main(argv: list[str]) -> int:
+    outdir: str | None = os.environ.get("CDK_OUTDIR")
+    if argv[:1] == ["--synth"] and len(argv) == 2:
+        outdir = argv[1]
+    elif argv:
+        print("usage: app.py [--synth OUTDIR]", file=sys.stderr)
+        return 2
+    try:
+        synthesize(outdir=outdir or REPO_ROOT / "cdk.out")
+    except ConfigError as exc:
+        print(f"synth: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,53 @@
+"""The claim policy: a claim certificate can ask for an identity through this template, nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Stack
+from aws_cdk import aws_iot as iot
+from constructs import Construct
+
+from infra import names
+from infra.config import FleetConfig
+
+FORMATS = ("json", "cbor")  # the Renesas RX and FreeRTOS devices speak CBOR
+
+
+def claim_request_topics(config: FleetConfig) -> list[str]:
+    """Exact request topics: CreateCertificateFromCsr and RegisterThing (CreateKeysAndCertificate if enabled)."""
+    apis = ["$aws/certificates/create-from-csr"]
+    if config.allow_create_keys_and_certificate:
+        apis.append("$aws/certificates/create")
+    apis.append(f"$aws/provisioning-templates/{config.template_name}/provision")
+    return [f"{api}/{fmt}" for api in apis for fmt in FORMATS]
+
+
+def claim_reply_topics(config: FleetConfig) -> list[str]:
+    return [f"{topic}/{reply}" for topic in claim_request_topics(config) for reply in ("accepted", "rejected")]
+
+
+class ClaimPolicy(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, config: FleetConfig) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+
+        def iot_arn(resource: str, name: str) -> str:
+            return stack.format_arn(service="iot", resource=resource, resource_name=name)
+
+        replies = claim_reply_topics(config)
+        document: dict[str, Any] = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": "iot:Connect",
+                 "Resource": iot_arn("client", config.claim_client_id_pattern)},
+                {"Effect": "Allow", "Action": "iot:Publish",
+                 "Resource": [iot_arn("topic", t) for t in claim_request_topics(config)]},
+                {"Effect": "Allow", "Action": "iot:Receive",
+                 "Resource": [iot_arn("topic", t) for t in replies]},
+                {"Effect": "Allow", "Action": "iot:Subscribe",
+                 "Resource": [iot_arn("topicfilter", t) for t in replies]},
+            ],
+        }
+        self.policy_name = names.claim_policy_name(config)
+        self.policy = iot.CfnPolicy(self, "Policy", policy_name=self.policy_name, policy_document=document)

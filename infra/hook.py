@@ -1,0 +1,87 @@
+"""The pre-provisioning hook Lambda: exactly the permissions it uses, invocable only by this template."""
+
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, ArnFormat, Duration, Stack, Validations
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra import constants as c
+from infra import names
+from infra.config import FleetConfig
+from infra.retention import retention
+
+POWERTOOLS_LAYER_ACCOUNT = "017000801446"
+POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python312-x86_64"
+HOOK_ASSET_EXCLUDES = ["claim_credential", "**/__pycache__", "*.pyc", ".pytest_cache", "**/tests"]
+
+
+class PreProvisioningHook(Construct):
+    """Code from `lambdas/`, Powertools from AWS's published layer (no Docker to deploy)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: FleetConfig,
+                 table: dynamodb.ITable) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        layer_arn = stack.format_arn(
+            service="lambda", account=POWERTOOLS_LAYER_ACCOUNT, resource="layer",
+            resource_name=f"{POWERTOOLS_LAYER_NAME}:{config.powertools_layer_version}",
+            arn_format=ArnFormat.COLON_RESOURCE_NAME)
+        self.log_group = logs.LogGroup(
+            self, "Logs", retention=retention(config.log_retention_days))
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            architecture=lambda_.Architecture.X86_64,
+            handler=c.HOOK_HANDLER,
+            code=lambda_.Code.from_asset(str(c.LAMBDAS_DIR), exclude=HOOK_ASSET_EXCLUDES),
+            layers=[lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", layer_arn)],
+            # AWS waits 5 s for the hook; the function's own clients give up before this.
+            timeout=Duration.seconds(c.HOOK_TIMEOUT_S),
+            memory_size=512,
+            log_group=self.log_group,
+            environment={
+                c.ENV_SERIAL_TABLE: table.table_name,
+                c.ENV_SERIAL_PATTERN: config.serial_pattern,
+                c.ENV_THING_NAME_PREFIX: config.thing_name_prefix,
+                c.ENV_RESERVATION_TIMEOUT: str(config.reservation_timeout_s),
+                c.ENV_TEMPLATE_ATTRIBUTES: ",".join(config.thing_attributes),
+                c.ENV_POWERTOOLS_SERVICE: c.HOOK_SERVICE_NAME,
+                c.ENV_POWERTOOLS_NAMESPACE: config.metrics_namespace,
+                c.ENV_LOG_LEVEL: "INFO",
+            },
+        )
+        # Exactly what the hook calls: read and conditionally reserve a serial, read a certificate's status.
+        table.grant(self.function, "dynamodb:GetItem", "dynamodb:UpdateItem")
+        self.function.add_to_role_policy(iam.PolicyStatement(
+            actions=["iot:DescribeCertificate"],
+            resources=[stack.format_arn(service="iot", resource="cert", resource_name="*")],
+        ))
+        template_arn = stack.format_arn(
+            service="iot", resource="provisioningtemplate", resource_name=config.template_name)
+        # Scoped by SourceArn and SourceAccount against the confused deputy (AWS's advice for hooks).
+        self.function.add_permission(
+            "IotInvoke",
+            principal=iam.ServicePrincipal(names.IOT_PRINCIPAL),
+            action="lambda:InvokeFunction",
+            source_arn=template_arn,
+            source_account=stack.account,
+        )
+        self.invoke_permission = self.function.node.find_child("IotInvoke")
+        Validations.of(self.function).acknowledge(
+            Acknowledgment(
+                id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                   "AWSLambdaBasicExecutionRole]",
+                reason="AWS's basic execution policy only lets the function write its own logs."),
+            Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:cert/*]",
+                reason="The hook reads the status of certificates devices create at run time; their ids "
+                       "cannot be known at deploy time, and DescribeCertificate reveals no secret."),
+            Acknowledgment(
+                id="AwsSolutions-L1",
+                reason="python3.12 is the runtime AWS's published Powertools layer is built for."),
+        )

@@ -1,0 +1,83 @@
+"""Alarms on the hook and on claim misuse, sent to an encrypted SNS topic, and a dashboard."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cw
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from constructs import Construct
+
+from infra import constants as c
+from infra.claims import ClaimCertificate
+from infra.config import FleetConfig
+from infra.dashboard import build_dashboard
+from infra.names import pascal
+
+PERIOD = Duration.minutes(5)
+# AWS gives the hook 5 s; a p99 at 4 s means devices are about to be denied by timeout.
+DURATION_ALARM_MS = 4000
+
+
+def hook_metric(config: FleetConfig, name: str, **dimensions: str) -> cw.Metric:
+    """A metric the hook emits (EMF): namespace from config, dimension service=provisioning-hook."""
+    return cw.Metric(namespace=config.metrics_namespace, metric_name=name, statistic="Sum", period=PERIOD,
+                     dimensions_map={"service": c.HOOK_SERVICE_NAME, **dimensions})
+
+
+class Monitoring(Construct):
+    def __init__(self, scope: Construct, construct_id: str, *, config: FleetConfig,
+                 hook: lambda_.IFunction, claims: Sequence[ClaimCertificate], key: kms.IKey) -> None:
+        super().__init__(scope, construct_id)
+        self.topic = sns.Topic(self, "AlarmTopic", master_key=key, enforce_ssl=True,
+                               display_name="Fleet provisioning alarms")
+        if config.alarm_email:
+            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
+
+        allowed = hook_metric(config, c.METRIC_ALLOWED)
+        denied = hook_metric(config, c.METRIC_DENIED)
+        # FILL: a period with only denials is a 100 % denial rate, not a missing data point.
+        self.denial_rate = cw.MathExpression(
+            expression="100 * FILL(denied, 0) / (FILL(allowed, 0) + FILL(denied, 0))",
+            using_metrics={"allowed": allowed, "denied": denied}, period=PERIOD, label="Denial rate (%)")
+        duration_p99 = hook.metric_duration(statistic="p99", period=PERIOD)
+        errors = hook.metric_errors(statistic="Sum", period=PERIOD)
+
+        self.alarms: list[cw.Alarm] = [
+            self._alarm("HookErrors", errors, threshold=1,
+                        description="The pre-provisioning hook failed: every failure denies a device."),
+            self._alarm("HookDuration", duration_p99, threshold=DURATION_ALARM_MS,
+                        description="Hook p99 duration nears AWS's 5 s limit, after which devices are denied."),
+            self._alarm("DenialRate", self.denial_rate, threshold=config.denial_rate_alarm_percent,
+                        description="Many provisioning requests are denied: unknown serials, a misconfigured "
+                                    "factory line or a leaked claim credential being tried."),
+        ]
+        claim_metrics = {}
+        for claim in claims:
+            metric = hook_metric(config, c.METRIC_ALLOWED_BY_CLAIM, ClaimCertificateId=claim.certificate_id)
+            claim_metrics[claim.name] = metric
+            self.alarms.append(self._alarm(
+                f"ProvisioningSpike{pascal(claim.name)}", metric,
+                threshold=config.provisioning_spike_per_5min,
+                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                description=f"More devices than expected provisioned with claim credential '{claim.name}' "
+                            f"in 5 minutes: a leaked claim? Set it inactive in cdk.json and deploy."))
+        self.dashboard = build_dashboard(
+            self, config=config, allowed=allowed, denied=denied, denial_rate=self.denial_rate,
+            duration_p99=duration_p99, errors=errors, claim_metrics=claim_metrics, alarms=self.alarms)
+
+    def _alarm(self, construct_id: str, metric: cw.IMetric, *, threshold: float, description: str,
+               comparison: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+               ) -> cw.Alarm:
+        alarm = cw.Alarm(
+            self, construct_id, metric=metric, threshold=threshold, evaluation_periods=1,
+            comparison_operator=comparison, alarm_description=description,
+            # No provisioning traffic is normal (a factory shift ended), not a failure.
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING)
+        alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
+        return alarm
