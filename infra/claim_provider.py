@@ -46,7 +46,7 @@ class ClaimCredentialProvider(Construct):
         # Secrets Manager appends 6 random characters to a secret's name in its ARN.
         self.function.add_to_role_policy(iam.PolicyStatement(
             actions=["secretsmanager:CreateSecret", "secretsmanager:DeleteSecret",
-                     "secretsmanager:DescribeSecret", "secretsmanager:TagResource"],
+                     "secretsmanager:DescribeSecret", "secretsmanager:UpdateSecret"],
             resources=[stack.format_arn(service="secretsmanager", resource="secret", resource_name=f"{n}-??????",
                                         arn_format=ArnFormat.COLON_RESOURCE_NAME) for n in secret_names]))
         key.grant(self.function, "kms:GenerateDataKey", "kms:Decrypt")

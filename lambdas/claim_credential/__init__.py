@@ -1,0 +1,1 @@
+"""Custom resource behind `generated` claim credentials (CDK provider framework `on_event`)."""
