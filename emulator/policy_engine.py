@@ -1,4 +1,4 @@
-"""AWS IoT Core policy evaluation for the data-plane actions iot:Connect, iot:Publish, iot:Subscribe, iot:Receive.
+"""AWS IoT Core policy evaluation for iot:Connect, iot:Publish, iot:Subscribe and iot:Receive.
 
 Semantics (AWS IoT developer guide: iot-policy-variables, thing-policy-variables, thing-policy-examples,
 pub-sub-policy; IAM user guide for the shared policy grammar):
@@ -191,7 +191,7 @@ class _Pattern:
             if all(isinstance(piece, str) for piece in self._pieces):
                 self._exact = "".join(piece for piece in self._pieces if isinstance(piece, str))
             else:
-                self._static = _compile(self._regex({}.get))
+                self._static = _compile(self._regex(_no_variables))
 
     def _regex(self, resolve: Callable[[str], str | None]) -> str:
         parts: list[str] = []
@@ -204,7 +204,7 @@ class _Pattern:
                 value = resolve(piece.name)
                 if value is None:
                     raise _Unresolved(piece.name)
-                # UNCONFIRMED: a substituted value is literal text even if it contains * or ? (the safe reading).
+                # UNCONFIRMED: a substituted value is literal text even if it holds * or ? (the safe reading).
                 parts.append(re.escape(value))
         return "".join(parts)
 
@@ -239,6 +239,10 @@ class _Pattern:
 
 class _Unresolved(Exception):
     pass
+
+
+def _no_variables(name: str) -> str | None:
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- conditions
@@ -295,7 +299,7 @@ class _ConditionClause:
 
 
 def _arn_matches(pattern: _Pattern, actual: str, ctx: ConnectionContext) -> bool:
-    """ArnEquals/ArnLike: the six colon-separated ARN parts are matched one by one, wildcards allowed (IAM)."""
+    """ArnEquals/ArnLike: the six colon-separated ARN parts match one by one, wildcards allowed (IAM)."""
     text = pattern.resolve(ctx)
     if text is None:
         return False
@@ -303,7 +307,8 @@ def _arn_matches(pattern: _Pattern, actual: str, ctx: ConnectionContext) -> bool
     if len(wanted_parts) != 6 or len(actual_parts) != 6:
         return False
     return all(
-        _Pattern(wanted, variables=False).matches(got, ctx) for wanted, got in zip(wanted_parts, actual_parts)
+        _Pattern(wanted, variables=False).matches(got, ctx)
+        for wanted, got in zip(wanted_parts, actual_parts, strict=True)
     )
 
 

@@ -188,7 +188,9 @@ def evaluate_template(
     if len(things) > 1:
         raise TemplateError(f"Resources: at most one {THING_TYPE} is allowed, found {len(things)}")
     if len(certificates) > 1:
-        raise TemplateError(f"Resources: at most one {CERTIFICATE_TYPE} is allowed, found {len(certificates)}")
+        raise TemplateError(
+            f"Resources: at most one {CERTIFICATE_TYPE} is allowed, found {len(certificates)}"
+        )
 
     device_configuration = _device_configuration(
         evaluator.evaluate(template.get("DeviceConfiguration", {}), "DeviceConfiguration")
@@ -271,7 +273,9 @@ def _check_mappings(mappings: Any) -> dict[str, dict[str, dict[str, Any]]]:
 
 def _contains_function(value: Any) -> bool:
     if isinstance(value, Mapping):
-        return any(_is_function_key(key) for key in value) or any(_contains_function(v) for v in value.values())
+        return any(_is_function_key(key) for key in value) or any(
+            _contains_function(item) for item in value.values()
+        )
     if isinstance(value, list):
         return any(_contains_function(item) for item in value)
     return False
@@ -363,7 +367,9 @@ class _Evaluator:
         if isinstance(index, str) and index.isdigit():
             index = int(index)
         if isinstance(index, bool) or not isinstance(index, int):
-            raise TemplateError(f"{where}[0]: the index must be a non-negative integer, got {_describe(index)}")
+            raise TemplateError(
+                f"{where}[0]: the index must be a non-negative integer, got {_describe(index)}"
+            )
         values = self.evaluate(argument[1], f"{where}[1]")
         if not isinstance(values, list):
             raise TemplateError(f"{where}[1]: expected a list, got {_describe(values)}")
@@ -403,7 +409,9 @@ class _Evaluator:
                 return variables[name]
             if name in self._values:
                 return self._values[name]
-            raise TemplateError(f"{where}: ${{{name}}} is neither a Fn::Sub variable nor a template parameter")
+            raise TemplateError(
+                f"{where}: ${{{name}}} is neither a Fn::Sub variable nor a template parameter"
+            )
 
         return _SUB_VARIABLE_RE.sub(substitute, text_node)
 
@@ -457,7 +465,9 @@ def _split_resource(logical_id: str, resource: Any) -> tuple[str, dict[str, Any]
     return kind, dict(properties), None if overrides is None else dict(overrides)
 
 
-def _overrides(where: str, raw: Mapping[str, Any] | None, allowed: Mapping[str, frozenset[str]]) -> dict[str, str]:
+def _overrides(
+    where: str, raw: Mapping[str, Any] | None, allowed: Mapping[str, frozenset[str]]
+) -> dict[str, str]:
     result: dict[str, str] = {}
     for key, value in (raw or {}).items():
         prop = _OVERRIDE_ALIASES.get(key, key)
@@ -487,7 +497,9 @@ def _name(where: str, value: Any, what: str) -> str:
     return value
 
 
-def _thing_plan(logical_id: str, properties: dict[str, Any], raw_overrides: dict[str, Any] | None) -> ThingPlan:
+def _thing_plan(
+    logical_id: str, properties: dict[str, Any], raw_overrides: dict[str, Any] | None
+) -> ThingPlan:
     where = f"Resources.{logical_id}"
     # PackageVersions (software package catalog) exists in newer docs; the emulator does not emulate it.
     _check_properties(where, properties, ("ThingName", "AttributePayload", "ThingTypeName", "ThingGroups",
@@ -516,7 +528,9 @@ def _thing_plan(logical_id: str, properties: dict[str, Any], raw_overrides: dict
 
     thing_type_name = None
     if properties.get("ThingTypeName") is not None:
-        thing_type_name = _name(f"{where}.Properties.ThingTypeName", properties["ThingTypeName"], "the thing type")
+        thing_type_name = _name(
+            f"{where}.Properties.ThingTypeName", properties["ThingTypeName"], "the thing type"
+        )
 
     thing_groups: list[str] | None = None
     if "ThingGroups" in properties:
@@ -531,7 +545,9 @@ def _thing_plan(logical_id: str, properties: dict[str, Any], raw_overrides: dict
 
     billing_group = None
     if properties.get("BillingGroup") is not None:
-        billing_group = _name(f"{where}.Properties.BillingGroup", properties["BillingGroup"], "the billing group")
+        billing_group = _name(
+            f"{where}.Properties.BillingGroup", properties["BillingGroup"], "the billing group"
+        )
 
     return ThingPlan(
         logical_id=logical_id,

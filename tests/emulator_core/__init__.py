@@ -1,0 +1,1 @@
+"""Pure emulator modules: template evaluation and IoT policy evaluation (no sockets, no moto)."""
