@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from provisioning_hook import registry_dynamodb
+
+from .support import HOOK_ENV, REGION, create_table
+
+
+@pytest.fixture
+def hook_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_IOT", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in HOOK_ENV.items():
+        monkeypatch.setenv(name, value)
+    registry_dynamodb.reset_clients()
+    yield
+    registry_dynamodb.reset_clients()
+
+
+@pytest.fixture
+def dynamodb(hook_env: None) -> Iterator[Any]:
+    """moto's DynamoDB and IoT with the serial table created; yields a low-level DynamoDB client."""
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name=REGION)
+        create_table(client)
+        yield client
+
+
+@pytest.fixture
+def iot(dynamodb: Any) -> Any:
+    return boto3.client("iot", region_name=REGION)
+

@@ -1,0 +1,154 @@
+"""Every rule through the Lambda handler against moto: the answer, the log line's reason, the metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from .support import (
+    CLAIM_ID,
+    OTHER_CLAIM_ID,
+    cert_id,
+    decision_log,
+    get_serial_item,
+    load_event,
+    metric_lines,
+    put_batch,
+    put_serial,
+    run_hook,
+)
+
+DENY = {"allowProvisioning": False, "parameterOverrides": {}}
+
+
+def invoke(event: Any, capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    response, out = run_hook(event, capsys)
+    logs = decision_log(out)
+    assert len(logs) == 1, out  # exactly one structured line per decision
+    return response, logs[0]
+
+
+def test_new_serial_is_reserved(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    put_serial(dynamodb, "SN-000001", batch="B1", attributes={"model": "X1", "hw_rev": "3", "colour": "red"})
+    before = int(time.time() * 1000)
+    response, log = invoke(load_event("register_thing", certificate_id=cert_id(1)), capsys)
+    assert response == {"allowProvisioning": True,
+                        "parameterOverrides": {"model": "X1", "hw_rev": "3", "Batch": "B1"}}
+    assert (log["decision"], log["reason"], log["serial"]) == ("allow", "ALLOWED_NEW", "SN-000001")
+    item = get_serial_item(dynamodb, "SN-000001")
+    assert item is not None
+    assert item["status"]["S"] == "RESERVED"
+    assert item["certificate_id"]["S"] == cert_id(1)
+    assert item["thing_name"]["S"] == "device-SN-000001"
+    assert item["claim_certificate_id"]["S"] == CLAIM_ID
+    assert item["client_id"]["S"] == "prov-SN-000001"
+    assert before <= int(item["reserved_at"]["N"]) <= int(time.time() * 1000)
+    assert item["imported_at"]["S"] == "2026-01-01T00:00:00+00:00"  # untouched
+
+
+def test_log_and_metrics_carry_no_certificate(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    put_serial(dynamodb, "SN-000001")
+    event = load_event("register_thing")
+    _, out = run_hook(event, capsys)
+    assert "BEGIN CERTIFICATE" not in out and event["certificatePem"].splitlines()[1] not in out
+    metrics = {m["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"]: m for m in metric_lines(out)}
+    assert set(metrics) == {"HookDecisions", "HookAllowed", "ProvisioningAllowedByClaim"}
+    decisions = metrics["HookDecisions"]
+    assert decisions["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "FleetProvisioningTest"
+    assert decisions["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "Decision", "Reason"]]
+    assert (decisions["service"], decisions["Decision"], decisions["Reason"]) == (
+        "provisioning-hook", "allow", "ALLOWED_NEW")
+    assert metrics["ProvisioningAllowedByClaim"]["ClaimCertificateId"] == CLAIM_ID
+    assert metrics["HookAllowed"]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
+
+
+def test_denial_metrics(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out = run_hook(load_event("register_thing"), capsys)
+    metrics = {m["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"]: m for m in metric_lines(out)}
+    assert set(metrics) == {"HookDecisions", "HookDenied"}
+    assert (metrics["HookDecisions"]["Decision"], metrics["HookDecisions"]["Reason"]) == ("deny", "UNKNOWN_SERIAL")
+
+
+@pytest.mark.parametrize(("event_name", "reason"), [
+    ("malformed_missing_certificate_id", "MALFORMED_EVENT"),
+    ("malformed_parameters_not_map", "MALFORMED_EVENT"),
+    ("malformed_serial_number_not_string", "MALFORMED_EVENT"),
+    ("bad_serial_trailing_newline", "BAD_SERIAL"),
+    ("bad_serial_missing", "BAD_SERIAL"),
+])
+def test_malformed_events_are_denied(dynamodb: Any, capsys: pytest.CaptureFixture[str], event_name: str,
+                                     reason: str) -> None:
+    put_serial(dynamodb, "SN-000001")
+    response, log = invoke(load_event(event_name), capsys)
+    assert response == DENY and log["reason"] == reason
+    assert get_serial_item(dynamodb, "SN-000001")["status"]["S"] == "AVAILABLE"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("raw", [None, [], "event", 42, {}, {"parameters": {"SerialNumber": "SN-000001"}}])
+def test_non_events_are_denied(dynamodb: Any, capsys: pytest.CaptureFixture[str], raw: Any) -> None:
+    response, log = invoke(raw, capsys)
+    assert response == DENY and log["reason"] == "MALFORMED_EVENT"
+
+
+def test_unknown_serial(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    response, log = invoke(load_event("register_thing"), capsys)
+    assert response == DENY and log["reason"] == "UNKNOWN_SERIAL"
+    assert get_serial_item(dynamodb, "SN-000001") is None  # the conditional write never creates an item
+
+
+def test_revoked_serial(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    put_serial(dynamodb, "SN-000001", status="REVOKED")
+    response, log = invoke(load_event("register_thing"), capsys)
+    assert response == DENY and log["reason"] == "REVOKED"
+
+
+def test_claim_not_bound_to_the_batch(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    put_serial(dynamodb, "SN-000001", batch="B1")
+    put_batch(dynamodb, "B1", [OTHER_CLAIM_ID])
+    response, log = invoke(load_event("register_thing"), capsys)
+    assert response == DENY and log["reason"] == "CLAIM_NOT_BOUND"
+    put_batch(dynamodb, "B1", [OTHER_CLAIM_ID, CLAIM_ID])
+    response, log = invoke(load_event("register_thing"), capsys)
+    assert response["allowProvisioning"] is True and log["reason"] == "ALLOWED_NEW"
+    assert response["parameterOverrides"] == {"Batch": "B1"}
+
+
+def test_batch_without_batch_item_accepts_any_claim(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    put_serial(dynamodb, "SN-000001", batch="B2")
+    response, log = invoke(load_event("register_thing", claim_id=OTHER_CLAIM_ID), capsys)
+    assert response["allowProvisioning"] is True and log["reason"] == "ALLOWED_NEW"
+
+
+def test_retry_with_same_certificate(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    put_serial(dynamodb, "SN-000001", attributes={"model": "X1"})
+    first, _ = invoke(load_event("register_thing", certificate_id=cert_id(7)), capsys)
+    again, log = invoke(load_event("register_thing", certificate_id=cert_id(7)), capsys)
+    assert first == again == {"allowProvisioning": True, "parameterOverrides": {"model": "X1"}}
+    assert log["reason"] == "ALLOWED_RETRY"
+    other, log = invoke(load_event("register_thing", certificate_id=cert_id(8)), capsys)
+    assert other == DENY and log["reason"] == "TAKEN"
+    assert get_serial_item(dynamodb, "SN-000001")["certificate_id"]["S"] == cert_id(7)  # type: ignore[index]
+
+
+def test_rx_device_event(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    serial = "FPDemoID_0A1B2C3D_00000000_11111111_22222222"
+    put_serial(dynamodb, serial)
+    response, log = invoke(load_event("register_thing_rx_cbor"), capsys)
+    assert response["allowProvisioning"] is True and log["serial"] == serial
+
+
+def test_missing_configuration_denies(dynamodb: Any, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    put_serial(dynamodb, "SN-000001")
+    monkeypatch.delenv("SERIAL_TABLE_NAME")
+    response, log = invoke(load_event("register_thing"), capsys)
+    assert response == DENY and log["reason"] == "CONFIG_ERROR"
+
+
+def test_missing_table_denies(dynamodb: Any, capsys: pytest.CaptureFixture[str],
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SERIAL_TABLE_NAME", "no-such-table")
+    response, log = invoke(load_event("register_thing"), capsys)
+    assert response == DENY and log["reason"] == "REGISTRY_ERROR"
+    assert "ResourceNotFoundException" in log["detail"]
