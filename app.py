@@ -25,6 +25,9 @@ os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "14,16,18,
 from infra.config import CONTEXT_KEY, ConfigError, FleetConfig, load_config  # noqa: E402
 
 CDK_JSON = REPO_ROOT / "cdk.json"
+# What `cdk synth` sets by default, so `python3 app.py` and synthesize() give the same assembly: the
+# emulator finds the Lambda code through each function's `aws:asset:path` metadata.
+APP_CONTEXT = {"aws:cdk:enable-asset-metadata": True}
 
 
 def fleet_context(app_context: Any = None, fleet_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -45,7 +48,8 @@ def build_app(fleet_overrides: dict[str, Any] | None = None, outdir: Path | str 
     from infra.nag import add_nag_checks
     from infra.stack import FleetProvisioningStack
 
-    app = App(outdir=str(outdir) if outdir is not None else None, analytics_reporting=False)
+    app = App(outdir=str(outdir) if outdir is not None else None, analytics_reporting=False,
+              context=APP_CONTEXT)
     config = load_fleet_config(app.node.try_get_context(CONTEXT_KEY), fleet_overrides)
     FleetProvisioningStack(app, config=config)
     add_nag_checks(app)
