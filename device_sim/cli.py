@@ -1,0 +1,443 @@
+"""`python -m device_sim`: provision one device, run a fleet, merge fleet reports, run the demo.
+
+This layer alone owns options, printing and exit codes. Exit codes: 0 done; 1 a device was rejected or failed
+(for `fleet`: some device failed, rejections are outcomes, not errors); 2 bad input or an unusable target;
+130 interrupted. Every error is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from device_sim.errors import DeviceFailure, Rejected, UserError
+
+try:  # typer >= 0.22 vendors click as typer._click; older typer uses click itself
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors and our own UserError as one line on stderr, never a box or a traceback."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click_exceptions.NoArgsIsHelpError:
+            code = 2  # typer has printed the help already
+        except click_exceptions.ClickException as exc:
+            print(f"error: {exc.format_message()}", file=sys.stderr)
+            code = exc.exit_code
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = 2
+        except (click_exceptions.Abort, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr)
+            code = 130
+        code = code if isinstance(code, int) else 0
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=OneLineErrors,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Simulated devices for AWS IoT fleet provisioning by claim (emulator or AWS).",
+)
+report_app = typer.Typer(
+    cls=OneLineErrors, add_completion=False, no_args_is_help=True, help="Work with fleet reports."
+)
+app.add_typer(report_app, name="report")
+
+
+class PayloadFormat(StrEnum):
+    json = "json"
+    cbor = "cbor"
+
+
+class CertificateFlow(StrEnum):
+    csr = "csr"
+    keys = "keys"
+
+
+class KeyStore(StrEnum):
+    memory = "memory"
+    pkcs11 = "pkcs11"
+
+
+EndpointFile = Annotated[Path | None, typer.Option("--endpoint-file", help="The emulator's endpoint.json.")]
+Claim = Annotated[str | None, typer.Option(help="A named claim credential of the endpoint file.")]
+Endpoint = Annotated[str | None, typer.Option(help="AWS IoT data endpoint host (real AWS).")]
+Port = Annotated[int | None, typer.Option(help="MQTT port (default 8883, or the endpoint file's).")]
+CaFile = Annotated[Path | None, typer.Option("--ca-file", help="CA bundle that signs the endpoint.")]
+ClaimCert = Annotated[Path | None, typer.Option("--claim-cert-file", help="Claim certificate (PEM).")]
+ClaimKey = Annotated[Path | None, typer.Option("--claim-key-file", help="Claim private key (PEM).")]
+TemplateName = Annotated[str | None, typer.Option("--template-name", help="Provisioning template name.")]
+ClientIdPattern = Annotated[
+    str | None,
+    typer.Option(
+        "--client-id-pattern", help="Claim client id pattern; `*` becomes the serial (default prov-*)."
+    ),
+]
+FormatOpt = Annotated[
+    PayloadFormat, typer.Option("--format", help="Payload format of the provisioning topics.")
+]
+FlowOpt = Annotated[
+    CertificateFlow,
+    typer.Option(
+        "--flow",
+        help="csr: the device's own key signs a CSR; keys: CreateKeysAndCertificate (key crosses the net).",
+    ),
+]
+Params = Annotated[
+    list[str] | None, typer.Option("--param", help="Extra RegisterThing parameter k=v (repeatable).")
+]
+TimeoutOpt = Annotated[
+    float, typer.Option("--timeout-s", min=0.5, help="Time-out of each connect and request.")
+]
+
+
+def _target(
+    endpoint_file: Path | None,
+    claim: str | None,
+    endpoint: str | None,
+    port: int | None,
+    ca_file: Path | None,
+    claim_cert_file: Path | None,
+    claim_key_file: Path | None,
+    template_name: str | None,
+    client_id_pattern: str | None,
+):  # type: ignore[no-untyped-def]
+    from device_sim.target import resolve_target
+
+    return resolve_target(
+        endpoint_file=endpoint_file,
+        claim=claim,
+        endpoint=endpoint,
+        port=port,
+        ca_file=ca_file,
+        claim_cert_file=claim_cert_file,
+        claim_key_file=claim_key_file,
+        template_name=template_name,
+        client_id_pattern=client_id_pattern,
+    )
+
+
+def _parameters(params: list[str] | None) -> dict[str, str]:
+    parameters: dict[str, str] = {}
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--param must be k=v, not '{item}'")
+        if key == "SerialNumber":
+            raise UserError("--param SerialNumber: the serial is given by --serial")
+        parameters[key] = value
+    return parameters
+
+
+@app.command()
+def provision(
+    serial: Annotated[
+        str, typer.Option("--serial", help="The device's serial number (CSR CN and SerialNumber).")
+    ],
+    endpoint_file: EndpointFile = None,
+    claim: Claim = None,
+    endpoint: Endpoint = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    claim_cert_file: ClaimCert = None,
+    claim_key_file: ClaimKey = None,
+    template_name: TemplateName = None,
+    client_id_pattern: ClientIdPattern = None,
+    fmt: FormatOpt = PayloadFormat.json,
+    flow: FlowOpt = CertificateFlow.csr,
+    key_store: Annotated[
+        KeyStore, typer.Option("--key-store", help="Where the device keeps its key.")
+    ] = KeyStore.memory,
+    pkcs11_pin: Annotated[
+        str,
+        typer.Option("--pkcs11-pin", envvar="DEVICE_SIM_PKCS11_PIN", help="User PIN of the SoftHSM2 token."),
+    ] = "1234",
+    params: Params = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--out-dir", help="Where the device keeps its identity (default .state/devices/<serial>)."
+        ),
+    ] = None,
+    timeout_s: TimeoutOpt = 10.0,
+) -> None:
+    """Provision one device, reconnect with its own certificate, publish once; print the thing name."""
+    from device_sim.device import KEY_CROSSED_NETWORK, DeviceOptions, provision_device
+    from device_sim.keys import MemoryKey
+    from device_sim.preflight import check_target
+    from device_sim.transport import Transport
+
+    target = _target(
+        endpoint_file,
+        claim,
+        endpoint,
+        port,
+        ca_file,
+        claim_cert_file,
+        claim_key_file,
+        template_name,
+        client_id_pattern,
+    )
+    parameters = _parameters(params)
+    if flow is CertificateFlow.keys and key_store is KeyStore.pkcs11:
+        raise UserError(
+            "--flow keys cannot use --key-store pkcs11: the key would come from the network, "
+            "not from the token"
+        )
+    out_dir = out_dir or Path(".state/devices") / serial
+    make_key: Any = lambda _serial: MemoryKey()  # noqa: E731
+    if key_store is KeyStore.pkcs11:
+        from device_sim.pkcs11_store import Pkcs11Key, prepare_softhsm_token
+
+        token = prepare_softhsm_token(out_dir / "softhsm2", user_pin=pkcs11_pin)
+        make_key = lambda s: Pkcs11Key.generate(token, s)  # noqa: E731
+    check_target(target, timeout_s=min(timeout_s, 5.0))
+    if flow is CertificateFlow.keys:
+        print(KEY_CROSSED_NETWORK, file=sys.stderr)
+    options = DeviceOptions(
+        fmt=fmt.value, flow=flow.value, parameters=parameters, out_dir=out_dir, make_key=make_key
+    )
+    transport = Transport(target, threads=1, timeout_s=timeout_s)
+
+    def retried(step: str, reason: str) -> None:
+        print(f"retrying after {step}: {reason}", file=sys.stderr)
+
+    try:
+        result = asyncio.run(provision_device(transport, serial, options, on_retry=retried))
+    except Rejected as exc:
+        print(
+            f"rejected: {exc.operation}: {exc.error_code} ({exc.status_code}): {exc.error_message}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1) from None
+    except DeviceFailure as exc:
+        print(f"failed ({exc.kind}): {exc.detail}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    steps = ", ".join(f"{k} {v:.0f} ms" for k, v in result.steps_ms.items())
+    stderr.print(
+        f"[green]provisioned[/] {serial} as [bold]{result.thing_name}[/] (certificate "
+        f"{result.certificate_id[:12]}…), identity in {result.saved_to}; published to "
+        f"{result.telemetry_topic}; {steps}; total {result.total_ms:.0f} ms"
+    )
+    print(result.thing_name)
+
+
+@app.command()
+def fleet(
+    endpoint_file: EndpointFile = None,
+    claim: Claim = None,
+    endpoint: Endpoint = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    claim_cert_file: ClaimCert = None,
+    claim_key_file: ClaimKey = None,
+    template_name: TemplateName = None,
+    client_id_pattern: ClientIdPattern = None,
+    devices: Annotated[
+        int | None,
+        typer.Option("--devices", min=1, help="How many devices (default: all serials of --serials)."),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=10_000, help="Devices in flight at once.")
+    ] = 50,
+    rate: Annotated[float | None, typer.Option("--rate", min=0.001, help="Arrivals per second.")] = None,
+    ramp_s: Annotated[
+        float, typer.Option("--ramp-s", min=0, help="Ramp the rate up from 0 over this.")
+    ] = 0.0,
+    serials: Annotated[
+        Path | None, typer.Option("--serials", help="Serials file (one a line, or CSV).")
+    ] = None,
+    serial_prefix: Annotated[
+        str, typer.Option("--serial-prefix", help="Prefix of generated serials.")
+    ] = "SIM-",
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="I/N: run the I-th of N slices of the serials.")
+    ] = None,
+    fmt: FormatOpt = PayloadFormat.json,
+    flow: FlowOpt = CertificateFlow.csr,
+    params: Params = None,
+    report: Annotated[Path, typer.Option("--report", help="Report JSON to write.")] = Path(
+        "reports/fleet.json"
+    ),
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
+    ] = None,
+    timeout_s: TimeoutOpt = 10.0,
+    attempts: Annotated[
+        int, typer.Option("--attempts", min=1, max=20, help="Tries per device on throttling and time-outs.")
+    ] = 4,
+    threads: Annotated[
+        int, typer.Option("--threads", min=0, help="CRT event-loop threads (0: one per core).")
+    ] = 0,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress line.")] = True,
+) -> None:
+    """Provision many devices and write the load-test report."""
+    from device_sim.device import KEY_CROSSED_NETWORK, DeviceOptions, RetryPolicy
+    from device_sim.fleet import FleetPlan, GeneratedSerials, Shard, read_serials, run_fleet
+    from device_sim.html_report import write_html
+    from device_sim.preflight import check_target
+    from device_sim.report import FleetStats, write_report
+    from device_sim.transport import Transport
+
+    target = _target(
+        endpoint_file,
+        claim,
+        endpoint,
+        port,
+        ca_file,
+        claim_cert_file,
+        claim_key_file,
+        template_name,
+        client_id_pattern,
+    )
+    parameters = _parameters(params)
+    if rate is None and ramp_s:
+        raise UserError("--ramp-s needs --rate")
+    if serials is not None:
+        pool: Any = read_serials(serials)
+        if devices is not None:
+            if devices > len(pool):
+                raise UserError(f"--devices {devices} but {serials} holds only {len(pool)} serials")
+            pool = pool[:devices]
+    elif devices is not None:
+        pool = GeneratedSerials(serial_prefix, devices)
+    else:
+        raise UserError("give --devices N (generated serials) or --serials FILE")
+    the_shard = Shard.parse(shard) if shard else None
+    if the_shard is not None:
+        pool = the_shard.take(pool)
+    if not len(pool):
+        raise UserError(f"shard {the_shard} of {devices or 'the'} serials is empty")
+    check_target(target, timeout_s=min(timeout_s, 5.0))
+    if flow is CertificateFlow.keys:
+        print(KEY_CROSSED_NETWORK, file=sys.stderr)
+
+    transport = Transport(target, threads=threads, timeout_s=timeout_s)
+    options = DeviceOptions(
+        fmt=fmt.value, flow=flow.value, parameters=parameters, retry=RetryPolicy(attempts=attempts)
+    )
+    plan = FleetPlan(serials=pool, concurrency=concurrency, rate_per_s=rate, ramp_s=ramp_s)
+    stats = FleetStats(
+        run={
+            "target": target.address,
+            "template_name": target.template_name,
+            "format": fmt.value,
+            "flow": flow.value,
+            "concurrency": concurrency,
+            "rate_per_s": rate,
+            "ramp_s": ramp_s,
+            "shard": str(the_shard) if the_shard else None,
+        }
+    )
+    from device_sim.progress import FleetProgress
+
+    with FleetProgress(len(pool), enabled=progress) as live:
+        try:
+            asyncio.run(run_fleet(transport, plan, options, stats, on_tick=live.update))
+        except KeyboardInterrupt:
+            stats.finish()
+            stats.run["interrupted"] = True
+            write_report(stats, report)
+            print(f"interrupted; partial report in {report}", file=sys.stderr)
+            raise typer.Exit(130) from None
+    write_report(stats, report)
+    if html is not None:
+        write_html(stats, html)
+    print_summary(stats, report, html)
+    if stats.failed:
+        raise typer.Exit(1)
+
+
+def print_summary(stats: Any, report: Path | None, html: Path | None, console: Console | None = None) -> None:
+    from device_sim.report import STEPS, TOTAL
+
+    console = console or Console(highlight=False)
+    data = stats.to_json()
+    table = Table(
+        title=f"{data['devices']:,} devices in {data['duration_s']:.1f} s: "
+        f"{data['provisioned']:,} provisioned, {data['rejected']:,} rejected, "
+        f"{data['failed']:,} failed; {data['throughput_per_s']:.1f}/s; "
+        f"{data['retries']['total']} retries",
+        title_justify="left",
+    )
+    table.add_column("latency ms")
+    for column in ("p50", "p90", "p99", "max", "count"):
+        table.add_column(column, justify="right")
+    for name in (TOTAL, *STEPS):
+        values = data["latency_ms"].get(name)
+        if values is None:
+            continue
+        table.add_row(
+            name,
+            *(f"{values[k]:,.1f}" for k in ("p50", "p90", "p99", "max")),
+            f"{stats.histograms[name].count:,}",
+        )
+    console.print(table)
+    for code, n in data["rejections"].items():
+        console.print(f"  rejected [yellow]{code}[/]: {n}")
+    for kind, n in data["failures"].items():
+        console.print(f"  failed [red]{kind}[/]: {n}")
+    if report is not None:
+        console.print(f"report: {report}" + (f"   html: {html}" if html else ""))
+
+
+@report_app.command("merge")
+def report_merge(
+    reports: Annotated[list[Path], typer.Argument(help="Fleet reports of the shards.")],
+    out: Annotated[Path, typer.Option("--out", help="Merged report JSON.")],
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the HTML report.")] = None,
+) -> None:
+    """Combine shard reports exactly (counts and latency histograms add up)."""
+    from device_sim.html_report import write_html
+    from device_sim.report import merge_stats, read_report, write_report
+
+    merged = merge_stats([read_report(path) for path in reports])
+    write_report(merged, out)
+    if html is not None:
+        write_html(merged, html)
+    print_summary(merged, out, html)
+
+
+@report_app.command("show")
+def report_show(report: Annotated[Path, typer.Argument(help="A fleet report.")]) -> None:
+    """Print a report's table."""
+    from device_sim.report import read_report
+
+    print_summary(read_report(report), None, None)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[Path, typer.Option("--workdir", help="State of the demo (emulator, serials).")] = Path(
+        ".state/demo"
+    ),
+    reports: Annotated[Path, typer.Option("--reports", help="Where the reports go.")] = Path("reports"),
+    devices: Annotated[int, typer.Option("--devices", min=1, help="Serials to import and provision.")] = 100,
+) -> None:
+    """The whole story on the local emulator: synth, import, provision, show rejections, report."""
+    from device_sim.demo import run_demo
+
+    started = time.monotonic()
+    run_demo(workdir=workdir, reports=reports, devices=devices)
+    stderr.print(f"demo finished in {time.monotonic() - started:.0f} s")

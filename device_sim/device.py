@@ -1,0 +1,227 @@
+"""One device's first boot: claim connection, certificate, RegisterThing, reconnect as itself, first publish.
+
+`provision_device` is the whole flow for one serial. It reports each step's latency and each retry through
+callbacks, so the single-device command and the fleet share it; it keeps nothing once it returns but the
+`Provisioned` result (which the fleet drops at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from device_sim.errors import DeviceFailure, Rejected
+from device_sim.identity import IssuedCertificate, Registration, identity_client, telemetry_payload
+from device_sim.keys import DeviceKey, MemoryKey
+from device_sim.target import DEFAULT_TOPIC_ROOT
+from device_sim.transport import Transport
+
+T = TypeVar("T")
+Format = Literal["json", "cbor"]
+Flow = Literal["csr", "keys"]
+KEY_CROSSED_NETWORK = (
+    "warning: --flow keys: the endpoint generated this device's private key and sent it over the "
+    "network (CreateKeysAndCertificate); prefer the CSR flow, where the key never leaves the device"
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential back-off with full jitter, for throttling and time-outs."""
+
+    attempts: int = 4
+    base_s: float = 1.0  # AWS IoT allows one CONNECT per second per client id
+    cap_s: float = 8.0
+
+    def delay_s(self, retry: int) -> float:
+        return random.uniform(0, min(self.cap_s, self.base_s * 2**retry))
+
+
+@dataclass(frozen=True)
+class DeviceOptions:
+    fmt: Format = "json"
+    flow: Flow = "csr"
+    parameters: dict[str, str] = field(default_factory=dict)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    out_dir: Path | None = None
+    make_key: Callable[[str], DeviceKey] = lambda serial: MemoryKey()
+
+
+@dataclass
+class Provisioned:
+    serial: str
+    thing_name: str
+    certificate_id: str
+    device_configuration: dict[str, str]
+    telemetry_topic: str
+    steps_ms: dict[str, float]
+    total_ms: float
+    saved_to: Path | None = None
+
+
+StepHook = Callable[[str, float], None]
+RetryHook = Callable[[str, str], None]
+
+
+def _noop(*_: object) -> None:
+    pass
+
+
+async def provision_device(
+    transport: Transport,
+    serial: str,
+    options: DeviceOptions,
+    *,
+    on_step: StepHook = _noop,
+    on_retry: RetryHook = _noop,
+) -> Provisioned:
+    """Run the device's whole first boot; raises Rejected (AWS said no) or DeviceFailure (anything else)."""
+    started = time.perf_counter()
+    steps: dict[str, float] = {}
+
+    def step_done(step: str, since: float) -> None:
+        steps[step] = (time.perf_counter() - since) * 1000
+        on_step(step, steps[step])
+
+    key: DeviceKey | None = None
+    csr_pem = ""
+    if options.flow == "csr":
+        key = options.make_key(serial)  # first boot: the device makes its own key pair
+        csr_pem = key.csr_pem(serial)
+
+    issued: IssuedCertificate | None = None
+    registration: Registration | None = None
+    retries = 0
+    while registration is None:
+        connection = transport.claim_connection(transport.target.claim_client_id(serial))
+        step = "claim_connect"
+        try:
+            since = time.perf_counter()
+            await transport.connect(connection, step)
+            step_done(step, since)
+            client = identity_client(options.fmt, connection, transport.timeout_s)
+            if issued is None:
+                step = "create_certificate"
+                since = time.perf_counter()
+                if options.flow == "csr":
+                    issued = await client.create_certificate_from_csr(csr_pem)
+                else:
+                    issued = await client.create_keys_and_certificate()
+                step_done(step, since)
+            step = "register_thing"
+            since = time.perf_counter()
+            # Retrying with the same ownership token is safe: the hook allows a serial already reserved for
+            # this certificate again.
+            registration = await client.register_thing(
+                transport.target.template_name,
+                issued.ownership_token,
+                {**options.parameters, "SerialNumber": serial},
+            )
+            step_done(step, since)
+        except (Rejected, DeviceFailure) as exc:
+            reason = _retry_reason(exc)
+            if reason is None or retries + 1 >= options.retry.attempts:
+                raise
+            on_retry(step, reason)
+            await asyncio.sleep(options.retry.delay_s(retries))
+            retries += 1
+        finally:
+            await transport.disconnect(connection)
+            del connection
+
+    assert issued is not None
+    if options.flow == "keys":
+        assert issued.private_key_pem is not None
+        key = MemoryKey.from_pem(issued.private_key_pem)
+    assert key is not None
+    saved_to = None
+    if options.out_dir is not None:
+        saved_to = save_identity(options.out_dir, serial, issued, registration, key)
+
+    topic_root = registration.device_configuration.get("topic_root") or DEFAULT_TOPIC_ROOT
+    topic = f"{topic_root}/{registration.thing_name}/telemetry"
+    certificate = issued.certificate_pem.encode()
+
+    async def reconnect_and_publish() -> None:
+        connection = transport.device_connection(key.tls_options(certificate), registration.thing_name)
+        try:
+            since = time.perf_counter()
+            await transport.connect(connection, "reconnect")
+            step_done("reconnect", since)
+            since = time.perf_counter()
+            await transport.publish(
+                connection, topic, telemetry_payload(serial, registration.thing_name), "first_publish"
+            )
+            step_done("first_publish", since)
+        finally:
+            await transport.disconnect(connection)
+
+    await _retrying(reconnect_and_publish, "reconnect", options.retry, on_retry, retries)
+    return Provisioned(
+        serial=serial,
+        thing_name=registration.thing_name,
+        certificate_id=issued.certificate_id,
+        device_configuration=registration.device_configuration,
+        telemetry_topic=topic,
+        steps_ms=steps,
+        total_ms=(time.perf_counter() - started) * 1000,
+        saved_to=saved_to,
+    )
+
+
+def _retry_reason(exc: Rejected | DeviceFailure) -> str | None:
+    if isinstance(exc, Rejected):
+        return "throttled" if exc.throttled else None
+    return exc.kind if exc.retryable else None
+
+
+async def _retrying(
+    attempt: Callable[[], Awaitable[None]], step: str, policy: RetryPolicy, on_retry: RetryHook, retries: int
+) -> None:
+    while True:
+        try:
+            await attempt()
+            return
+        except (Rejected, DeviceFailure) as exc:
+            reason = _retry_reason(exc)
+            if reason is None or retries + 1 >= policy.attempts:
+                raise
+            on_retry(step, reason)
+            await asyncio.sleep(policy.delay_s(retries))
+            retries += 1
+
+
+def save_identity(
+    out_dir: Path, serial: str, issued: IssuedCertificate, registration: Registration, key: DeviceKey
+) -> Path:
+    """What a device keeps after provisioning: certificate, key (or the key's label), thing name."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "certificate.pem").write_text(issued.certificate_pem)
+    key_file = key.save(out_dir)
+    (out_dir / "thing_name").write_text(registration.thing_name + "\n")
+    (out_dir / "identity.json").write_text(
+        json.dumps(
+            {
+                "serial": serial,
+                "thing_name": registration.thing_name,
+                "certificate_id": issued.certificate_id,
+                "certificate_file": "certificate.pem",
+                "key_file": key_file.name,
+                "device_configuration": registration.device_configuration,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return out_dir
+
+
+def warn(message: str) -> None:
+    print(message, file=sys.stderr)

@@ -1,0 +1,227 @@
+"""The three fleet-provisioning operations over one claim connection, in JSON or in CBOR.
+
+JSON goes through the AWS SDK's `IotIdentityClientV2` (request-response client, QoS 1). The SDK has no CBOR,
+so `CborIdentity` does what the Renesas RX and FreeRTOS devices do over the same awscrt connection: subscribe
+to `/accepted` and `/rejected`, wait for both SUBACKs, publish the cbor2 request (QoS 1), read the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import cbor2
+from awscrt import mqtt, mqtt_request_response
+from awsiot import V2ServiceException, iotidentity
+
+from device_sim.errors import DeviceFailure, Rejected
+from device_sim.transport import classify, wait
+
+CREATE_FROM_CSR = "CreateCertificateFromCsr"
+CREATE_KEYS = "CreateKeysAndCertificate"
+REGISTER_THING = "RegisterThing"
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    certificate_id: str
+    certificate_pem: str
+    ownership_token: str
+    private_key_pem: str | None = None  # CreateKeysAndCertificate only
+
+
+@dataclass(frozen=True)
+class Registration:
+    thing_name: str
+    device_configuration: dict[str, str] = field(default_factory=dict)
+
+
+class IdentityClient(Protocol):
+    async def create_certificate_from_csr(self, csr_pem: str) -> IssuedCertificate: ...
+
+    async def create_keys_and_certificate(self) -> IssuedCertificate: ...
+
+    async def register_thing(
+        self, template_name: str, ownership_token: str, parameters: dict[str, str]
+    ) -> Registration: ...
+
+
+def _topics(fmt: str, template_name: str = "") -> dict[str, str]:
+    return {
+        CREATE_FROM_CSR: f"$aws/certificates/create-from-csr/{fmt}",
+        CREATE_KEYS: f"$aws/certificates/create/{fmt}",
+        REGISTER_THING: f"$aws/provisioning-templates/{template_name}/provision/{fmt}",
+    }
+
+
+def _issued(operation: str, reply: dict[str, Any]) -> IssuedCertificate:
+    try:
+        issued = IssuedCertificate(
+            certificate_id=str(reply["certificateId"]),
+            certificate_pem=str(reply["certificatePem"]),
+            ownership_token=str(reply["certificateOwnershipToken"]),
+            private_key_pem=None if reply.get("privateKey") is None else str(reply["privateKey"]),
+        )
+    except (KeyError, TypeError) as exc:
+        raise DeviceFailure("malformed_reply", f"{operation}: the accepted reply lacks {exc}") from None
+    if operation == CREATE_KEYS and not issued.private_key_pem:
+        raise DeviceFailure("malformed_reply", f"{operation}: the accepted reply has no privateKey")
+    return issued
+
+
+def _registration(reply: dict[str, Any]) -> Registration:
+    thing_name = reply.get("thingName")
+    if not isinstance(thing_name, str) or not thing_name:
+        raise DeviceFailure("malformed_reply", f"{REGISTER_THING}: the accepted reply has no thingName")
+    config = reply.get("deviceConfiguration") or {}
+    if not isinstance(config, dict):
+        raise DeviceFailure("malformed_reply", f"{REGISTER_THING}: deviceConfiguration is not a map")
+    return Registration(thing_name, {str(k): str(v) for k, v in config.items()})
+
+
+class JsonIdentity:
+    """`IotIdentityClientV2` over the claim connection."""
+
+    def __init__(self, connection: mqtt.Connection, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        options = mqtt_request_response.ClientOptions(
+            max_request_response_subscriptions=2,
+            max_streaming_subscriptions=0,
+            operation_timeout_in_seconds=max(1, int(timeout_s)),
+        )
+        self._client = iotidentity.IotIdentityClientV2(connection, options)
+
+    async def _call(self, operation: str, future: Any) -> Any:
+        try:
+            # The request-response client times out by itself; the outer wait is a backstop.
+            return await wait(future, self._timeout_s + 5)
+        except V2ServiceException as exc:
+            error = exc.modeled_error
+            if error is not None:
+                raise Rejected(
+                    operation, error.status_code, error.error_code or "", error.error_message or ""
+                ) from None
+            raise classify(exc.inner_error or exc, operation) from None
+        except BaseException as exc:
+            raise classify(exc, operation) from None
+
+    async def create_certificate_from_csr(self, csr_pem: str) -> IssuedCertificate:
+        request = iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr_pem)
+        response = await self._call(CREATE_FROM_CSR, self._client.create_certificate_from_csr(request))
+        return _issued(
+            CREATE_FROM_CSR,
+            {
+                "certificateId": response.certificate_id,
+                "certificatePem": response.certificate_pem,
+                "certificateOwnershipToken": response.certificate_ownership_token,
+            },
+        )
+
+    async def create_keys_and_certificate(self) -> IssuedCertificate:
+        request = iotidentity.CreateKeysAndCertificateRequest()
+        response = await self._call(CREATE_KEYS, self._client.create_keys_and_certificate(request))
+        return _issued(
+            CREATE_KEYS,
+            {
+                "certificateId": response.certificate_id,
+                "certificatePem": response.certificate_pem,
+                "certificateOwnershipToken": response.certificate_ownership_token,
+                "privateKey": response.private_key,
+            },
+        )
+
+    async def register_thing(
+        self, template_name: str, ownership_token: str, parameters: dict[str, str]
+    ) -> Registration:
+        request = iotidentity.RegisterThingRequest(
+            template_name=template_name, certificate_ownership_token=ownership_token, parameters=parameters
+        )
+        response = await self._call(REGISTER_THING, self._client.register_thing(request))
+        return _registration(
+            {"thingName": response.thing_name, "deviceConfiguration": response.device_configuration}
+        )
+
+
+class CborIdentity:
+    """The same operations with cbor2 payloads on the `/cbor` topics, over the same awscrt connection."""
+
+    def __init__(self, connection: mqtt.Connection, timeout_s: float) -> None:
+        self._connection = connection
+        self._timeout_s = timeout_s
+
+    async def _request(self, operation: str, topic: str, payload: dict[str, Any] | None) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[tuple[str, bytes]] = loop.create_future()
+
+        def on_message(topic: str, payload: bytes, **_: Any) -> None:
+            # awscrt calls back on its event-loop thread; hand the message to asyncio's thread.
+            loop.call_soon_threadsafe(lambda: reply.done() or reply.set_result((topic, payload)))
+
+        accepted, rejected = f"{topic}/accepted", f"{topic}/rejected"
+        try:
+            subscriptions = [
+                self._connection.subscribe(t, mqtt.QoS.AT_LEAST_ONCE, on_message)[0]
+                for t in (accepted, rejected)
+            ]
+            for suback in subscriptions:
+                await wait(suback, self._timeout_s)  # a refused subscription raises mqtt.SubscribeError
+            body = b"" if payload is None else cbor2.dumps(payload)
+            await wait(self._connection.publish(topic, body, mqtt.QoS.AT_LEAST_ONCE)[0], self._timeout_s)
+            reply_topic, reply_payload = await asyncio.wait_for(reply, self._timeout_s)
+        except (DeviceFailure, Rejected):
+            raise
+        except BaseException as exc:
+            raise classify(exc, operation) from None
+        finally:
+            for t in (accepted, rejected):
+                try:
+                    self._connection.unsubscribe(t)
+                except Exception:  # noqa: BLE001 - the connection may be gone already
+                    pass
+        try:
+            decoded = cbor2.loads(reply_payload) if reply_payload else {}
+        except (cbor2.CBORDecodeError, ValueError) as exc:
+            raise DeviceFailure("malformed_reply", f"{operation}: the reply is not CBOR ({exc})") from None
+        if not isinstance(decoded, dict):
+            raise DeviceFailure("malformed_reply", f"{operation}: the reply is not a CBOR map")
+        if reply_topic == rejected:
+            raise Rejected(
+                operation,
+                decoded.get("statusCode"),
+                str(decoded.get("errorCode") or ""),
+                str(decoded.get("errorMessage") or ""),
+            )
+        return decoded
+
+    async def create_certificate_from_csr(self, csr_pem: str) -> IssuedCertificate:
+        topic = _topics("cbor")[CREATE_FROM_CSR]
+        reply = await self._request(CREATE_FROM_CSR, topic, {"certificateSigningRequest": csr_pem})
+        return _issued(CREATE_FROM_CSR, reply)
+
+    async def create_keys_and_certificate(self) -> IssuedCertificate:
+        # The request payload is empty by the API; an empty CBOR map is what the embedded demos send.
+        reply = await self._request(CREATE_KEYS, _topics("cbor")[CREATE_KEYS], {})
+        return _issued(CREATE_KEYS, reply)
+
+    async def register_thing(
+        self, template_name: str, ownership_token: str, parameters: dict[str, str]
+    ) -> Registration:
+        topic = _topics("cbor", template_name)[REGISTER_THING]
+        reply = await self._request(
+            REGISTER_THING, topic, {"certificateOwnershipToken": ownership_token, "parameters": parameters}
+        )
+        return _registration(reply)
+
+
+def identity_client(fmt: str, connection: mqtt.Connection, timeout_s: float) -> IdentityClient:
+    if fmt == "json":
+        return JsonIdentity(connection, timeout_s)
+    if fmt == "cbor":
+        return CborIdentity(connection, timeout_s)
+    raise ValueError(fmt)
+
+
+def telemetry_payload(serial: str, thing_name: str) -> bytes:
+    return json.dumps({"serial": serial, "thing": thing_name, "event": "first-boot"}).encode()
