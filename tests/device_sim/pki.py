@@ -21,8 +21,9 @@ def _name(cn: str) -> x509.Name:
 
 
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def cert_pem(cert: x509.Certificate) -> bytes:
@@ -38,26 +39,43 @@ class Authority:
     def create(cls, cn: str = "test CA") -> Authority:
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC)
-        cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .sign(key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(_name(cn))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
         return cls(key, cert)
 
-    def issue(self, cn: str, public_key=None, server: bool = False) -> tuple[ec.EllipticCurvePrivateKey | None,
-                                                                             x509.Certificate]:
+    def issue(
+        self, cn: str, public_key=None, server: bool = False
+    ) -> tuple[ec.EllipticCurvePrivateKey | None, x509.Certificate]:
         key = None
         if public_key is None:
             key = ec.generate_private_key(ec.SECP256R1())
             public_key = key.public_key()
         now = dt.datetime.now(dt.UTC)
-        builder = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(self.cert.subject)
-                   .public_key(public_key).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1)))
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn))
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+        )
         if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
         return key, builder.sign(self.key, hashes.SHA256())
 
     def sign_csr(self, csr_pem: str) -> x509.Certificate:
@@ -75,7 +93,7 @@ class Files:
 
 
 def write_pki(directory: Path, authority: Authority, client_authority: Authority | None = None) -> Files:
-    """The CA file of `authority` and a claim certificate/key issued by client_authority (default the same)."""
+    """The CA file of `authority`, and a claim certificate/key from client_authority (default the same)."""
     directory.mkdir(parents=True, exist_ok=True)
     key, cert = (client_authority or authority).issue("claim")
     files = Files(directory / "ca.pem", directory / "claim.pem", directory / "claim.key")
@@ -150,15 +168,15 @@ class MiniBroker:
                     if kind == 1:  # CONNECT: protocol name, level, flags, keep-alive, then the client id
                         name_len = int.from_bytes(body[0:2], "big")
                         at = 2 + name_len + 4
-                        id_len = int.from_bytes(body[at:at + 2], "big")
-                        self.client_ids.append(body[at + 2:at + 2 + id_len].decode())
+                        id_len = int.from_bytes(body[at : at + 2], "big")
+                        self.client_ids.append(body[at + 2 : at + 2 + id_len].decode())
                         self.client_cns.append(cn)
                         tls.sendall(bytes([0x20, 2, 0, self.connack]))
                     elif kind == 3:  # PUBLISH
                         topic_len = int.from_bytes(body[0:2], "big")
-                        topic = body[2:2 + topic_len].decode()
+                        topic = body[2 : 2 + topic_len].decode()
                         qos = (header[0] >> 1) & 3
-                        rest = body[2 + topic_len:]
+                        rest = body[2 + topic_len :]
                         if qos:
                             packet_id, rest = rest[:2], rest[2:]
                             tls.sendall(bytes([0x40, 2]) + packet_id)

@@ -24,10 +24,17 @@ def one_line_error(result, code: int = 2) -> str:  # type: ignore[no-untyped-def
 
 
 def endpoint_file(tmp_path: Path, port: int, files, **overrides) -> Path:  # type: ignore[no-untyped-def]
-    data = {"host": "127.0.0.1", "port": port, "ca_file": str(files.ca_file),
-            "claim_cert_file": str(files.claim_cert_file), "claim_key_file": str(files.claim_key_file),
-            "template_name": "FleetProvisioningTemplate", "region": "us-east-1",
-            "claim_client_id_pattern": "prov-*", **overrides}
+    data = {
+        "host": "127.0.0.1",
+        "port": port,
+        "ca_file": str(files.ca_file),
+        "claim_cert_file": str(files.claim_cert_file),
+        "claim_key_file": str(files.claim_key_file),
+        "template_name": "FleetProvisioningTemplate",
+        "region": "us-east-1",
+        "claim_client_id_pattern": "prov-*",
+        **overrides,
+    }
     path = tmp_path / "endpoint.json"
     path.write_text(json.dumps(data))
     return path
@@ -45,15 +52,26 @@ def pki(tmp_path: Path):  # type: ignore[no-untyped-def]
     return authority, write_pki(tmp_path / "pki", authority)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "is not valid JSON"),
-    ("[1, 2]", "must hold a JSON object"),
-    ('{"host": "127.0.0.1"}', 'has no valid "claim_cert_file"'),
-    ('{"host": "127.0.0.1", "port": "8883", "ca_file": "a", "claim_cert_file": "b", "claim_key_file": "c", '
-     '"template_name": "t"}', 'has no valid "port"'),
-    ('{"host": "127.0.0.1", "port": 70000, "ca_file": "a", "claim_cert_file": "b", "claim_key_file": "c", '
-     '"template_name": "t"}', 'invalid "port"'),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "must hold a JSON object"),
+        ('{"host": "127.0.0.1"}', 'has no valid "claim_cert_file"'),
+        (
+            '{"host": "127.0.0.1", "port": "8883", "ca_file": "a", "claim_cert_file": "b", '
+            '"claim_key_file": "c", '
+            '"template_name": "t"}',
+            'has no valid "port"',
+        ),
+        (
+            '{"host": "127.0.0.1", "port": 70000, "ca_file": "a", "claim_cert_file": "b", '
+            '"claim_key_file": "c", '
+            '"template_name": "t"}',
+            'invalid "port"',
+        ),
+    ],
+)
 def test_malformed_endpoint_file(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "endpoint.json"
     path.write_text(content)
@@ -63,8 +81,9 @@ def test_malformed_endpoint_file(tmp_path: Path, content: str, message: str) -> 
 
 
 def test_missing_endpoint_file(tmp_path: Path) -> None:
-    line = one_line_error(runner.invoke(app, ["provision", "--serial", "A001", "--endpoint-file",
-                                              str(tmp_path / "nope.json")]))
+    line = one_line_error(
+        runner.invoke(app, ["provision", "--serial", "A001", "--endpoint-file", str(tmp_path / "nope.json")])
+    )
     assert "cannot read the endpoint file" in line
 
 
@@ -82,7 +101,9 @@ def test_wrong_ca(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
     wrong = write_pki(tmp_path / "wrong", stranger, client_authority=authority)
     path = endpoint_file(tmp_path, broker.port, files, ca_file=str(wrong.ca_file))
     try:
-        line = one_line_error(runner.invoke(app, ["provision", "--serial", "A001", "--endpoint-file", str(path)]))
+        line = one_line_error(
+            runner.invoke(app, ["provision", "--serial", "A001", "--endpoint-file", str(path)])
+        )
     finally:
         broker.close()
     assert "is not trusted by the CA file" in line
@@ -93,11 +114,28 @@ def test_refused_claim_certificate(tmp_path: Path, pki) -> None:  # type: ignore
     authority, files = pki
     broker = MiniBroker(tmp_path, authority)
     foreign = write_pki(tmp_path / "foreign", authority, client_authority=Authority.create("another factory"))
-    path = endpoint_file(tmp_path, broker.port, files, claim_cert_file=str(foreign.claim_cert_file),
-                         claim_key_file=str(foreign.claim_key_file))
+    path = endpoint_file(
+        tmp_path,
+        broker.port,
+        files,
+        claim_cert_file=str(foreign.claim_cert_file),
+        claim_key_file=str(foreign.claim_key_file),
+    )
     try:
-        line = one_line_error(runner.invoke(app, ["fleet", "--devices", "3", "--endpoint-file", str(path),
-                                                  "--report", str(tmp_path / "r.json")]))
+        line = one_line_error(
+            runner.invoke(
+                app,
+                [
+                    "fleet",
+                    "--devices",
+                    "3",
+                    "--endpoint-file",
+                    str(path),
+                    "--report",
+                    str(tmp_path / "r.json"),
+                ],
+            )
+        )
     finally:
         broker.close()
     assert "refused the claim certificate" in line
@@ -110,27 +148,47 @@ def test_claim_key_that_is_not_a_key(tmp_path: Path, pki) -> None:  # type: igno
     files.claim_key_file.write_text("not a key\n")
     path = endpoint_file(tmp_path, broker.port, files)
     try:
-        line = one_line_error(runner.invoke(app, ["provision", "--serial", "A001", "--endpoint-file", str(path)]))
+        line = one_line_error(
+            runner.invoke(app, ["provision", "--serial", "A001", "--endpoint-file", str(path)])
+        )
     finally:
         broker.close()
     assert "are not a usable PEM pair" in line
 
 
-@pytest.mark.parametrize("args, message", [
-    (["provision", "--serial", "A001"], "give --endpoint-file (emulator) or --endpoint"),
-    (["provision", "--serial", "A001", "--endpoint", "example.com"], "--endpoint also needs --ca-file"),
-    (["provision", "--serial", "A001", "--endpoint-file", "e.json", "--endpoint", "h"], "not both"),
-    (["provision", "--serial", "A001", "--endpoint-file", "e.json", "--param", "novalue"], "--param must be k=v"),
-    (["provision", "--serial", "A001", "--endpoint-file", "e.json", "--flow", "keys", "--key-store", "pkcs11"],
-     "--flow keys cannot use --key-store pkcs11"),
-    (["provision"], "Missing option '--serial'"),
-    (["provision", "--serial", "A", "--format", "xml"], "Invalid value for '--format'"),
-    (["fleet", "--endpoint-file", "e.json"], "give --devices N"),
-    (["fleet", "--endpoint-file", "e.json", "--devices", "4", "--shard", "5/4"], "--shard 5/4"),
-    (["fleet", "--endpoint-file", "e.json", "--devices", "4", "--ramp-s", "3"], "--ramp-s needs --rate"),
-    (["fleet", "--devices", "0"], "Invalid value for '--devices'"),
-    (["report", "merge", "--out", "x.json"], "Missing argument"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["provision", "--serial", "A001"], "give --endpoint-file (emulator) or --endpoint"),
+        (["provision", "--serial", "A001", "--endpoint", "example.com"], "--endpoint also needs --ca-file"),
+        (["provision", "--serial", "A001", "--endpoint-file", "e.json", "--endpoint", "h"], "not both"),
+        (
+            ["provision", "--serial", "A001", "--endpoint-file", "e.json", "--param", "novalue"],
+            "--param must be k=v",
+        ),
+        (
+            [
+                "provision",
+                "--serial",
+                "A001",
+                "--endpoint-file",
+                "e.json",
+                "--flow",
+                "keys",
+                "--key-store",
+                "pkcs11",
+            ],
+            "--flow keys cannot use --key-store pkcs11",
+        ),
+        (["provision"], "Missing option '--serial'"),
+        (["provision", "--serial", "A", "--format", "xml"], "Invalid value for '--format'"),
+        (["fleet", "--endpoint-file", "e.json"], "give --devices N"),
+        (["fleet", "--endpoint-file", "e.json", "--devices", "4", "--shard", "5/4"], "--shard 5/4"),
+        (["fleet", "--endpoint-file", "e.json", "--devices", "4", "--ramp-s", "3"], "--ramp-s needs --rate"),
+        (["fleet", "--devices", "0"], "Invalid value for '--devices'"),
+        (["report", "merge", "--out", "x.json"], "Missing argument"),
+    ],
+)
 def test_usage_errors(tmp_path: Path, pki, monkeypatch, args: list[str], message: str) -> None:  # type: ignore[no-untyped-def]
     _, files = pki
     monkeypatch.chdir(tmp_path)
@@ -144,6 +202,9 @@ def test_serials_file_shorter_than_devices(tmp_path: Path, pki) -> None:  # type
     serials = tmp_path / "serials.txt"
     serials.write_text("A001\nA002\n")
     path = endpoint_file(tmp_path, free_port(), files)
-    line = one_line_error(runner.invoke(app, ["fleet", "--endpoint-file", str(path), "--serials", str(serials),
-                                              "--devices", "5"]))
+    line = one_line_error(
+        runner.invoke(
+            app, ["fleet", "--endpoint-file", str(path), "--serials", str(serials), "--devices", "5"]
+        )
+    )
     assert "holds only 2 serials" in line

@@ -35,8 +35,9 @@ def test_out_of_range_values_are_clamped() -> None:
 
 
 @given(latencies, latencies, latencies)
-def test_merging_shards_gives_exactly_the_histogram_of_all_values(a: list[float], b: list[float],
-                                                                  c: list[float]) -> None:
+def test_merging_shards_gives_exactly_the_histogram_of_all_values(
+    a: list[float], b: list[float], c: list[float]
+) -> None:
     whole = Histogram()
     for v in a + b + c:
         whole.record(v)

@@ -1,4 +1,4 @@
-"""The device key in a SoftHSM2 token: generated there, never exported, signs the CSR, does mTLS via awscrt."""
+"""The device key in a SoftHSM2 token: made there, never exported, signs the CSR, does mTLS via awscrt."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from device_sim.transport import Transport
 from tests.device_sim.pki import Authority, MiniBroker, cert_pem, write_pki
 
 pytestmark = [
-    pytest.mark.skipif(find_softhsm() is None, reason="SoftHSM2 is not installed (apt-get install softhsm2; "
-                                                      ".ci/run installs it where it can)"),
-    # SoftHSM2 reads SOFTHSM2_CONF once per process: every test of this module shares one worker and one token.
+    pytest.mark.skipif(
+        find_softhsm() is None,
+        reason="SoftHSM2 is not installed (apt-get install softhsm2; .ci/run installs it where it can)",
+    ),
+    # SoftHSM2 reads SOFTHSM2_CONF once per process: this module's tests share one worker and one token.
     pytest.mark.xdist_group("softhsm"),
 ]
 
@@ -48,7 +50,9 @@ def test_private_key_never_leaves_the_token(token: Token, tmp_path: Path) -> Non
     assert [p.name for p in tmp_path.iterdir()] == ["pkcs11.json"]
     lib = pkcs11.lib(str(token.module))
     with lib.get_token(token_label=token.label).open(user_pin=token.user_pin) as session:
-        private = session.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, label=key.key_label)
+        private = session.get_key(
+            object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, label=key.key_label
+        )
         assert private[Attribute.SENSITIVE] is True
         assert private[Attribute.EXTRACTABLE] is False
         with pytest.raises(pkcs11.PKCS11Error):
@@ -61,8 +65,14 @@ def test_awscrt_does_mtls_with_the_token_key(token: Token, tmp_path: Path) -> No
     broker = MiniBroker(tmp_path, authority)
     key = Pkcs11Key.generate(token, "RX-0003")
     certificate = authority.sign_csr(key.csr_pem("RX-0003"))
-    target = Target(host="127.0.0.1", port=broker.port, ca_file=files.ca_file, claim_cert_file=files.claim_cert_file,
-                    claim_key_file=files.claim_key_file, template_name="t")
+    target = Target(
+        host="127.0.0.1",
+        port=broker.port,
+        ca_file=files.ca_file,
+        claim_cert_file=files.claim_cert_file,
+        claim_key_file=files.claim_key_file,
+        template_name="t",
+    )
     transport = Transport(target, threads=1, timeout_s=5)
 
     async def connect_and_publish() -> None:

@@ -10,8 +10,17 @@ from device_sim.cli import app
 from device_sim.html_report import render
 from device_sim.report import STEPS, TOTAL, FleetStats, merge_stats, read_report, write_report
 
-CONTRACT_KEYS = {"devices", "provisioned", "rejected", "failed", "duration_s", "throughput_per_s", "latency_ms",
-                 "rejections", "failures"}
+CONTRACT_KEYS = {
+    "devices",
+    "provisioned",
+    "rejected",
+    "failed",
+    "duration_s",
+    "throughput_per_s",
+    "latency_ms",
+    "rejections",
+    "failures",
+}
 
 
 def simulated(seed: int, devices: int, start: float) -> FleetStats:
@@ -88,14 +97,27 @@ def test_report_merge_command(tmp_path: Path) -> None:
         path = tmp_path / f"shard{seed}.json"
         write_report(simulated(seed, 50, 1_700_000_000.0), path)
         paths.append(str(path))
-    result = CliRunner().invoke(app, ["report", "merge", *paths, "--out", str(tmp_path / "all.json"),
-                                      "--html", str(tmp_path / "all.html")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            "merge",
+            *paths,
+            "--out",
+            str(tmp_path / "all.json"),
+            "--html",
+            str(tmp_path / "all.html"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     merged = json.loads((tmp_path / "all.json").read_text())
     assert merged["devices"] == 100
     html = (tmp_path / "all.html").read_text()
-    assert "<svg" in html and "<script" not in html and "http://" not in html.replace(
-        'xmlns="http://www.w3.org/2000/svg"', "")
+    assert (
+        "<svg" in html
+        and "<script" not in html
+        and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    )
 
 
 def test_report_merge_refuses_what_is_not_a_report(tmp_path: Path) -> None:
@@ -106,9 +128,14 @@ def test_report_merge_refuses_what_is_not_a_report(tmp_path: Path) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text("{")
     runner = CliRunner()
-    for path, message in ((bad, "is not a device_sim fleet report"), (broken, "is not valid JSON"),
-                          (tmp_path / "missing.json", "cannot read the report")):
-        result = runner.invoke(app, ["report", "merge", str(good), str(path), "--out", str(tmp_path / "o.json")])
+    for path, message in (
+        (bad, "is not a device_sim fleet report"),
+        (broken, "is not valid JSON"),
+        (tmp_path / "missing.json", "cannot read the report"),
+    ):
+        result = runner.invoke(
+            app, ["report", "merge", str(good), str(path), "--out", str(tmp_path / "o.json")]
+        )
         assert result.exit_code == 2
         assert message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
