@@ -9,18 +9,17 @@ pub-sub-policy; IAM user guide for the shared policy grammar):
   resolved makes its Resource/value match nothing ("If the device certificate is not associated with the
   thing, this variable won't be resolved and will result in an access denied error", thing-policy-examples).
 
-Statements are compiled once at construction; resource patterns with variables are compiled per distinct
-substituted value through an LRU cache, so a publish costs a few dictionary lookups and one regex match.
+Statements are compiled once at construction; a resource pattern with variables keeps one compiled regex
+per distinct set of substituted values, so a publish costs a few dictionary lookups and one regex match.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -172,57 +171,39 @@ def _parse_pattern(text: str, variables: bool) -> tuple[_Piece, ...]:
     return tuple(pieces)
 
 
-@lru_cache(maxsize=8192)
-def _compile(regex: str) -> re.Pattern[str]:
-    return re.compile(regex, re.DOTALL)
+_PATTERN_CACHE = 4096  # compiled regexes kept per pattern (one per distinct set of variable values)
 
 
 class _Pattern:
-    """A policy string with wildcards and variables, matched against a request value."""
+    """A policy string with wildcards and variables, matched against a request value.
 
-    __slots__ = ("_pieces", "_static", "_exact", "_has_variables")
+    A pattern without wildcards is a string comparison; one with `*` only (nearly all IoT policies) is a
+    scan for its literal runs; one with `?` becomes a regex, compiled once per distinct set of substituted
+    variable values and kept.
+    """
+
+    __slots__ = ("_pieces", "_variables", "_one_char", "_exact", "_compiled")
 
     def __init__(self, text: str, variables: bool) -> None:
         self._pieces = _parse_pattern(text, variables)
-        self._has_variables = any(isinstance(piece, _Variable) for piece in self._pieces)
-        self._exact: str | None = None
-        self._static: re.Pattern[str] | None = None
-        if not self._has_variables:
-            if all(isinstance(piece, str) for piece in self._pieces):
-                self._exact = "".join(piece for piece in self._pieces if isinstance(piece, str))
-            else:
-                self._static = _compile(self._regex(_no_variables))
+        self._variables = tuple(piece.name for piece in self._pieces if isinstance(piece, _Variable))
+        wild = any(isinstance(piece, _Wildcard) for piece in self._pieces)
+        self._one_char = any(piece is _ONE for piece in self._pieces)
+        self._exact = None if self._variables or wild else self._text(())
+        self._compiled: dict[tuple[tuple[str, ...], bool], re.Pattern[str]] = {}
 
-    def _regex(self, resolve: Callable[[str], str | None]) -> str:
-        parts: list[str] = []
-        for piece in self._pieces:
-            if isinstance(piece, str):
-                parts.append(re.escape(piece))
-            elif isinstance(piece, _Wildcard):
-                parts.append(piece.regex)
-            else:
-                value = resolve(piece.name)
-                if value is None:
-                    raise _Unresolved(piece.name)
-                # UNCONFIRMED: a substituted value is literal text even if it holds * or ? (the safe reading).
-                parts.append(re.escape(value))
-        return "".join(parts)
+    def _values(self, ctx: ConnectionContext) -> tuple[str, ...] | None:
+        values: list[str] = []
+        for name in self._variables:
+            value = ctx.variable(name)
+            if value is None:
+                return None
+            values.append(value)
+        return tuple(values)
 
-    def matches(self, value: str, ctx: ConnectionContext, ignore_case: bool = False) -> bool:
-        if self._exact is not None and not ignore_case:
-            return value == self._exact
-        if self._static is not None and not ignore_case:
-            return self._static.fullmatch(value) is not None
-        try:
-            regex = self._regex(ctx.variable)
-        except _Unresolved:
-            return False
-        if ignore_case:
-            regex = "(?i)" + regex
-        return _compile(regex).fullmatch(value) is not None
-
-    def resolve(self, ctx: ConnectionContext) -> str | None:
-        """The text with variables substituted and wildcards kept as text (for *Equals operators)."""
+    def _text(self, values: tuple[str, ...]) -> str:
+        """The pattern with `values` substituted, wildcards written as `*` and `?`."""
+        substituted = iter(values)
         parts: list[str] = []
         for piece in self._pieces:
             if isinstance(piece, str):
@@ -230,19 +211,79 @@ class _Pattern:
             elif isinstance(piece, _Wildcard):
                 parts.append("*" if piece is _STAR else "?")
             else:
-                value = ctx.variable(piece.name)
-                if value is None:
-                    return None
-                parts.append(value)
+                parts.append(next(substituted))
         return "".join(parts)
 
+    def _regex(self, values: tuple[str, ...]) -> str:
+        substituted = iter(values)
+        parts: list[str] = []
+        for piece in self._pieces:
+            if isinstance(piece, str):
+                parts.append(re.escape(piece))
+            elif isinstance(piece, _Wildcard):
+                parts.append(piece.regex)
+            else:
+                # UNCONFIRMED: a substituted value is literal text even if it holds * or ? (the safe reading).
+                parts.append(re.escape(next(substituted)))
+        return "".join(parts)
 
-class _Unresolved(Exception):
-    pass
+    def _segments(self, values: tuple[str, ...]) -> list[str]:
+        """The literal runs between `*` wildcards, with `values` substituted (only for `?`-free patterns)."""
+        substituted = iter(values)
+        segments: list[str] = []
+        current: list[str] = []
+        for piece in self._pieces:
+            if piece is _STAR:
+                segments.append("".join(current))
+                current = []
+            elif isinstance(piece, _Variable):
+                current.append(next(substituted))
+            else:
+                current.append(piece)  # type: ignore[arg-type]  # a literal: `?` patterns never get here
+        segments.append("".join(current))
+        return segments
+
+    def matches(self, value: str, ctx: ConnectionContext, ignore_case: bool = False) -> bool:
+        if self._exact is not None and not ignore_case:
+            return value == self._exact
+        values = self._values(ctx)
+        if values is None:
+            return False  # an unresolved variable matches nothing
+        if not self._one_char:
+            # `*` only (nearly every IoT policy): a scan for the literal runs, no regex to compile.
+            segments = self._segments(values)
+            if ignore_case:
+                return _star_match([segment.lower() for segment in segments], value.lower())
+            return _star_match(segments, value)
+        key = (values, ignore_case)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            if len(self._compiled) >= _PATTERN_CACHE:
+                self._compiled.clear()
+            compiled = re.compile(("(?i)" if ignore_case else "") + self._regex(values), re.DOTALL)
+            self._compiled[key] = compiled
+        return compiled.fullmatch(value) is not None
+
+    def resolve(self, ctx: ConnectionContext) -> str | None:
+        """The text with variables substituted and wildcards kept as text (for *Equals operators)."""
+        values = self._values(ctx)
+        return None if values is None else self._text(values)
 
 
-def _no_variables(name: str) -> str | None:
-    return None
+def _star_match(segments: list[str], value: str) -> bool:
+    """Does `value` match the literal `segments` joined by `*` (any run of characters)?"""
+    if len(segments) == 1:
+        return value == segments[0]
+    first, last = segments[0], segments[-1]
+    start, end = len(first), len(value) - len(last)
+    if end < start or not value.startswith(first) or not value.endswith(last):
+        return False
+    for segment in segments[1:-1]:  # leftmost placement of each run is optimal when only `*` separates them
+        found = value.find(segment, start, end)
+        if found < 0:
+            return False
+        start = found + len(segment)
+    return True
 
 
 # ---------------------------------------------------------------------------------------------- conditions

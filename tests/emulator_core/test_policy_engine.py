@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import timeit
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emulator.policy_engine import (
     ConnectionContext,
@@ -522,7 +525,8 @@ def test_arn_helpers() -> None:
 
 
 def test_evaluation_is_cheap(device_policy: PolicyEngine) -> None:
-    # Measured on the dev box: ~10 us per publish check for the device policy (variables, 3 statements).
+    # Measured on the dev box (2 cores, loaded): 5-11 us per publish check for the device policy, and
+    # ~14 us for a device never seen before (no regex to compile for `*`-only patterns).
     # The bound is 20x that, to stay meaningful without flaking on a loaded CI runner.
     ctx = device()
     resource = topic("devices/device-1/telemetry")
@@ -530,3 +534,24 @@ def test_evaluation_is_cheap(device_policy: PolicyEngine) -> None:
     seconds = min(timeit.repeat(lambda: device_policy.is_allowed("iot:Publish", resource, ctx),
                                 number=calls, repeat=3))
     assert seconds / calls < 200e-6
+
+
+def _reference_match(pattern: str, value: str) -> bool:
+    regex = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
+    return re.fullmatch(regex, value, re.DOTALL) is not None
+
+
+@settings(max_examples=300, deadline=None)
+@given(pattern=st.text(alphabet="ab/+#*?", max_size=8), name=st.text(alphabet="ab/+#", max_size=8))
+def test_wildcard_matching_agrees_with_a_reference_regex(pattern: str, name: str) -> None:
+    # Covers both matchers: the scan for `*`-only patterns and the regex for patterns with `?`.
+    policy = engine(allow("iot:Publish", f"{ARN}:topic/{pattern}"))
+    assert policy.is_allowed("iot:Publish", topic(name), claim()) is _reference_match(pattern, name)
+
+
+def test_one_character_wildcard_with_variables() -> None:
+    policy = engine(allow("iot:Publish", f"{ARN}:topic/${{iot:ClientId}}/?/*"))
+    for client_id in ("prov-1", "prov-2", "prov-1"):  # the second prov-1 reuses its compiled pattern
+        assert policy.is_allowed("iot:Publish", topic(f"{client_id}/x/y"), claim(client_id))
+        assert not policy.is_allowed("iot:Publish", topic(f"{client_id}/xx/y"), claim(client_id))
+        assert not policy.is_allowed("iot:Publish", topic("other/x/y"), claim(client_id))
