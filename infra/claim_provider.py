@@ -12,6 +12,7 @@ from constructs import Construct
 
 from infra import constants as c
 from infra.config import FleetConfig
+from infra.dependencies import depend_on_role_policy_only
 from infra.retention import retention
 
 CLAIM_ASSET_EXCLUDES = ["provisioning_hook", "**/__pycache__", "*.pyc", ".pytest_cache", "**/tests"]
@@ -50,6 +51,7 @@ class ClaimCredentialProvider(Construct):
             resources=[stack.format_arn(service="secretsmanager", resource="secret", resource_name=f"{n}-??????",
                                         arn_format=ArnFormat.COLON_RESOURCE_NAME) for n in secret_names]))
         key.grant(self.function, "kms:GenerateDataKey", "kms:Decrypt")
+        depend_on_role_policy_only(self.function)
 
         provider_logs = logs.LogGroup(self, "ProviderLogs",
                                       retention=retention(config.log_retention_days))
@@ -57,6 +59,8 @@ class ClaimCredentialProvider(Construct):
         self.service_token = self.provider.service_token
 
         framework_function = self.provider.node.find_child("framework-onEvent")
+        assert isinstance(framework_function, lambda_.Function)
+        depend_on_role_policy_only(framework_function)
         Validations.of(self.provider).acknowledge(
             Acknowledgment(id=BASIC_EXECUTION,
                            reason="CDK's provider framework function only writes its own logs with it."),

@@ -12,6 +12,7 @@ from constructs import Construct
 from infra import constants as c
 from infra import names
 from infra.config import FleetConfig
+from infra.dependencies import depend_on_role_policy_only
 from infra.retention import retention
 
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"
@@ -61,6 +62,7 @@ class PreProvisioningHook(Construct):
             actions=["iot:DescribeCertificate"],
             resources=[stack.format_arn(service="iot", resource="cert", resource_name="*")],
         ))
+        depend_on_role_policy_only(self.function)
         template_arn = stack.format_arn(
             service="iot", resource="provisioningtemplate", resource_name=config.template_name)
         # Scoped by SourceArn and SourceAccount against the confused deputy (AWS's advice for hooks).

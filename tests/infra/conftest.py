@@ -100,3 +100,10 @@ def repo_root() -> Path:
 
 def dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def by_prefix(template: Template, type_: str, logical_id_prefix: str) -> dict[str, Any]:
+    """The one resource of a type whose logical id starts with the prefix (its construct path)."""
+    found = [r for lid, r in resources(template, type_).items() if lid.startswith(logical_id_prefix)]
+    assert len(found) == 1, f"expected one {type_} under {logical_id_prefix}, found {len(found)}"
+    return found[0]
