@@ -1,0 +1,416 @@
+"""Reads the synthesized stack (the cloud assembly) into what the emulator serves.
+
+CloudFormation is played just far enough: `Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, `Fn::Select`,
+`Fn::Split`, `Fn::If` (+ Conditions), `Fn::FindInMap` and the pseudo parameters resolve against a fixed
+local account and the stack's region. Physical names CloudFormation would generate become
+`<stack>-<LogicalId>`. Every resource type the emulator does not emulate is listed in `not_emulated`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emulator.registry import LOCAL_ACCOUNT_ID
+
+DEFAULT_REGION = "us-east-1"
+HOOK_PAYLOAD_VERSION = "2020-04-01"
+CLAIM_CUSTOM_TYPE = "Custom::ClaimCredential"
+
+# What the emulator builds from each type; anything else is reported, never silently skipped.
+EMULATED_TYPES = frozenset({
+    "AWS::IoT::Policy", "AWS::IoT::ProvisioningTemplate", "AWS::IoT::Certificate", CLAIM_CUSTOM_TYPE,
+    "AWS::IoT::PolicyPrincipalAttachment", "AWS::IoT::ThingGroup", "AWS::IoT::ThingType",
+    "AWS::DynamoDB::Table", "AWS::Lambda::Function",
+})
+# Types that only describe how AWS wires or observes things: there is nothing to emulate locally, but
+# they are still listed (as "not emulated") so that a reader sees what the local run leaves out.
+
+
+class AssemblyError(Exception):
+    """The cloud assembly cannot be read or lacks what the emulator needs; the message says which."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    name: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    name: str
+    arn: str
+    body: dict[str, Any]
+    enabled: bool
+    template_type: str
+    hook_function_arn: str | None
+    hook_payload_version: str | None
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    name: str
+    logical_id: str
+    mode: str  # "csr" (AWS::IoT::Certificate) | "generated" (Custom::ClaimCredential)
+    active: bool
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    key_schema: list[dict[str, str]]
+    attribute_definitions: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    logical_id: str
+    name: str
+    arn: str
+    handler: str
+    asset_dir: Path | None
+    environment: dict[str, str]
+    memory_mb: int
+
+
+@dataclass(frozen=True)
+class AttachmentSpec:
+    policy_name: str
+    principal_arn: str
+
+
+@dataclass
+class StackModel:
+    stack_name: str
+    region: str
+    account_id: str
+    policies: list[PolicySpec] = field(default_factory=list)
+    templates: list[TemplateSpec] = field(default_factory=list)
+    claims: list[ClaimSpec] = field(default_factory=list)
+    attachments: list[AttachmentSpec] = field(default_factory=list)
+    tables: list[TableSpec] = field(default_factory=list)
+    functions: list[FunctionSpec] = field(default_factory=list)
+    thing_groups: list[str] = field(default_factory=list)
+    thing_types: list[str] = field(default_factory=list)
+    not_emulated: list[tuple[str, str]] = field(default_factory=list)  # (logical id, type)
+
+    def hook_for(self, template: TemplateSpec) -> FunctionSpec | None:
+        if template.hook_function_arn is None:
+            return None
+        for function in self.functions:
+            if function.arn == template.hook_function_arn:
+                return function
+        return None
+
+
+@dataclass(frozen=True)
+class ClaimIdentity:
+    """The local stand-in for a claim certificate, issued while the assembly is read."""
+
+    certificate_id: str
+
+
+def find_stack_template(assembly_dir: Path, stack_name: str | None = None) -> Path:
+    """The stack's template in the assembly: by name, or the only stack in manifest.json."""
+    if not assembly_dir.is_dir():
+        raise AssemblyError(f"cloud assembly {assembly_dir} does not exist (run `make synth` first)")
+    if stack_name:
+        path = assembly_dir / f"{stack_name}.template.json"
+        if not path.exists():
+            raise AssemblyError(f"{path} not found in the cloud assembly")
+        return path
+    manifest_path = assembly_dir / "manifest.json"
+    stacks: list[Path] = []
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        for artifact in manifest.get("artifacts", {}).values():
+            if artifact.get("type") == "aws:cloudformation:stack":
+                template_file = artifact.get("properties", {}).get("templateFile")
+                if template_file:
+                    stacks.append(assembly_dir / template_file)
+    else:
+        stacks = sorted(assembly_dir.glob("*.template.json"))
+    if len(stacks) != 1:
+        raise AssemblyError(f"expected exactly one stack in {assembly_dir}, found {len(stacks)}: "
+                            "pass the stack name")
+    return stacks[0]
+
+
+def stack_region(assembly_dir: Path, template_path: Path) -> str:
+    """The region in the stack's environment, else us-east-1 (an environment-agnostic stack)."""
+    manifest_path = assembly_dir / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        for artifact in manifest.get("artifacts", {}).values():
+            if artifact.get("properties", {}).get("templateFile") == template_path.name:
+                match = re.match(r"^aws://[^/]+/([a-z0-9-]+)$", artifact.get("environment", ""))
+                if match and match.group(1) != "unknown-region":
+                    return match.group(1)
+    return DEFAULT_REGION
+
+
+def load_stack(assembly_dir: Path | str, issue_claim: Callable[[ClaimSpec], ClaimIdentity], *,
+               stack_name: str | None = None) -> StackModel:
+    """Read and resolve the stack. `issue_claim` makes the local credential for each claim first,
+    since the rest of the stack refers to the claim certificates' ids and ARNs."""
+    assembly_dir = Path(assembly_dir).resolve()
+    template_path = find_stack_template(assembly_dir, stack_name)
+    try:
+        template = json.loads(template_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AssemblyError(f"cannot read {template_path}: {exc}") from None
+    name = template_path.name.removesuffix(".template.json")
+    region = stack_region(assembly_dir, template_path)
+    resolver = _Resolver(template, stack_name=name, region=region, account_id=LOCAL_ACCOUNT_ID)
+    model = StackModel(stack_name=name, region=region, account_id=LOCAL_ACCOUNT_ID)
+    resources: dict[str, Any] = template.get("Resources", {})
+
+    # Claims first: other resources (attachments) refer to their certificates.
+    for logical_id, resource in resources.items():
+        kind = resource.get("Type")
+        if not resolver.included(resource) or kind not in ("AWS::IoT::Certificate", CLAIM_CUSTOM_TYPE):
+            continue
+        props = resolver.resolve(resource.get("Properties", {}))
+        if kind == CLAIM_CUSTOM_TYPE:
+            claim = ClaimSpec(str(props.get("ClaimName") or logical_id), logical_id, "generated",
+                              props.get("Status", "ACTIVE") == "ACTIVE")
+        else:
+            claim = ClaimSpec(_claim_name_from_path(resource, logical_id), logical_id, "csr",
+                              props.get("Status", "ACTIVE") == "ACTIVE")
+        identity = issue_claim(claim)
+        resolver.set_certificate(logical_id, identity.certificate_id)
+        model.claims.append(claim)
+
+    for logical_id, resource in resources.items():
+        kind = resource.get("Type", "")
+        if not resolver.included(resource):
+            continue
+        if kind not in EMULATED_TYPES:
+            model.not_emulated.append((logical_id, kind))
+            continue
+        props = resolver.resolve(resource.get("Properties", {}))
+        if kind == "AWS::IoT::Policy":
+            document = props.get("PolicyDocument")
+            if isinstance(document, str):
+                document = json.loads(document)
+            model.policies.append(PolicySpec(resolver.physical(logical_id), document))
+        elif kind == "AWS::IoT::ProvisioningTemplate":
+            body = props.get("TemplateBody")
+            try:
+                body = json.loads(body) if isinstance(body, str) else body
+            except json.JSONDecodeError as exc:
+                raise AssemblyError(f"{logical_id}.TemplateBody is not JSON: {exc}") from None
+            hook = props.get("PreProvisioningHook") or {}
+            template_name = resolver.physical(logical_id)
+            model.templates.append(TemplateSpec(
+                name=template_name, arn=resolver.get_att(logical_id, "TemplateArn"), body=body,
+                enabled=_truthy(props.get("Enabled", False)),
+                template_type=str(props.get("TemplateType", "FLEET_PROVISIONING")),
+                hook_function_arn=hook.get("TargetArn"), hook_payload_version=hook.get("PayloadVersion")))
+        elif kind == "AWS::IoT::PolicyPrincipalAttachment":
+            model.attachments.append(AttachmentSpec(str(props["PolicyName"]), str(props["Principal"])))
+        elif kind == "AWS::IoT::ThingGroup":
+            model.thing_groups.append(resolver.physical(logical_id))
+        elif kind == "AWS::IoT::ThingType":
+            model.thing_types.append(resolver.physical(logical_id))
+        elif kind == "AWS::DynamoDB::Table":
+            model.tables.append(TableSpec(resolver.physical(logical_id), props.get("KeySchema", []),
+                                          props.get("AttributeDefinitions", [])))
+        elif kind == "AWS::Lambda::Function":
+            model.functions.append(FunctionSpec(
+                logical_id=logical_id, name=resolver.physical(logical_id),
+                arn=resolver.get_att(logical_id, "Arn"), handler=str(props.get("Handler", "")),
+                asset_dir=_asset_dir(assembly_dir, resource, props),
+                environment={k: str(v) for k, v in
+                             ((props.get("Environment") or {}).get("Variables") or {}).items()},
+                memory_mb=int(props.get("MemorySize", 128))))
+    return model
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+def _claim_name_from_path(resource: Mapping[str, Any], logical_id: str) -> str:
+    """csr-mode claims: the construct path is .../<PascalName>/Certificate; back to the kebab name."""
+    path = str(resource.get("Metadata", {}).get("aws:cdk:path", ""))
+    parts = path.split("/")
+    if len(parts) >= 2 and parts[-1] == "Certificate":
+        return re.sub(r"(?<!^)(?=[A-Z])", "-", parts[-2]).lower()
+    return logical_id
+
+
+def _asset_dir(assembly_dir: Path, resource: Mapping[str, Any], props: Mapping[str, Any]) -> Path | None:
+    asset = resource.get("Metadata", {}).get("aws:asset:path")
+    if asset:
+        path = Path(asset)
+        return path if path.is_absolute() else assembly_dir / path
+    key = (props.get("Code") or {}).get("S3Key")
+    if isinstance(key, str) and key.endswith(".zip"):
+        candidate = assembly_dir / f"asset.{key.removesuffix('.zip')}"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+_NAME_PROPERTIES = {
+    "AWS::IoT::Policy": "PolicyName", "AWS::IoT::ProvisioningTemplate": "TemplateName",
+    "AWS::DynamoDB::Table": "TableName", "AWS::Lambda::Function": "FunctionName", "AWS::IAM::Role": "RoleName",
+    "AWS::IoT::ThingGroup": "ThingGroupName", "AWS::IoT::ThingType": "ThingTypeName",
+    "AWS::Logs::LogGroup": "LogGroupName", "AWS::SNS::Topic": "TopicName",
+}
+_SUB_RE = re.compile(r"\$\{([^}]+)\}")
+
+
+class _Resolver:
+    def __init__(self, template: Mapping[str, Any], *, stack_name: str, region: str, account_id: str) -> None:
+        self._resources: Mapping[str, Any] = template.get("Resources", {})
+        self._parameters: Mapping[str, Any] = template.get("Parameters", {})
+        self._mappings: Mapping[str, Any] = template.get("Mappings", {})
+        self._conditions: Mapping[str, Any] = template.get("Conditions", {})
+        self._certificates: dict[str, str] = {}
+        self.stack_name = stack_name
+        self.region = region
+        self.account_id = account_id
+        self._pseudo = {
+            "AWS::AccountId": account_id, "AWS::Region": region, "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": stack_name,
+            "AWS::StackId": f"arn:aws:cloudformation:{region}:{account_id}:stack/{stack_name}/local",
+            "AWS::NotificationARNs": [],
+        }
+
+    def set_certificate(self, logical_id: str, certificate_id: str) -> None:
+        self._certificates[logical_id] = certificate_id
+
+    def included(self, resource: Mapping[str, Any]) -> bool:
+        condition = resource.get("Condition")
+        return condition is None or self._condition(condition)
+
+    def _condition(self, name: str) -> bool:
+        if name not in self._conditions:
+            raise AssemblyError(f"unknown condition {name}")
+        return bool(self.resolve(self._conditions[name]))
+
+    def physical(self, logical_id: str) -> str:
+        resource = self._resources.get(logical_id)
+        if resource is None:
+            raise AssemblyError(f"Ref to unknown resource {logical_id}")
+        kind = resource.get("Type", "")
+        if kind in ("AWS::IoT::Certificate", CLAIM_CUSTOM_TYPE):
+            return self._certificates.get(logical_id, logical_id)
+        prop = _NAME_PROPERTIES.get(kind)
+        if prop and prop in resource.get("Properties", {}):
+            return str(self.resolve(resource["Properties"][prop]))
+        return f"{self.stack_name}-{logical_id}"
+
+    def get_att(self, logical_id: str, attribute: str) -> str:
+        resource = self._resources.get(logical_id)
+        if resource is None:
+            raise AssemblyError(f"Fn::GetAtt of unknown resource {logical_id}")
+        kind = resource.get("Type", "")
+        name = self.physical(logical_id)
+        r, a = self.region, self.account_id
+        if kind in ("AWS::IoT::Certificate", CLAIM_CUSTOM_TYPE):
+            cert_arn = f"arn:aws:iot:{r}:{a}:cert/{name}"
+            return {"Id": name, "CertificateId": name, "Arn": cert_arn, "CertificateArn": cert_arn,
+                    "SecretArn": f"arn:aws:secretsmanager:{r}:{a}:secret:{self.stack_name}/{logical_id}-local"
+                    }.get(attribute, f"{logical_id}.{attribute}")
+        arns = {
+            "AWS::Lambda::Function": f"arn:aws:lambda:{r}:{a}:function:{name}",
+            "AWS::DynamoDB::Table": f"arn:aws:dynamodb:{r}:{a}:table/{name}",
+            "AWS::IAM::Role": f"arn:aws:iam::{a}:role/{name}",
+            "AWS::IoT::Policy": f"arn:aws:iot:{r}:{a}:policy/{name}",
+            "AWS::IoT::ThingGroup": f"arn:aws:iot:{r}:{a}:thinggroup/{name}",
+            "AWS::IoT::ThingType": f"arn:aws:iot:{r}:{a}:thingtype/{name}",
+            "AWS::IoT::ProvisioningTemplate": f"arn:aws:iot:{r}:{a}:provisioningtemplate/{name}",
+            "AWS::Logs::LogGroup": f"arn:aws:logs:{r}:{a}:log-group:{name}:*",
+            "AWS::SNS::Topic": f"arn:aws:sns:{r}:{a}:{name}",
+            "AWS::KMS::Key": f"arn:aws:kms:{r}:{a}:key/{logical_id.lower()}",
+        }
+        if attribute in ("Arn", "TemplateArn") and kind in arns:
+            return arns[kind]
+        if attribute == "Arn":
+            service = kind.split("::")[1].lower() if kind.count("::") == 2 else "local"
+            return f"arn:aws:{service}:{r}:{a}:{logical_id}"
+        return f"{name}.{attribute}"
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [self.resolve(item) for item in node if not _is_no_value(item)]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Ref":
+                return self._ref(arg)
+            if key == "Fn::GetAtt":
+                logical, attribute = arg if isinstance(arg, list) else str(arg).split(".", 1)
+                return self.get_att(logical, attribute)
+            if key == "Fn::Join":
+                separator, items = arg
+                return str(separator).join(str(i) for i in self.resolve(items))
+            if key == "Fn::Sub":
+                return self._sub(arg)
+            if key == "Fn::Select":
+                index, items = self.resolve(arg[0]), self.resolve(arg[1])
+                return items[int(index)]
+            if key == "Fn::Split":
+                separator, text = arg
+                return str(self.resolve(text)).split(separator)
+            if key == "Fn::If":
+                name, when_true, when_false = arg
+                chosen = when_true if self._condition(name) else when_false
+                return self.resolve(chosen)
+            if key == "Fn::Equals":
+                return self.resolve(arg[0]) == self.resolve(arg[1])
+            if key == "Fn::Not":
+                return not self.resolve(arg[0])
+            if key == "Fn::And":
+                return all(self.resolve(a) for a in arg)
+            if key == "Fn::Or":
+                return any(self.resolve(a) for a in arg)
+            if key == "Condition":
+                return self._condition(arg)
+            if key == "Fn::FindInMap":
+                name, top, second = (self.resolve(a) for a in arg[:3])
+                return self._mappings[name][top][second]
+            if key == "Fn::Base64":
+                return base64.b64encode(str(self.resolve(arg)).encode()).decode()
+            if key == "Fn::GetAZs":
+                return [f"{self.region}{suffix}" for suffix in "abc"]
+            if key.startswith("Fn::"):
+                return f"<{key} not resolved locally>"
+        return {k: self.resolve(v) for k, v in node.items() if not _is_no_value(v)}
+
+    def _ref(self, name: str) -> Any:
+        if name in self._pseudo:
+            return self._pseudo[name]
+        if name in self._parameters:
+            return self._parameters[name].get("Default", "")
+        return self.physical(name)
+
+    def _sub(self, arg: Any) -> str:
+        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("!"):
+                return "${" + name[1:] + "}"
+            if name in variables:
+                return str(variables[name])
+            if "." in name and name.split(".", 1)[0] in self._resources:
+                logical, attribute = name.split(".", 1)
+                return self.get_att(logical, attribute)
+            return str(self._ref(name))
+
+        return _SUB_RE.sub(replace, text)
+
+
+def _is_no_value(node: Any) -> bool:
+    return isinstance(node, dict) and node == {"Ref": "AWS::NoValue"}

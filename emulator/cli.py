@@ -1,0 +1,87 @@
+"""`python -m emulator up --state-dir DIR [--cloud-assembly cdk.out] [--port 0] [--token-ttl-s N]`."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from emulator.tokens import DEFAULT_TTL_S
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Local emulator of the AWS IoT fleet-provisioning endpoint, built from the CDK stack.")
+err = Console(stderr=True)
+
+
+@app.callback()
+def _main() -> None:
+    """Local AWS IoT fleet-provisioning endpoint."""
+
+
+def _load_hook(spec: str) -> Any:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"--hook must be module:function, got {spec!r}")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+@app.command()
+def up(
+    state_dir: Annotated[Path, typer.Option("--state-dir", help="Where endpoint.json, the CA and claim "
+                                            "credentials are written.")],
+    cloud_assembly: Annotated[Path, typer.Option("--cloud-assembly", help="The synthesized app (cdk.out).")] = Path(
+        "cdk.out"),
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="MQTT port; 0 picks a free one.")] = 0,
+    token_ttl_s: Annotated[float, typer.Option("--token-ttl-s", min=0.1,
+                                               help="Lifetime of ownership tokens (AWS: 3600).")] = DEFAULT_TTL_S,
+    stack: Annotated[str | None, typer.Option("--stack", help="Stack name, if the assembly has several.")] = None,
+    hook: Annotated[str | None, typer.Option("--hook", hidden=True,
+                                             help="module:function replacing the stack's hook (tests).")] = None,
+    hook_timeout_s: Annotated[float, typer.Option("--hook-timeout-s", hidden=True)] = 5.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Serve until SIGINT/SIGTERM; write STATE_DIR/endpoint.json once accepting connections."""
+    # Plain lines on stderr: one per connection and per request outcome, easy to grep.
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from emulator.assembly import AssemblyError
+    from emulator.runtime import start_emulator
+
+    try:
+        hook_function = _load_hook(hook) if hook else None
+        emulator = start_emulator(cloud_assembly, state_dir, port=port, token_ttl_s=token_ttl_s, hook=hook_function,
+                                  hook_timeout_s=hook_timeout_s, stack_name=stack)
+    except (AssemblyError, ValueError, ImportError, AttributeError) as exc:
+        err.print(f"emulator: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        err.print(f"emulator: cannot start: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+        (emulator.state_dir / "endpoint.json").unlink(missing_ok=True)
+        logging.getLogger("emulator").info("stopped")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

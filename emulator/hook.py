@@ -1,0 +1,161 @@
+"""The pre-provisioning hook: AWS's event in, `allowProvisioning` out, within AWS's 5 s.
+
+Two runners: the stack's hook Lambda, loaded from its asset directory with its environment from the
+template, and any Python callable (tests inject hooks that raise, sleep or deny). The Lambda runs in a
+small pool of worker processes, as on AWS a function runs apart from IoT: its environment
+(AWS_ENDPOINT_URL, table name...) never leaks into the host process, and its boto3 work does not
+compete for the emulator's GIL. A deny, an error, a malformed answer or a timeout is AccessDenied.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.errors import AccessDenied
+
+HOOK_TIMEOUT_S = 5.0  # AWS's limit for a pre-provisioning hook
+
+HookFunction = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class HookDecision:
+    allowed: bool
+    parameter_overrides: dict[str, str]
+
+
+def build_event(*, claim_certificate_id: str, certificate_id: str, certificate_pem: str, template_arn: str,
+                client_id: str, parameters: Mapping[str, str]) -> dict[str, Any]:
+    """AWS's hook input, exactly these keys (pre-provisioning-hook.html)."""
+    return {"claimCertificateId": claim_certificate_id, "certificateId": certificate_id,
+            "certificatePem": certificate_pem, "templateArn": template_arn, "clientId": client_id,
+            "parameters": dict(parameters)}
+
+
+def interpret(answer: Any) -> HookDecision:
+    """AWS provisions only on `allowProvisioning: true`; anything else is a denial."""
+    if not isinstance(answer, Mapping) or answer.get("allowProvisioning") is not True:
+        return HookDecision(False, {})
+    raw = answer.get("parameterOverrides") or {}
+    if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise AccessDenied("The pre-provisioning hook returned invalid parameterOverrides")
+    return HookDecision(True, dict(raw))
+
+
+class Hook:
+    """Runs a hook function in `executor`; `invoke` waits at most `timeout_s`."""
+
+    def __init__(self, executor: Executor, function: Callable[[dict[str, Any]], Any], *,
+                 timeout_s: float = HOOK_TIMEOUT_S, description: str = "hook") -> None:
+        self._executor = executor
+        self._function = function
+        self.timeout_s = timeout_s
+        self.description = description
+
+    def invoke(self, event: dict[str, Any]) -> HookDecision:
+        future: Future[Any] = self._executor.submit(self._function, event)
+        try:
+            answer = future.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            raise AccessDenied(f"The pre-provisioning hook did not answer within {self.timeout_s:g} s") from None
+        except Exception as exc:
+            raise AccessDenied(f"The pre-provisioning hook failed: {type(exc).__name__}") from exc
+        decision = interpret(answer)
+        if not decision.allowed:
+            raise AccessDenied("The pre-provisioning hook denied the request")
+        return decision
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def callable_hook(function: HookFunction, *, timeout_s: float = HOOK_TIMEOUT_S, workers: int = 16) -> Hook:
+    return Hook(ThreadPoolExecutor(workers, thread_name_prefix="hook"), function, timeout_s=timeout_s,
+                description=getattr(function, "__qualname__", "hook"))
+
+
+# ------------------------------------------------------------------------- the stack's Lambda
+
+
+@dataclass(frozen=True)
+class LambdaSpec:
+    """The hook function as the template declares it."""
+
+    asset_dir: str
+    handler: str  # module.path.function
+    environment: dict[str, str]
+    function_name: str
+    function_arn: str
+    memory_mb: int = 128
+
+
+def lambda_hook(spec: LambdaSpec, *, aws_endpoint_url: str, region: str, workers: int = 4,
+                timeout_s: float = HOOK_TIMEOUT_S) -> Hook:
+    environment = {
+        # What the Lambda runtime provides, pointed at the local registry.
+        "AWS_ENDPOINT_URL": aws_endpoint_url, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+        "AWS_LAMBDA_FUNCTION_NAME": spec.function_name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12", "AWS_EC2_METADATA_DISABLED": "true",
+        **spec.environment,
+    }
+    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(spec, environment))
+    hook = Hook(executor, _worker_invoke, timeout_s=timeout_s, description=f"lambda {spec.function_name}")
+    # Start and warm every worker now (importing boto3 and the handler takes a second): the first
+    # devices must not pay for it inside their 5 s.
+    warmups = [executor.submit(_worker_warm, 0.3) for _ in range(workers)]
+    for warm in warmups:
+        warm.result(timeout=60)
+    return hook
+
+
+_handler: Callable[[dict[str, Any], Any], Any] | None = None
+_spec: LambdaSpec | None = None
+
+
+def _worker_init(spec: LambdaSpec, environment: dict[str, str]) -> None:
+    global _handler, _spec
+    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        os.environ.pop(name, None)
+    os.environ.update(environment)
+    sys.path.insert(0, spec.asset_dir)
+    module_name, _, function_name = spec.handler.rpartition(".")
+    _handler = getattr(importlib.import_module(module_name), function_name)
+    _spec = spec
+
+
+def _worker_warm(pause_s: float) -> int:
+    time.sleep(pause_s)
+    return os.getpid()
+
+
+class _LambdaContext:
+    def __init__(self, spec: LambdaSpec, deadline: float) -> None:
+        self.function_name = spec.function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = spec.function_arn
+        self.memory_limit_in_mb = spec.memory_mb
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{spec.function_name}"
+        self.log_stream_name = "emulator"
+        self._deadline = deadline
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+def _worker_invoke(event: dict[str, Any]) -> Any:
+    assert _handler is not None and _spec is not None
+    return _handler(event, _LambdaContext(_spec, time.monotonic() + HOOK_TIMEOUT_S))

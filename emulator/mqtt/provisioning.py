@@ -1,0 +1,129 @@
+"""The fleet-provisioning topics: match, decode, call the service off the event loop, reply.
+
+Each request gets exactly one reply, `/accepted` or `/rejected`, delivered to the connection that
+asked and to no other, even if other connections subscribe to the same reply topics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from emulator.errors import as_provisioning_error
+from emulator.mqtt import codec
+from emulator.mqtt.broker import Session
+from emulator.payloads import (
+    CreateCertificateFromCsrRequest,
+    PayloadFormat,
+    RegisterThingRequest,
+    Rejected,
+    Reply,
+    decode_map,
+    encode,
+    reply_topic,
+)
+from emulator.service import ProvisioningService, Requester
+
+log = logging.getLogger("emulator.provisioning")
+
+CREATE_KEYS_RE = re.compile(r"^\$aws/certificates/create/(json|cbor)$")
+CREATE_FROM_CSR_RE = re.compile(r"^\$aws/certificates/create-from-csr/(json|cbor)$")
+REGISTER_THING_RE = re.compile(r"^\$aws/provisioning-templates/([^/]+)/provision/(json|cbor)$")
+# Everything under these roots belongs to the provisioning API: never relayed between clients.
+RESERVED_PREFIXES = ("$aws/certificates/", "$aws/provisioning-templates/")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    operation: str
+    client_id: str
+    reply: Reply
+    duration_ms: float
+    delivered: bool
+
+
+class ProvisioningTopics:
+    def __init__(self, service: ProvisioningService, executor: Executor,
+                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+        self._service = service
+        self._executor = executor
+        self._on_outcome = on_outcome
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def claims(self, topic: str) -> bool:
+        return topic.startswith(RESERVED_PREFIXES)
+
+    def handle(self, session: Session, message: codec.Publish) -> None:
+        topic = message.topic
+        match = CREATE_FROM_CSR_RE.match(topic) or CREATE_KEYS_RE.match(topic) or REGISTER_THING_RE.match(topic)
+        if match is None:
+            # A reply topic or an unknown operation under the reserved roots: nothing answers.
+            return
+        task = asyncio.get_running_loop().create_task(self._answer(session, message, match))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, session: Session, message: codec.Publish, match: re.Match[str]) -> None:
+        started = time.perf_counter()
+        fmt = PayloadFormat(match.group(match.lastindex or 1))
+        operation = _operation(match)
+        requester = Requester(session.client_id, session.certificate_id)
+        loop = asyncio.get_running_loop()
+        try:
+            reply: Reply = await loop.run_in_executor(
+                self._executor, self._call, operation, requester, match, message.payload, fmt)
+        except Exception as exc:  # run_in_executor itself failing (shutdown): still one reply
+            error = as_provisioning_error(exc)
+            reply = Rejected(error.status_code, error.error_code, error.message)
+        topic = reply_topic(message.topic, reply)
+        delivered = session.deliver(topic, encode(reply.body(), fmt), qos=1)
+        outcome = Outcome(operation, session.client_id, reply, (time.perf_counter() - started) * 1000, delivered)
+        _log(outcome, topic)
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
+
+    def _call(self, operation: str, requester: Requester, match: re.Match[str], payload: bytes,
+              fmt: PayloadFormat) -> Reply:
+        """On a worker thread: the whole operation, every failure turned into a Rejected."""
+        try:
+            if operation == "CreateCertificateFromCsr":
+                return self._service.create_certificate_from_csr(
+                    requester, CreateCertificateFromCsrRequest.decode(payload, fmt))
+            if operation == "CreateKeysAndCertificate":
+                decode_map(payload, fmt, allow_empty=True)  # any map; an empty payload is AWS's example
+                return self._service.create_keys_and_certificate(requester)
+            return self._service.register_thing(requester, match.group(1), RegisterThingRequest.decode(payload, fmt))
+        except Exception as exc:
+            error = as_provisioning_error(exc)
+            if error.status_code >= 500:
+                log.exception("%s failed for client=%s", operation, requester.client_id)
+            return Rejected(error.status_code, error.error_code, error.message)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _operation(match: re.Match[str]) -> str:
+    if match.re is CREATE_FROM_CSR_RE:
+        return "CreateCertificateFromCsr"
+    if match.re is CREATE_KEYS_RE:
+        return "CreateKeysAndCertificate"
+    return "RegisterThing"
+
+
+def _log(outcome: Outcome, topic: str) -> None:
+    reply = outcome.reply
+    suffix = "" if outcome.delivered else " (requester not subscribed to the reply topic: not delivered)"
+    if isinstance(reply, Rejected):
+        log.info("%s rejected client=%s status=%s code=%s message=%r %.1fms%s", outcome.operation, outcome.client_id,
+                 reply.status_code, reply.error_code, reply.error_message, outcome.duration_ms, suffix)
+    else:
+        detail = getattr(reply, "thing_name", None) or getattr(reply, "certificate_id", "")
+        log.info("%s accepted client=%s %s %.1fms%s", outcome.operation, outcome.client_id, detail,
+                 outcome.duration_ms, suffix)

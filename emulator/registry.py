@@ -1,0 +1,259 @@
+"""The registry: moto's in-process IoT and DynamoDB backends, shared with a moto server on 127.0.0.1.
+
+The emulator works on moto's backend objects directly (no HTTP on its hot paths); boto3, the AWS CLI
+and the hook Lambda reach the very same objects through the moto server at `aws_endpoint_url`.
+One lock serialises the server's requests and the emulator's own writes, so a RegisterThing is applied
+atomically and DynamoDB's conditional writes stay atomic under concurrent hook calls.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.errors import InvalidParameters
+from emulator.template_engine import (
+    ExistingThing,
+    ProvisioningPlan,
+    ThingChange,
+    apply_overrides,
+    certificate_status_change,
+)
+
+LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account: boto3 with any fake key lands here too
+
+PENDING_ACTIVATION = "PENDING_ACTIVATION"
+ACTIVE = "ACTIVE"
+
+
+def use_der_certificate_ids() -> None:
+    """Make moto compute certificate ids as AWS does (SHA-256 of the DER), not of the PEM text."""
+    from moto import settings
+
+    settings.default_user_config.setdefault("iot", {})["use_valid_cert"] = True
+
+
+@dataclass(frozen=True)
+class CertificateRecord:
+    certificate_id: str
+    certificate_arn: str
+    certificate_pem: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ConnectionIdentity:
+    """What a connection's authorisation needs, read once at CONNECT."""
+
+    certificate: CertificateRecord
+    policy_documents: tuple[tuple[str, str], ...]  # (policy name, JSON document)
+    thing_names: tuple[str, ...]  # things the certificate is attached to
+    # The thing named like the client id, when attached (thing policy variables resolve only then).
+    thing_type_name: str | None = None
+    thing_attributes: dict[str, str] = field(default_factory=dict)
+
+
+class Registry:
+    def __init__(self, *, region: str, account_id: str = LOCAL_ACCOUNT_ID) -> None:
+        from moto.dynamodb.models import dynamodb_backends
+        from moto.iot.models import iot_backends
+
+        use_der_certificate_ids()
+        self.region = region
+        self.account_id = account_id
+        self.lock = threading.RLock()
+        self.iot = iot_backends[account_id][region]
+        self.dynamodb = dynamodb_backends[account_id][region]
+
+    # ------------------------------------------------------------------ arns
+    def thing_arn(self, thing_name: str) -> str:
+        return f"arn:aws:iot:{self.region}:{self.account_id}:thing/{thing_name}"
+
+    def certificate_arn(self, certificate_id: str) -> str:
+        return f"arn:aws:iot:{self.region}:{self.account_id}:cert/{certificate_id}"
+
+    # ------------------------------------------------------------ certificates
+    def register_certificate(self, certificate_pem: str, status: str) -> CertificateRecord:
+        with self.lock:
+            cert = self.iot.register_certificate_without_ca(certificate_pem, status)
+            return _record(cert)
+
+    def certificate(self, certificate_id: str) -> CertificateRecord | None:
+        with self.lock:
+            cert = self.iot.certificates.get(certificate_id)
+            return _record(cert) if cert is not None else None
+
+    def delete_unactivated_certificate(self, certificate_id: str) -> bool:
+        """Token expiry: delete the certificate if it never became active nor got attached to anything."""
+        with self.lock:
+            cert = self.iot.certificates.get(certificate_id)
+            if cert is None or cert.status != PENDING_ACTIVATION:
+                return False
+            arn = cert.arn
+            if any(k[0] == arn for k in self.iot.principal_things) or any(
+                    k[0] == arn for k in self.iot.principal_policies):
+                return False
+            del self.iot.certificates[certificate_id]
+            return True
+
+    def delete_certificate(self, certificate_id: str) -> None:
+        with self.lock:
+            self.iot.certificates.pop(certificate_id, None)
+
+    def identity(self, certificate_id: str, client_id: str = "") -> ConnectionIdentity | None:
+        with self.lock:
+            cert = self.iot.certificates.get(certificate_id)
+            if cert is None:
+                return None
+            arn = cert.arn
+            documents = tuple((policy.name, _document_text(policy.document))
+                              for (principal, _), (_, policy) in self.iot.principal_policies.items()
+                              if principal == arn)
+            things = tuple(name for (principal, name) in self.iot.principal_things if principal == arn)
+            thing_type, attributes = None, {}
+            if client_id in things:
+                thing = self.iot.things.get(self.thing_arn(client_id))
+                if thing is not None:
+                    thing_type = thing.thing_type.thing_type_name if thing.thing_type else None
+                    attributes = {k: str(v) for k, v in thing.attributes.items()}
+            return ConnectionIdentity(_record(cert), documents, things, thing_type, attributes)
+
+    # --------------------------------------------------------------- policies
+    def policy_exists(self, policy_name: str) -> bool:
+        return policy_name in self.iot.policies
+
+    # ----------------------------------------------------------- RegisterThing
+    def apply_plan(self, plan: ProvisioningPlan, certificate_id: str) -> None:
+        """Write what a RegisterThing plan says, all or nothing: on any error, undo and re-raise."""
+        with self.lock:
+            journal = _Journal()
+            try:
+                self._apply(plan, certificate_id, journal)
+            except BaseException:
+                journal.undo()
+                raise
+
+    def _apply(self, plan: ProvisioningPlan, certificate_id: str, journal: _Journal) -> None:
+        iot = self.iot
+        cert = iot.certificates.get(certificate_id)
+        if cert is None:
+            raise InvalidParameters(f"Certificate {certificate_id} does not exist")
+        if plan.thing is not None:
+            self._apply_thing(plan, journal)
+        if plan.certificate is not None:
+            if plan.certificate.certificate_id != certificate_id:
+                raise InvalidParameters("The template's certificate must be the one being provisioned: "
+                                        "use {\"Ref\": \"AWS::IoT::Certificate::Id\"}")
+            new_status = certificate_status_change(cert.status, plan.certificate)
+            if new_status is not None:
+                old_status = cert.status
+                cert.status = new_status
+                journal.add(lambda: setattr(cert, "status", old_status))
+        for policy_plan in plan.policies:
+            name = policy_plan.policy_name
+            if name not in iot.policies:
+                if policy_plan.policy_document is None:
+                    raise InvalidParameters(f"Policy {name} does not exist")
+                iot.create_policy(name, json.dumps(policy_plan.policy_document))
+                journal.add(lambda name=name: iot.policies.pop(name, None))
+            key = (cert.arn, name)
+            if key not in iot.principal_policies:
+                iot.principal_policies[key] = (cert.arn, iot.policies[name])
+                journal.add(lambda key=key: iot.principal_policies.pop(key, None))
+        if plan.thing is not None:
+            key = (cert.arn, plan.thing.thing_name)
+            if key not in iot.principal_things:
+                iot.principal_things[key] = (cert.arn, iot.things[self.thing_arn(plan.thing.thing_name)])
+                journal.add(lambda key=key: iot.principal_things.pop(key, None))
+
+    def _existing_thing(self, thing_name: str) -> ExistingThing | None:
+        thing = self.iot.things.get(self.thing_arn(thing_name))
+        if thing is None:
+            return None
+        groups = [g.thing_group_name for g in self.iot.thing_groups.values() if thing.arn in g.things]
+        return ExistingThing(attributes=dict(thing.attributes),
+                             thing_type_name=thing.thing_type.thing_type_name if thing.thing_type else None,
+                             thing_groups=groups, billing_group=thing.billing_group_name)
+
+    def _apply_thing(self, plan: ProvisioningPlan, journal: _Journal) -> None:
+        assert plan.thing is not None
+        iot = self.iot
+        change: ThingChange = apply_overrides(self._existing_thing(plan.thing.thing_name), plan.thing)
+        name, arn = change.thing_name, self.thing_arn(change.thing_name)
+        thing_type = None
+        if change.update_thing_type and change.thing_type_name is not None:
+            matches = [t for t in iot.thing_types.values() if t.thing_type_name == change.thing_type_name]
+            if not matches:
+                raise InvalidParameters(f"Thing type {change.thing_type_name} does not exist")
+            thing_type = matches[0]
+        groups = {}
+        for group_name in [*change.groups_to_add, *change.groups_to_remove]:
+            matches = [g for g in iot.thing_groups.values() if g.thing_group_name == group_name]
+            if not matches:
+                raise InvalidParameters(f"Thing group {group_name} does not exist")
+            groups[group_name] = matches[0]
+        if change.create:
+            iot.create_thing(name, "", {"attributes": dict(change.attributes or {})})
+            journal.add(lambda: iot.things.pop(arn, None))
+        thing = iot.things[arn]
+        if not change.create and change.attributes is not None:
+            old_attributes = dict(thing.attributes)
+            thing.attributes = dict(change.attributes)
+            journal.add(lambda: setattr(thing, "attributes", old_attributes))
+        if change.update_thing_type:
+            old_type = thing.thing_type
+            thing.thing_type = thing_type
+            journal.add(lambda: setattr(thing, "thing_type", old_type))
+        for group_name in change.groups_to_add:
+            members = groups[group_name].things
+            if arn not in members:
+                members[arn] = thing
+                journal.add(lambda members=members: members.pop(arn, None))
+        for group_name in change.groups_to_remove:
+            members = groups[group_name].things
+            if arn in members:
+                removed = members.pop(arn)
+                journal.add(lambda members=members, removed=removed: members.__setitem__(arn, removed))
+        if change.billing_group is not None:
+            iot.add_thing_to_billing_group(billing_group_name=change.billing_group, thing_name=name)
+            billing = iot.describe_billing_group(change.billing_group)
+            old_billing = thing.billing_group_name
+            journal.add(lambda: (billing.things.pop(arn, None), setattr(thing, "billing_group_name", old_billing)))
+
+    # ------------------------------------------------------------ inspection
+    def thing_names(self) -> list[str]:
+        with self.lock:
+            return [t.thing_name for t in self.iot.things.values()]
+
+    def certificates(self) -> Iterable[CertificateRecord]:
+        with self.lock:
+            return [_record(c) for c in self.iot.certificates.values()]
+
+
+class _Journal:
+    """Undo actions, run newest first; an undo that fails does not stop the others."""
+
+    def __init__(self) -> None:
+        self._undo: list[Callable[[], Any]] = []
+
+    def add(self, action: Callable[[], Any]) -> None:
+        self._undo.append(action)
+
+    def undo(self) -> None:
+        for action in reversed(self._undo):
+            try:
+                action()
+            except Exception:  # noqa: S110 - best effort; the original error is what the device hears
+                pass
+        self._undo.clear()
+
+
+def _record(cert: Any) -> CertificateRecord:
+    return CertificateRecord(cert.certificate_id, cert.arn, cert.certificate_pem, cert.status)
+
+
+def _document_text(document: Any) -> str:
+    return document if isinstance(document, str) else json.dumps(document)
