@@ -78,6 +78,12 @@ def main(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"synth: {exc}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:
+        # cdk-nag findings through CDK's policy validation: the report is the message, not a traceback.
+        if not str(exc).startswith("ValidationFailed"):
+            raise
+        print(f"synth: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

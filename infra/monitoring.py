@@ -22,6 +22,8 @@ from infra.names import pascal
 PERIOD = Duration.minutes(5)
 # AWS gives the hook 5 s; a p99 at 4 s means devices are about to be denied by timeout.
 DURATION_ALARM_MS = 4000
+# FILL: a period with only denials is a 100 % denial rate, not a missing data point.
+DENIAL_RATE_EXPRESSION = "100 * FILL(denied, 0) / (FILL(allowed, 0) + FILL(denied, 0))"
 
 
 def hook_metric(config: FleetConfig, name: str, **dimensions: str) -> cw.Metric:
@@ -41,9 +43,8 @@ class Monitoring(Construct):
 
         allowed = hook_metric(config, c.METRIC_ALLOWED)
         denied = hook_metric(config, c.METRIC_DENIED)
-        # FILL: a period with only denials is a 100 % denial rate, not a missing data point.
         self.denial_rate = cw.MathExpression(
-            expression="100 * FILL(denied, 0) / (FILL(allowed, 0) + FILL(denied, 0))",
+            expression=DENIAL_RATE_EXPRESSION,
             using_metrics={"allowed": allowed, "denied": denied}, period=PERIOD, label="Denial rate (%)")
         duration_p99 = hook.metric_duration(statistic="p99", period=PERIOD)
         errors = hook.metric_errors(statistic="Sum", period=PERIOD)
