@@ -7,10 +7,13 @@ DynamoDB's check-then-write conditional updates are atomic under concurrent hook
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import threading
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -22,6 +25,8 @@ class LocalAwsServer:
         self._port = port
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._app: Any = None
+        self._shortcut: _Shortcut | None = None
 
     def start(self) -> None:
         from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
@@ -35,6 +40,8 @@ class LocalAwsServer:
                 # Materialise the body inside the lock: moto builds it lazily from backend state.
                 return [b"".join(app(environ, start_response))]
 
+        self._app = locked
+        self._dispatcher = app
         self._server = make_server(self._host, self._port, locked, threaded=True,
                                    request_handler=MotoRequestHandler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
@@ -46,9 +53,83 @@ class LocalAwsServer:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
+    def install_shortcut(self) -> None:
+        """Let boto3 clients created in this process (the in-process hook's) reach this server without
+        a socket: a botocore `before-send` handler hands requests for `url` straight to the same WSGI
+        app. Requests and responses are still AWS's HTTP wire format, only the TCP hop is skipped."""
+        import botocore.handlers
+
+        if self._shortcut is None:
+            self._shortcut = _Shortcut(self.url, self._app, self._lock)
+            botocore.handlers.BUILTIN_HANDLERS.append(("before-send", self._shortcut))
+
     def stop(self) -> None:
+        if self._shortcut is not None:
+            import botocore.handlers
+
+            self._shortcut.enabled = False
+            with contextlib.suppress(ValueError):
+                botocore.handlers.BUILTIN_HANDLERS.remove(("before-send", self._shortcut))
+            self._shortcut = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+# Signing names whose moto backend has the same name: the shortcut calls their Flask app directly,
+# skipping moto's per-request service inference (a directory scan per request).
+_DIRECT_SERVICES = frozenset({"dynamodb", "iot"})
+_SCOPE_RE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+
+
+class _Shortcut:
+    def __init__(self, url: str, app: Any, lock: threading.RLock) -> None:
+        self.url = url
+        self.app = app
+        self.lock = lock
+        self.enabled = True
+        self._apps: dict[str, Any] = {}
+
+    def _app_for(self, headers: dict[str, str]) -> Any:
+        match = _SCOPE_RE.search(headers.get("Authorization", ""))
+        service = match.group(1) if match else None
+        if service not in _DIRECT_SERVICES:
+            return self.app
+        app = self._apps.get(service)
+        if app is None:
+            from moto.moto_server.werkzeug_app import create_backend_app
+
+            backend_app = create_backend_app(service)  # type: ignore[arg-type]
+            lock = self.lock
+
+            def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+                with lock:
+                    return [b"".join(backend_app(environ, start_response))]
+
+            self._apps[service] = app
+        return app
+
+    def __call__(self, request: Any, **_: Any) -> Any:
+        if not self.enabled or not str(request.url).startswith(self.url):
+            return None  # any other endpoint: botocore sends it as usual
+        from botocore.awsrequest import AWSResponse
+        from moto.core.botocore_stubber import MockRawResponse
+        from werkzeug.test import EnvironBuilder
+
+        parts = urlsplit(request.url)
+        headers = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in request.headers.items()}
+        body = request.body
+        if hasattr(body, "read"):
+            body = body.read()
+        environ = EnvironBuilder(method=request.method, path=parts.path or "/", query_string=parts.query,
+                                 headers=headers, data=body or b"", base_url=self.url).get_environ()
+        status: list[Any] = []
+
+        def start_response(line: str, response_headers: list[tuple[str, str]], *_: Any) -> None:
+            status.append((int(line.split(" ", 1)[0]), dict(response_headers)))
+
+        payload = b"".join(self._app_for(headers)(environ, start_response))
+        code, response_headers = status[0]
+        return AWSResponse(request.url, code, response_headers, MockRawResponse(payload))

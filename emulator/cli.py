@@ -45,6 +45,8 @@ def up(
     hook: Annotated[str | None, typer.Option("--hook", hidden=True,
                                              help="module:function replacing the stack's hook (tests).")] = None,
     hook_timeout_s: Annotated[float, typer.Option("--hook-timeout-s", hidden=True)] = 5.0,
+    hook_isolation: Annotated[str, typer.Option("--hook-isolation", help="Run the hook Lambda on threads of "
+                                                "this process (fast) or in worker processes.")] = "thread",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM; write STATE_DIR/endpoint.json once accepting connections."""
@@ -59,7 +61,7 @@ def up(
     try:
         hook_function = _load_hook(hook) if hook else None
         emulator = start_emulator(cloud_assembly, state_dir, port=port, token_ttl_s=token_ttl_s, hook=hook_function,
-                                  hook_timeout_s=hook_timeout_s, stack_name=stack)
+                                  hook_timeout_s=hook_timeout_s, stack_name=stack, hook_isolation=hook_isolation)
     except (AssemblyError, ValueError, ImportError, AttributeError) as exc:
         err.print(f"emulator: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None

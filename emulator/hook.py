@@ -100,9 +100,8 @@ class LambdaSpec:
     memory_mb: int = 128
 
 
-def lambda_hook(spec: LambdaSpec, *, aws_endpoint_url: str, region: str, workers: int = 4,
-                timeout_s: float = HOOK_TIMEOUT_S) -> Hook:
-    environment = {
+def lambda_environment(spec: LambdaSpec, *, aws_endpoint_url: str, region: str) -> dict[str, str]:
+    return {
         # What the Lambda runtime provides, pointed at the local registry.
         "AWS_ENDPOINT_URL": aws_endpoint_url, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
@@ -110,6 +109,12 @@ def lambda_hook(spec: LambdaSpec, *, aws_endpoint_url: str, region: str, workers
         "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12", "AWS_EC2_METADATA_DISABLED": "true",
         **spec.environment,
     }
+
+
+def lambda_hook(spec: LambdaSpec, *, aws_endpoint_url: str, region: str, workers: int = 4,
+                timeout_s: float = HOOK_TIMEOUT_S) -> Hook:
+    """The Lambda in worker processes: isolated from the host process's environment."""
+    environment = lambda_environment(spec, aws_endpoint_url=aws_endpoint_url, region=region)
     executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(spec, environment))
     hook = Hook(executor, _worker_invoke, timeout_s=timeout_s, description=f"lambda {spec.function_name}")
@@ -121,6 +126,16 @@ def lambda_hook(spec: LambdaSpec, *, aws_endpoint_url: str, region: str, workers
     return hook
 
 
+def in_process_lambda_hook(spec: LambdaSpec, *, aws_endpoint_url: str, region: str, workers: int = 16,
+                           timeout_s: float = HOOK_TIMEOUT_S) -> Hook:
+    """The Lambda on threads of this process: its environment becomes the process's (the CLI's process
+    is the emulator's alone). Cheaper than worker processes: with `LocalAwsServer.install_shortcut` its
+    AWS calls skip the TCP hop; the cost is the shared GIL."""
+    _worker_init(spec, lambda_environment(spec, aws_endpoint_url=aws_endpoint_url, region=region))
+    return Hook(ThreadPoolExecutor(workers, thread_name_prefix="hook"), _worker_invoke, timeout_s=timeout_s,
+                description=f"lambda {spec.function_name} (in-process)")
+
+
 _handler: Callable[[dict[str, Any], Any], Any] | None = None
 _spec: LambdaSpec | None = None
 
@@ -130,7 +145,8 @@ def _worker_init(spec: LambdaSpec, environment: dict[str, str]) -> None:
     for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         os.environ.pop(name, None)
     os.environ.update(environment)
-    sys.path.insert(0, spec.asset_dir)
+    if spec.asset_dir not in sys.path:
+        sys.path.insert(0, spec.asset_dir)
     module_name, _, function_name = spec.handler.rpartition(".")
     _handler = getattr(importlib.import_module(module_name), function_name)
     _spec = spec

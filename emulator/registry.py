@@ -61,7 +61,6 @@ class Registry:
         from moto.dynamodb.models import dynamodb_backends
         from moto.iot.models import iot_backends
 
-        use_der_certificate_ids()
         self.region = region
         self.account_id = account_id
         self.lock = threading.RLock()

@@ -22,7 +22,7 @@ from emulator.ca import CertificateAuthority, write_private
 from emulator.mqtt.auth import IotGatekeeper
 from emulator.mqtt.broker import Broker
 from emulator.mqtt.provisioning import Outcome, ProvisioningTopics
-from emulator.registry import ACTIVE, Registry
+from emulator.registry import ACTIVE, Registry, use_der_certificate_ids
 from emulator.service import ProvisioningService, ProvisioningTemplate
 from emulator.tokens import DEFAULT_TTL_S, TokenStore
 
@@ -78,11 +78,13 @@ def start_emulator(assembly_dir: Path | str, state_dir: Path | str, *, port: int
                    hook: hooks.HookFunction | None = None, use_stack_hook: bool = True,
                    token_ttl_s: float = DEFAULT_TTL_S, hook_timeout_s: float = hooks.HOOK_TIMEOUT_S,
                    hook_workers: int = 4, service_workers: int = 32, stack_name: str | None = None,
-                   record_outcomes: bool = False) -> Emulator:
+                   record_outcomes: bool = False, hook_isolation: str = "process") -> Emulator:
     """Build the emulator from the cloud assembly and start serving; returns once it accepts connections.
 
     `hook` replaces the stack's hook Lambda with a Python callable (tests: raise, sleep, deny);
-    `use_stack_hook=False` runs the template without any hook.
+    `use_stack_hook=False` runs the template without any hook. `hook_isolation`: "process" runs the
+    stack's Lambda in worker processes (nothing leaks into the caller's process: the default for the
+    Python API), "thread" on threads of this process with its environment set here (faster: the CLI).
     """
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,7 @@ def start_emulator(assembly_dir: Path | str, state_dir: Path | str, *, port: int
         return _start(assembly_dir, state, authority, cleanups, port=port, host=host, hook=hook,
                       use_stack_hook=use_stack_hook, token_ttl_s=token_ttl_s, hook_timeout_s=hook_timeout_s,
                       hook_workers=hook_workers, service_workers=service_workers, stack_name=stack_name,
-                      record_outcomes=record_outcomes)
+                      record_outcomes=record_outcomes, hook_isolation=hook_isolation)
     except BaseException:
         for cleanup in reversed(cleanups):
             try:
@@ -117,12 +119,13 @@ def _reset_moto() -> None:
 def _start(assembly_dir: Path | str, state: Path, authority: CertificateAuthority,
            cleanups: list[Callable[[], None]], *, port: int, host: str, hook: hooks.HookFunction | None,
            use_stack_hook: bool, token_ttl_s: float, hook_timeout_s: float, hook_workers: int,
-           service_workers: int, stack_name: str | None, record_outcomes: bool) -> Emulator:
+           service_workers: int, stack_name: str | None, record_outcomes: bool, hook_isolation: str) -> Emulator:
     from emulator.assembly import find_stack_template, stack_region
 
     assembly_path = Path(assembly_dir).resolve()
     region = stack_region(assembly_path, find_stack_template(assembly_path, stack_name))
     _reset_moto()
+    use_der_certificate_ids()
     registry = Registry(region=region)
     aws = LocalAwsServer(registry.lock, host=host)
     aws.start()
@@ -160,11 +163,16 @@ def _start(assembly_dir: Path | str, state: Path, authority: CertificateAuthorit
             if function is None or function.asset_dir is None or not function.asset_dir.is_dir():
                 raise AssemblyError(f"template {spec.name}: hook {spec.hook_function_arn} has no code asset "
                                     "in the cloud assembly")
-            runner = hooks.lambda_hook(
-                hooks.LambdaSpec(asset_dir=str(function.asset_dir), handler=function.handler,
-                                 environment=function.environment, function_name=function.name,
-                                 function_arn=function.arn, memory_mb=function.memory_mb),
-                aws_endpoint_url=aws.url, region=region, workers=hook_workers, timeout_s=hook_timeout_s)
+            lambda_spec = hooks.LambdaSpec(asset_dir=str(function.asset_dir), handler=function.handler,
+                                           environment=function.environment, function_name=function.name,
+                                           function_arn=function.arn, memory_mb=function.memory_mb)
+            if hook_isolation == "process":
+                runner = hooks.lambda_hook(lambda_spec, aws_endpoint_url=aws.url, region=region,
+                                           workers=hook_workers, timeout_s=hook_timeout_s)
+            else:
+                aws.install_shortcut()
+                runner = hooks.in_process_lambda_hook(lambda_spec, aws_endpoint_url=aws.url, region=region,
+                                                      timeout_s=hook_timeout_s)
         if runner is not None:
             cleanups.append(runner.close)
         templates[spec.name] = ProvisioningTemplate(spec.name, spec.arn, spec.body, spec.enabled, runner)
