@@ -13,7 +13,15 @@ from pydantic import ValidationError
 from .decision import Decision, decide
 from .models import HookEvent, HookResponse, Reason
 from .registry_dynamodb import DynamoDBRegistry
-from .settings import DEFAULT_NAMESPACE, DEFAULT_SERVICE, ENV_NAMESPACE, ENV_SERVICE, HookSettings, SettingsError, load_settings
+from .settings import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_SERVICE,
+    ENV_NAMESPACE,
+    ENV_SERVICE,
+    HookSettings,
+    SettingsError,
+    load_settings,
+)
 
 # Powertools objects only format and print; they hold no decision. Metrics go out through one
 # `single_metric` per metric (each its own EMF blob, printed at once) rather than the buffered

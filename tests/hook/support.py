@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -102,15 +103,26 @@ def get_serial_item(dynamodb: Any, serial: str, table: str = TABLE) -> dict[str,
                              ConsistentRead=True).get("Item")
 
 
+def _json_lines(stdout: str) -> list[dict[str, Any]]:
+    # Threads share stdout: print() writes text and newline separately, so a line may be torn.
+    parsed = []
+    for line in stdout.splitlines():
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            parsed.append(value)
+    return parsed
+
+
 def decision_log(stdout: str) -> list[dict[str, Any]]:
     """The hook's decision log lines from captured stdout."""
-    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    return [line for line in lines if line and line.get("message") == "provisioning decision"]
+    return [line for line in _json_lines(stdout) if line.get("message") == "provisioning decision"]
 
 
 def metric_lines(stdout: str) -> list[dict[str, Any]]:
-    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    return [line for line in lines if line and "_aws" in line]
+    return [line for line in _json_lines(stdout) if "_aws" in line]
 
 
 @contextmanager
@@ -129,9 +141,14 @@ def serial_moto_server() -> Iterator[str]:
     server = make_server("127.0.0.1", 0, DomainDispatcherApplication(create_backend_app), threaded=False)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    # The server's backends are moto's process-wide ones: start and leave them empty.
+    reset = urllib.request.Request(f"{url}/moto-api/reset", method="POST")
+    urllib.request.urlopen(reset, timeout=10).close()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield url
     finally:
+        urllib.request.urlopen(reset, timeout=10).close()
         server.shutdown()
         thread.join(5)
         server.server_close()

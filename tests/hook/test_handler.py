@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+
 from .support import (
     CLAIM_ID,
     OTHER_CLAIM_ID,
@@ -135,7 +136,7 @@ def test_rx_device_event(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> N
     serial = "FPDemoID_0A1B2C3D_00000000_11111111_22222222"
     put_serial(dynamodb, serial)
     response, log = invoke(load_event("register_thing_rx_cbor"), capsys)
-    assert response["allowProvisioning"] is True and log["serial"] == serial
+    assert response["allowProvisioning"] is True and log["serial"] == serial, log
 
 
 def test_missing_configuration_denies(dynamodb: Any, capsys: pytest.CaptureFixture[str],

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
 import pytest
+
 from .support import cert_id, decision_log, get_serial_item, load_event, put_serial, run_hook
 
 STALE_MS = 901_000  # RESERVATION_TIMEOUT_S is 900
@@ -13,7 +15,10 @@ STALE_MS = 901_000  # RESERVATION_TIMEOUT_S is 900
 
 def decide(event: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> tuple[bool, str]:
     response, out = run_hook(event, capsys)
-    return bool(response["allowProvisioning"]), decision_log(out)[0]["reason"]
+    log = decision_log(out)[0]
+    if log["reason"] == "REGISTRY_ERROR":
+        print("REGISTRY_ERROR detail:", log["detail"], file=sys.stderr)
+    return bool(response["allowProvisioning"]), log["reason"]
 
 
 def moto_certificate(iot: Any, *, active: bool) -> str:
