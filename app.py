@@ -33,6 +33,16 @@ APP_CONTEXT = {"aws:cdk:enable-asset-metadata": True}
 def fleet_context(app_context: Any = None, fleet_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """cdk.json's `context.fleet`, replaced by the CLI's when it passes one, then overridden key by key."""
     fleet = json.loads(CDK_JSON.read_text()).get("context", {}).get(CONTEXT_KEY, {})
+    if isinstance(app_context, str):
+        # `cdk synth -c fleet='{"template_name": "X"}'`: the CLI passes -c values as strings; such a
+        # string overrides cdk.json's keys one by one rather than replacing the whole object.
+        try:
+            cli_fleet = json.loads(app_context)
+        except json.JSONDecodeError as exc:
+            raise ConfigError("", f"-c fleet=... must be a JSON object ({exc.msg})") from None
+        if not isinstance(cli_fleet, dict):
+            raise ConfigError("", "-c fleet=... must be a JSON object")
+        app_context = {**fleet, **cli_fleet}
     if app_context is not None:
         fleet = app_context
     if not isinstance(fleet, dict):
@@ -76,7 +86,7 @@ def main(argv: list[str]) -> int:
     try:
         synthesize(outdir=outdir or REPO_ROOT / "cdk.out")
     except ConfigError as exc:
-        print(f"synth: {exc}", file=sys.stderr)
+        print(f"synth: {exc}" if exc.key else f"synth: {CONTEXT_KEY}: {exc.rule}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
         # cdk-nag findings through CDK's policy validation: the report is the message, not a traceback.

@@ -119,3 +119,23 @@ def test_app_prints_one_line_and_exits_1_on_a_bad_value(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         "synth: fleet.template_name: must be 1-36 characters of [0-9A-Za-z_-]"]
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_cli_context_string_overrides_cdk_json_key_by_key(tmp_path: Path) -> None:
+    # `cdk synth -c fleet='{"template_name": "bad name"}'` reaches app.py as a JSON *string*.
+    cdk_json = json.loads((REPO_ROOT / "cdk.json").read_text())
+    context = {**cdk_json["context"], "fleet": json.dumps({"template_name": "bad name"})}
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path / "cdk.out")}
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "app.py")], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "synth: fleet.template_name: must be 1-36 characters of [0-9A-Za-z_-]"]
+
+
+@pytest.mark.parametrize("fleet", ["not json", "[1, 2]"])
+def test_cli_context_string_that_is_no_object_is_refused(fleet: str) -> None:
+    from app import fleet_context
+
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        fleet_context(fleet)
