@@ -45,17 +45,20 @@ class Endpoint:
 
 
 def connect(endpoint: Endpoint, client_id: str, cert_file: str | None = None, key_file: str | None = None,
-            *, cert_pem: bytes | None = None, key_pem: bytes | None = None) -> mqtt.Connection:
-    """A connected MQTT 3.1.1 connection; raises if the broker refuses or hangs up."""
+            *, cert_pem: bytes | None = None, key_pem: bytes | None = None,
+            interrupted: threading.Event | None = None) -> mqtt.Connection:
+    """A connected MQTT 3.1.1 connection; raises if the broker refuses or hangs up.
+    `interrupted` is set when the broker later drops the connection."""
+    common: dict[str, Any] = dict(
+        endpoint=endpoint.host, port=endpoint.port, ca_filepath=endpoint.ca_file, client_id=client_id,
+        clean_session=True, keep_alive_secs=30, reconnect_min_timeout_secs=30, reconnect_max_timeout_secs=60,
+        on_connection_interrupted=(lambda *_, **__: interrupted.set()) if interrupted is not None else None)
     if cert_pem is not None and key_pem is not None:
-        connection = mqtt_connection_builder.mtls_from_bytes(
-            endpoint=endpoint.host, port=endpoint.port, cert_bytes=cert_pem, pri_key_bytes=key_pem,
-            ca_filepath=endpoint.ca_file, client_id=client_id, clean_session=True, keep_alive_secs=30)
+        connection = mqtt_connection_builder.mtls_from_bytes(cert_bytes=cert_pem, pri_key_bytes=key_pem, **common)
     else:
         connection = mqtt_connection_builder.mtls_from_path(
-            endpoint=endpoint.host, port=endpoint.port, cert_filepath=cert_file or endpoint.claim_cert_file,
-            pri_key_filepath=key_file or endpoint.claim_key_file, ca_filepath=endpoint.ca_file,
-            client_id=client_id, clean_session=True, keep_alive_secs=30)
+            cert_filepath=cert_file or endpoint.claim_cert_file,
+            pri_key_filepath=key_file or endpoint.claim_key_file, **common)
     try:
         connection.connect().result(TIMEOUT_S)
     except BaseException:
