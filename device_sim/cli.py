@@ -108,7 +108,7 @@ Params = Annotated[
     list[str] | None, typer.Option("--param", help="Extra RegisterThing parameter k=v (repeatable).")
 ]
 TimeoutOpt = Annotated[
-    float, typer.Option("--timeout-s", min=0.5, help="Time-out of each connect and request.")
+    float, typer.Option("--timeout-s", min=0.5, help="Time-out of each connect and request (AWS uses 30 s).")
 ]
 
 
@@ -180,7 +180,7 @@ def provision(
             "--out-dir", help="Where the device keeps its identity (default .state/devices/<serial>)."
         ),
     ] = None,
-    timeout_s: TimeoutOpt = 10.0,
+    timeout_s: TimeoutOpt = 30.0,
 ) -> None:
     """Provision one device, reconnect with its own certificate, publish once; print the thing name."""
     from device_sim.device import KEY_CROSSED_NETWORK, DeviceOptions, provision_device
@@ -283,7 +283,7 @@ def fleet(
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
     ] = None,
-    timeout_s: TimeoutOpt = 10.0,
+    timeout_s: TimeoutOpt = 30.0,
     attempts: Annotated[
         int, typer.Option("--attempts", min=1, max=20, help="Tries per device on throttling and time-outs.")
     ] = 4,

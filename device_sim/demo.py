@@ -1,0 +1,384 @@
+"""`make demo`: the whole story on the local emulator, each step a real command a user could type.
+
+synthesize the CDK app -> start the emulator -> the factory imports its serials with fleetctl -> one device
+provisions -> 100 devices provision as a fleet (JSON) -> 5 more speak CBOR -> 5 unknown serials and one
+cloned serial are rejected -> the merged report -> the emulator stops. Exits non-zero if any of these does
+not turn out as expected, so it doubles as a smoke test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from device_sim.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EMULATOR_START_TIMEOUT_S = 120
+SERIAL_PREFIX = "FAB-A-"
+CBOR_DEVICES = 5
+UNKNOWN_DEVICES = 5
+CONCURRENCY = 20
+
+
+@dataclass
+class Checks:
+    results: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    def expect(self, what: str, ok: bool, seen: str) -> None:
+        self.results.append((what, ok, seen))
+
+    @property
+    def passed(self) -> bool:
+        return all(ok for _, ok, _ in self.results)
+
+
+class Demo:
+    def __init__(self, workdir: Path, reports: Path, devices: int, console: Console) -> None:
+        self.workdir = workdir.resolve()
+        self.reports = reports.resolve()
+        self.devices = devices
+        self.console = console
+        self.checks = Checks()
+        self.emulator: subprocess.Popen[bytes] | None = None
+        self.step_number = 0
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        }
+
+    # --- plumbing -------------------------------------------------------------------------------------------
+    def step(self, title: str) -> None:
+        self.step_number += 1
+        self.console.rule(f"[bold]{self.step_number}. {title}", align="left")
+
+    def show(self, argv: list[str]) -> None:
+        shown = [a if not a.startswith(str(REPO_ROOT)) else os.path.relpath(a, REPO_ROOT) for a in argv]
+        shown[0] = "python" if argv[0] == sys.executable else shown[0]
+        self.console.print(f"[dim]$ {' '.join(shown)}[/]")
+
+    def run(
+        self, argv: list[str], *, capture: bool = False, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        self.show(argv)
+        result = subprocess.run(
+            argv, cwd=REPO_ROOT, env=self.env, text=True, check=False, capture_output=capture
+        )
+        if check and result.returncode != 0:
+            detail = (result.stderr or "").strip().splitlines()[-1:] if capture else []
+            raise UserError(
+                f"demo: `{' '.join(argv[1:4])} ...` exited {result.returncode}"
+                + (f": {detail[0]}" if detail else "")
+            )
+        return result
+
+    def sim(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "device_sim", *args]
+
+    # --- the story ------------------------------------------------------------------------------------------
+    def synthesize(self) -> Path:
+        self.step("Synthesize the CDK app (the same stack `cdk deploy` would deploy)")
+        outdir = self.workdir / "cdk.out"
+        started = time.monotonic()
+        self.run([sys.executable, str(REPO_ROOT / "app.py"), "--synth", str(outdir)])
+        template = next(outdir.glob("*.template.json"), None)
+        if template is None:
+            raise UserError(f"demo: no template in {outdir} after synth")
+        resources = json.loads(template.read_text()).get("Resources", {})
+        self.console.print(
+            f"{template.name}: {len(resources)} resources in {time.monotonic() - started:.0f} s"
+        )
+        return outdir
+
+    def start_emulator(self, assembly: Path) -> Path:
+        self.step("Start the local AWS IoT endpoint (emulator) from the synthesized stack")
+        state = self.workdir / "emulator"
+        shutil.rmtree(state, ignore_errors=True)
+        state.mkdir(parents=True)
+        endpoint = state / "endpoint.json"
+        log = (self.workdir / "emulator.log").open("wb")
+        argv = [
+            sys.executable,
+            "-m",
+            "emulator",
+            "up",
+            "--state-dir",
+            str(state),
+            "--cloud-assembly",
+            str(assembly),
+            "--port",
+            "0",
+        ]
+        self.show(argv)
+        self.emulator = subprocess.Popen(
+            argv, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + EMULATOR_START_TIMEOUT_S
+        with self.console.status("waiting for endpoint.json"):
+            while not endpoint.exists():
+                if self.emulator.poll() is not None:
+                    tail = (
+                        (self.workdir / "emulator.log").read_text(errors="replace").strip().splitlines()[-1:]
+                    )
+                    raise UserError(
+                        f"demo: the emulator exited {self.emulator.returncode}"
+                        + (f": {tail[0]}" if tail else "")
+                    )
+                if time.monotonic() > deadline:
+                    raise UserError(
+                        f"demo: the emulator wrote no {endpoint} within {EMULATOR_START_TIMEOUT_S} s"
+                    )
+                time.sleep(0.2)
+        time.sleep(0.2)  # endpoint.json is written once; let the writer finish
+        data = json.loads(endpoint.read_text())
+        self.console.print(
+            f"MQTT over mTLS on {data['host']}:{data['port']}, AWS APIs at {data['aws_endpoint_url']}, "
+            f"template {data['template_name']}; log in {self.workdir / 'emulator.log'}"
+        )
+        return endpoint
+
+    def stop_emulator(self) -> None:
+        if self.emulator is None or self.emulator.poll() is not None:
+            return
+        self.emulator.send_signal(signal.SIGINT)
+        try:
+            self.emulator.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.emulator.kill()
+            self.emulator.wait()
+
+    def import_serials(self, endpoint: Path) -> dict[str, list[str]]:
+        total = self.devices + CBOR_DEVICES + 1
+        self.step(f"The factory imports the {total} serials it built (fleetctl)")
+        serials = [f"{SERIAL_PREFIX}{i:06d}" for i in range(1, total + 1)]
+        groups = {
+            "first": serials[:1],
+            "fleet": serials[1 : self.devices + 1],
+            "cbor": serials[self.devices + 1 :],
+            "unknown": [f"FAB-X-{i:06d}" for i in range(1, UNKNOWN_DEVICES + 1)],
+        }
+        files = self.workdir / "serials"
+        files.mkdir(parents=True, exist_ok=True)
+        csv = files / "factory-batch.csv"
+        csv.write_text("serial,model,hw_rev\n" + "".join(f"{s},demo-sensor,rev-b\n" for s in serials))
+        for name, group in groups.items():
+            (files / f"{name}.txt").write_text("\n".join(group) + "\n")
+        if importlib.util.find_spec("fleetctl.__main__") is not None:
+            self.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "fleetctl",
+                    "registry",
+                    "import",
+                    str(csv),
+                    "--endpoint-file",
+                    str(endpoint),
+                ]
+            )
+        else:
+            self.console.print(
+                "[yellow]fleetctl is not installed here: writing the serial items straight into "
+                "the emulated DynamoDB table instead"
+            )
+            seed_registry(endpoint, serials)
+        self.console.print(f"{csv}: {len(serials)} serials ({serials[0]} … {serials[-1]})")
+        return groups
+
+    def provision_first(self, endpoint: Path, serial: str) -> None:
+        self.step("One device boots: its own P-256 key and CSR, claim connection, RegisterThing, reconnect")
+        out_dir = self.workdir / "devices" / serial
+        shutil.rmtree(out_dir, ignore_errors=True)
+        result = self.run(
+            self.sim(
+                "provision", "--endpoint-file", str(endpoint), "--serial", serial, "--out-dir", str(out_dir)
+            ),
+            capture=True,
+            check=False,
+        )
+        self.console.print(result.stderr.strip(), markup=False, highlight=False)
+        thing = result.stdout.strip()
+        self.checks.expect(
+            f"device {serial} provisioned", result.returncode == 0 and bool(thing), thing or "-"
+        )
+        if out_dir.exists():
+            files = ", ".join(sorted(p.name for p in out_dir.iterdir()))
+            key = out_dir / "private.key"
+            mode = oct(key.stat().st_mode & 0o777) if key.exists() else "-"
+            self.console.print(f"kept on the device in {out_dir}: {files} (private.key mode {mode})")
+
+    def fleet(self, endpoint: Path, name: str, serials_file: Path, fmt: str, title: str) -> dict[str, object]:
+        self.step(title)
+        report = self.reports / f"demo-{name}.json"
+        result = self.run(
+            self.sim(
+                "fleet",
+                "--endpoint-file",
+                str(endpoint),
+                "--serials",
+                str(serials_file),
+                "--concurrency",
+                str(CONCURRENCY),
+                "--format",
+                fmt,
+                "--report",
+                str(report),
+            ),
+            check=False,
+        )
+        if not report.exists():
+            raise UserError(f"demo: the {name} fleet wrote no report (exit {result.returncode})")
+        return json.loads(report.read_text())
+
+    def clone(self, endpoint: Path, serial: str) -> None:
+        self.step(f"A cloned device: a second board claims the already provisioned serial {serial}")
+        out_dir = self.workdir / "devices" / f"{serial}-clone"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        result = self.run(
+            self.sim(
+                "provision", "--endpoint-file", str(endpoint), "--serial", serial, "--out-dir", str(out_dir)
+            ),
+            capture=True,
+            check=False,
+        )
+        line = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
+        self.console.print(line, markup=False, highlight=False)
+        self.checks.expect(
+            "the clone is rejected", result.returncode == 1 and line.startswith("rejected:"), line
+        )
+
+    def merged_report(self, names: list[str]) -> None:
+        self.step("The report: every fleet run merged (histograms add up exactly)")
+        parts = [str(self.reports / f"demo-{n}.json") for n in names]
+        self.run(
+            self.sim(
+                "report",
+                "merge",
+                *parts,
+                "--out",
+                str(self.reports / "demo.json"),
+                "--html",
+                str(self.reports / "demo.html"),
+            )
+        )
+
+    def registry_stats(self, endpoint: Path) -> None:
+        if importlib.util.find_spec("fleetctl.__main__") is None:
+            return
+        result = self.run(
+            [sys.executable, "-m", "fleetctl", "registry", "stats", "--endpoint-file", str(endpoint)],
+            check=False,
+        )
+        if result.returncode != 0:
+            self.console.print("[yellow](fleetctl registry stats failed; see above)")
+
+    def summary(self) -> None:
+        table = Table(title="What the demo showed", title_justify="left")
+        table.add_column("expectation")
+        table.add_column("seen")
+        table.add_column("")
+        for what, ok, seen in self.checks.results:
+            table.add_row(what, seen, "[green]ok" if ok else "[red]NO")
+        self.console.print(table)
+        self.console.print(
+            f"HTML report: [bold]{self.reports / 'demo.html'}[/] (self-contained, open it in a "
+            f"browser); JSON: {self.reports / 'demo.json'}"
+        )
+
+
+def run_demo(*, workdir: Path, reports: Path, devices: int, console: Console | None = None) -> bool:
+    console = console or Console(highlight=False)
+    demo = Demo(workdir, reports, devices, console)
+    demo.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        assembly = demo.synthesize()
+        endpoint = demo.start_emulator(assembly)
+        groups = demo.import_serials(endpoint)
+        files = demo.workdir / "serials"
+        demo.provision_first(endpoint, groups["first"][0])
+        fleet = demo.fleet(
+            endpoint,
+            "fleet",
+            files / "fleet.txt",
+            "json",
+            f"{demo.devices} devices provision as a fleet (JSON, {CONCURRENCY} at a time)",
+        )
+        demo.checks.expect(
+            f"{demo.devices} fleet devices provisioned (JSON)",
+            fleet["provisioned"] == demo.devices,
+            f"{fleet['provisioned']} provisioned, {fleet['rejected']} rejected, {fleet['failed']} failed",
+        )
+        cbor = demo.fleet(
+            endpoint,
+            "cbor",
+            files / "cbor.txt",
+            "cbor",
+            f"{CBOR_DEVICES} devices speak CBOR, like Renesas RX / FreeRTOS devices",
+        )
+        demo.checks.expect(
+            f"{CBOR_DEVICES} devices provisioned (CBOR)",
+            cbor["provisioned"] == CBOR_DEVICES,
+            f"{cbor['provisioned']} provisioned, {cbor['rejected']} rejected, {cbor['failed']} failed",
+        )
+        unknown = demo.fleet(
+            endpoint,
+            "unknown",
+            files / "unknown.txt",
+            "json",
+            f"{UNKNOWN_DEVICES} serials the factory never imported",
+        )
+        demo.checks.expect(
+            f"{UNKNOWN_DEVICES} unknown serials rejected",
+            unknown["rejected"] == UNKNOWN_DEVICES,
+            f"{unknown['rejected']} rejected {dict(unknown['rejections'])}",
+        )  # type: ignore[call-overload]
+        demo.clone(endpoint, groups["first"][0])
+        demo.merged_report(["fleet", "cbor", "unknown"])
+        demo.registry_stats(endpoint)
+    finally:
+        demo.stop_emulator()
+    demo.step("Emulator stopped")
+    demo.summary()
+    if not demo.checks.passed:
+        raise UserError("demo: some expectations were not met (see the table above)")
+    return True
+
+
+def seed_registry(endpoint: Path, serials: list[str]) -> None:
+    """Serial items as the registry contract defines them, for when fleetctl is not available."""
+    from datetime import UTC, datetime
+
+    import boto3
+
+    data = json.loads(endpoint.read_text())
+    table = boto3.resource(
+        "dynamodb",
+        endpoint_url=data["aws_endpoint_url"],
+        region_name=data["region"],
+        aws_access_key_id="emulator",
+        aws_secret_access_key="emulator",
+    ).Table(data["serial_table"])
+    now = datetime.now(UTC).isoformat()
+    with table.batch_writer() as batch:
+        for serial in serials:
+            batch.put_item(
+                Item={
+                    "pk": f"serial#{serial}",
+                    "serial": serial,
+                    "status": "AVAILABLE",
+                    "attributes": {"model": "demo-sensor", "hw_rev": "rev-b"},
+                    "imported_at": now,
+                    "updated_at": now,
+                }
+            )
