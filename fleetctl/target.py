@@ -18,7 +18,7 @@ from infra.constants import REPO_ROOT
 
 DEFAULT_CDK_JSON = REPO_ROOT / "cdk.json"
 # Bounded retries with botocore's standard backoff: the CLI may wait, but never forever.
-_CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard", "max_attempts": 8})
+_CLIENT_CONFIG = Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard", "max_attempts": 4})
 
 
 @dataclass(frozen=True)
