@@ -1,0 +1,160 @@
+"""The pre-provisioning hook's cost: the decision's CPU time with an in-memory registry, and the whole
+handler against moto (in-process DynamoDB; the real network round trips are not in this number).
+
+`run()` returns the results and writes bench/results/hook.json. Target: decision p99 < 1 ms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+for entry in (REPO_ROOT, REPO_ROOT / "lambdas"):  # the hook imports as `provisioning_hook.x`
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+
+from provisioning_hook.decision import decide  # noqa: E402
+from provisioning_hook.models import HookEvent  # noqa: E402
+from provisioning_hook.registry_memory import InMemoryRegistry  # noqa: E402
+from provisioning_hook.settings import HookSettings  # noqa: E402
+
+RESULTS = REPO_ROOT / "bench" / "results" / "hook.json"
+DECISIONS = 20_000
+HANDLER_CALLS = 400
+TARGET_P99_MS = 1.0
+CLAIM = "0b1d2a5c7e3f4a6b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d"
+SETTINGS = HookSettings(table_name="serials", serial_pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$"),
+                        thing_name_prefix="device-", reservation_timeout_s=900, template_attributes=("model", "hw_rev"))
+
+
+def _event(serial: str, n: int) -> dict[str, Any]:
+    cert = f"{n:064x}"
+    return {"claimCertificateId": CLAIM, "certificateId": cert, "clientId": f"prov-{serial}",
+            "certificatePem": "-----BEGIN CERTIFICATE-----\n" + "A" * 600 + "\n-----END CERTIFICATE-----\n",
+            "templateArn": "arn:aws:iot:us-east-1:123456789012:provisioningtemplate/FleetProvisioningTemplate",
+            "parameters": {"SerialNumber": serial, "AWS::IoT::Certificate::Id": cert}}
+
+
+def _percentiles(samples_ns: list[int]) -> dict[str, float]:
+    ordered = sorted(samples_ns)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 4)
+
+    return {"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": round(ordered[-1] / 1e6, 4),
+            "mean_ms": round(statistics.fmean(ordered) / 1e6, 4), "n": len(ordered)}
+
+
+def _cpu_times(calls: int, one: Callable[[int], object]) -> dict[str, float]:
+    """CPU time of this thread per call (thread_time_ns: not inflated by other processes' load)."""
+    for i in range(min(200, calls)):  # warm-up: imports, regex cache, pydantic schema
+        one(-1 - i)
+    samples = []
+    for i in range(calls):
+        start = time.thread_time_ns()
+        one(i)
+        samples.append(time.thread_time_ns() - start)
+    return _percentiles(samples)
+
+
+def bench_decision() -> dict[str, Any]:
+    registry = InMemoryRegistry()
+    for i in range(-200, DECISIONS):
+        registry.add_serial(f"SN-{i + 1000:08d}", batch="B1", attributes={"model": "X1", "hw_rev": "3"})
+    registry.batches["B1"] = frozenset({CLAIM})
+    events = {i: _event(f"SN-{i + 1000:08d}", i + 1000) for i in range(-200, DECISIONS)}
+    now = 1_800_000_000_000
+
+    def new(i: int) -> object:  # parse + every read + the conditional reserve
+        return decide(HookEvent.model_validate(events[i]), SETTINGS, registry, now_ms=now)
+
+    new_serials = _cpu_times(DECISIONS, new)
+    retries = _cpu_times(DECISIONS, new)  # the same events again: all ALLOWED_RETRY now
+    bad = _event("bad serial!", 1)
+    bad_serial = _cpu_times(DECISIONS, lambda i: decide(HookEvent.model_validate(bad), SETTINGS, registry, now_ms=now))
+    return {"allowed_new": new_serials, "allowed_retry": retries, "bad_serial": bad_serial}
+
+
+def bench_handler() -> dict[str, Any]:
+    import boto3
+    from moto import mock_aws
+
+    env = {"SERIAL_TABLE_NAME": "serials", "SERIAL_PATTERN": SETTINGS.serial_pattern.pattern,
+           "THING_NAME_PREFIX": "device-", "RESERVATION_TIMEOUT_S": "900", "TEMPLATE_ATTRIBUTES": "model,hw_rev",
+           "POWERTOOLS_SERVICE_NAME": "provisioning-hook", "POWERTOOLS_METRICS_NAMESPACE": "Bench",
+           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in (*env, "AWS_ENDPOINT_URL")}
+    os.environ.update(env)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    try:
+        from provisioning_hook import registry_dynamodb
+        from provisioning_hook.handler import lambda_handler
+
+        registry_dynamodb.reset_clients()
+        with mock_aws():
+            db = boto3.client("dynamodb", region_name="us-east-1")
+            db.create_table(TableName="serials", BillingMode="PAY_PER_REQUEST",
+                            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+            for i in range(HANDLER_CALLS + 20):
+                db.put_item(TableName="serials", Item={
+                    "pk": {"S": f"serial#SN-{i:08d}"}, "serial": {"S": f"SN-{i:08d}"}, "status": {"S": "AVAILABLE"},
+                    "attributes": {"M": {"model": {"S": "X1"}}}})
+            wall, allowed = [], 0
+            sink = io.StringIO()
+            from provisioning_hook.handler import logger
+
+            for handler in logger._logger.handlers:  # Powertools bound sys.stdout at import time
+                handler.stream = sink  # type: ignore[attr-defined]
+            for i in range(HANDLER_CALLS + 20):
+                event = _event(f"SN-{i:08d}", i + 1)
+                with contextlib.redirect_stdout(sink):
+                    start = time.perf_counter_ns()
+                    answer = lambda_handler(event, None)
+                    elapsed = time.perf_counter_ns() - start
+                sink.seek(0)
+                sink.truncate()
+                if i >= 20:  # the first calls build the clients
+                    wall.append(elapsed)
+                    allowed += bool(answer["allowProvisioning"])
+        registry_dynamodb.reset_clients()
+        return {"wall_clock": _percentiles(wall), "allowed": allowed,
+                "note": "moto in-process: parse, GetItem x2, conditional UpdateItem, log line, 3 EMF metrics"}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run() -> dict[str, Any]:
+    decision = bench_decision()
+    handler = bench_handler()
+    result = {
+        "benchmark": "provisioning_hook",
+        "decision_cpu": decision,
+        "target_p99_ms": TARGET_P99_MS,
+        "meets_target": all(case["p99_ms"] < TARGET_P99_MS for case in decision.values()),
+        "handler_against_moto": handler,
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(), indent=2))
