@@ -23,11 +23,19 @@ HOOK_PAYLOAD_VERSION = "2020-04-01"
 CLAIM_CUSTOM_TYPE = "Custom::ClaimCredential"
 
 # What the emulator builds from each type; anything else is reported, never silently skipped.
-EMULATED_TYPES = frozenset({
-    "AWS::IoT::Policy", "AWS::IoT::ProvisioningTemplate", "AWS::IoT::Certificate", CLAIM_CUSTOM_TYPE,
-    "AWS::IoT::PolicyPrincipalAttachment", "AWS::IoT::ThingGroup", "AWS::IoT::ThingType",
-    "AWS::DynamoDB::Table", "AWS::Lambda::Function",
-})
+EMULATED_TYPES = frozenset(
+    {
+        "AWS::IoT::Policy",
+        "AWS::IoT::ProvisioningTemplate",
+        "AWS::IoT::Certificate",
+        CLAIM_CUSTOM_TYPE,
+        "AWS::IoT::PolicyPrincipalAttachment",
+        "AWS::IoT::ThingGroup",
+        "AWS::IoT::ThingType",
+        "AWS::DynamoDB::Table",
+        "AWS::Lambda::Function",
+    }
+)
 # Types that only describe how AWS wires or observes things: there is nothing to emulate locally, but
 # they are still listed (as "not emulated") so that a reader sees what the local run leaves out.
 
@@ -137,8 +145,9 @@ def find_stack_template(assembly_dir: Path, stack_name: str | None = None) -> Pa
     else:
         stacks = sorted(assembly_dir.glob("*.template.json"))
     if len(stacks) != 1:
-        raise AssemblyError(f"expected exactly one stack in {assembly_dir}, found {len(stacks)}: "
-                            "pass the stack name")
+        raise AssemblyError(
+            f"expected exactly one stack in {assembly_dir}, found {len(stacks)}: pass the stack name"
+        )
     return stacks[0]
 
 
@@ -155,8 +164,12 @@ def stack_region(assembly_dir: Path, template_path: Path) -> str:
     return DEFAULT_REGION
 
 
-def load_stack(assembly_dir: Path | str, issue_claim: Callable[[ClaimSpec], ClaimIdentity], *,
-               stack_name: str | None = None) -> StackModel:
+def load_stack(
+    assembly_dir: Path | str,
+    issue_claim: Callable[[ClaimSpec], ClaimIdentity],
+    *,
+    stack_name: str | None = None,
+) -> StackModel:
     """Read and resolve the stack. `issue_claim` makes the local credential for each claim first,
     since the rest of the stack refers to the claim certificates' ids and ARNs."""
     assembly_dir = Path(assembly_dir).resolve()
@@ -178,11 +191,19 @@ def load_stack(assembly_dir: Path | str, issue_claim: Callable[[ClaimSpec], Clai
             continue
         props = resolver.resolve(resource.get("Properties", {}))
         if kind == CLAIM_CUSTOM_TYPE:
-            claim = ClaimSpec(str(props.get("ClaimName") or logical_id), logical_id, "generated",
-                              props.get("Status", "ACTIVE") == "ACTIVE")
+            claim = ClaimSpec(
+                str(props.get("ClaimName") or logical_id),
+                logical_id,
+                "generated",
+                props.get("Status", "ACTIVE") == "ACTIVE",
+            )
         else:
-            claim = ClaimSpec(_claim_name_from_path(resource, logical_id), logical_id, "csr",
-                              props.get("Status", "ACTIVE") == "ACTIVE")
+            claim = ClaimSpec(
+                _claim_name_from_path(resource, logical_id),
+                logical_id,
+                "csr",
+                props.get("Status", "ACTIVE") == "ACTIVE",
+            )
         identity = issue_claim(claim)
         resolver.set_certificate(logical_id, identity.certificate_id)
         model.claims.append(claim)
@@ -208,11 +229,17 @@ def load_stack(assembly_dir: Path | str, issue_claim: Callable[[ClaimSpec], Clai
                 raise AssemblyError(f"{logical_id}.TemplateBody is not JSON: {exc}") from None
             hook = props.get("PreProvisioningHook") or {}
             template_name = resolver.physical(logical_id)
-            model.templates.append(TemplateSpec(
-                name=template_name, arn=resolver.get_att(logical_id, "TemplateArn"), body=body,
-                enabled=_truthy(props.get("Enabled", False)),
-                template_type=str(props.get("TemplateType", "FLEET_PROVISIONING")),
-                hook_function_arn=hook.get("TargetArn"), hook_payload_version=hook.get("PayloadVersion")))
+            model.templates.append(
+                TemplateSpec(
+                    name=template_name,
+                    arn=resolver.get_att(logical_id, "TemplateArn"),
+                    body=body,
+                    enabled=_truthy(props.get("Enabled", False)),
+                    template_type=str(props.get("TemplateType", "FLEET_PROVISIONING")),
+                    hook_function_arn=hook.get("TargetArn"),
+                    hook_payload_version=hook.get("PayloadVersion"),
+                )
+            )
         elif kind == "AWS::IoT::PolicyPrincipalAttachment":
             model.attachments.append(AttachmentSpec(str(props["PolicyName"]), str(props["Principal"])))
         elif kind == "AWS::IoT::ThingGroup":
@@ -220,16 +247,28 @@ def load_stack(assembly_dir: Path | str, issue_claim: Callable[[ClaimSpec], Clai
         elif kind == "AWS::IoT::ThingType":
             model.thing_types.append(resolver.physical(logical_id))
         elif kind == "AWS::DynamoDB::Table":
-            model.tables.append(TableSpec(resolver.physical(logical_id), props.get("KeySchema", []),
-                                          props.get("AttributeDefinitions", [])))
+            model.tables.append(
+                TableSpec(
+                    resolver.physical(logical_id),
+                    props.get("KeySchema", []),
+                    props.get("AttributeDefinitions", []),
+                )
+            )
         elif kind == "AWS::Lambda::Function":
-            model.functions.append(FunctionSpec(
-                logical_id=logical_id, name=resolver.physical(logical_id),
-                arn=resolver.get_att(logical_id, "Arn"), handler=str(props.get("Handler", "")),
-                asset_dir=_asset_dir(assembly_dir, resource, props),
-                environment={k: str(v) for k, v in
-                             ((props.get("Environment") or {}).get("Variables") or {}).items()},
-                memory_mb=int(props.get("MemorySize", 128))))
+            model.functions.append(
+                FunctionSpec(
+                    logical_id=logical_id,
+                    name=resolver.physical(logical_id),
+                    arn=resolver.get_att(logical_id, "Arn"),
+                    handler=str(props.get("Handler", "")),
+                    asset_dir=_asset_dir(assembly_dir, resource, props),
+                    environment={
+                        k: str(v)
+                        for k, v in ((props.get("Environment") or {}).get("Variables") or {}).items()
+                    },
+                    memory_mb=int(props.get("MemorySize", 128)),
+                )
+            )
     return model
 
 
@@ -260,10 +299,15 @@ def _asset_dir(assembly_dir: Path, resource: Mapping[str, Any], props: Mapping[s
 
 
 _NAME_PROPERTIES = {
-    "AWS::IoT::Policy": "PolicyName", "AWS::IoT::ProvisioningTemplate": "TemplateName",
-    "AWS::DynamoDB::Table": "TableName", "AWS::Lambda::Function": "FunctionName", "AWS::IAM::Role": "RoleName",
-    "AWS::IoT::ThingGroup": "ThingGroupName", "AWS::IoT::ThingType": "ThingTypeName",
-    "AWS::Logs::LogGroup": "LogGroupName", "AWS::SNS::Topic": "TopicName",
+    "AWS::IoT::Policy": "PolicyName",
+    "AWS::IoT::ProvisioningTemplate": "TemplateName",
+    "AWS::DynamoDB::Table": "TableName",
+    "AWS::Lambda::Function": "FunctionName",
+    "AWS::IAM::Role": "RoleName",
+    "AWS::IoT::ThingGroup": "ThingGroupName",
+    "AWS::IoT::ThingType": "ThingTypeName",
+    "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::SNS::Topic": "TopicName",
 }
 _SUB_RE = re.compile(r"\$\{([^}]+)\}")
 
@@ -279,8 +323,11 @@ class _Resolver:
         self.region = region
         self.account_id = account_id
         self._pseudo = {
-            "AWS::AccountId": account_id, "AWS::Region": region, "AWS::Partition": "aws",
-            "AWS::URLSuffix": "amazonaws.com", "AWS::StackName": stack_name,
+            "AWS::AccountId": account_id,
+            "AWS::Region": region,
+            "AWS::Partition": "aws",
+            "AWS::URLSuffix": "amazonaws.com",
+            "AWS::StackName": stack_name,
             "AWS::StackId": f"arn:aws:cloudformation:{region}:{account_id}:stack/{stack_name}/local",
             "AWS::NotificationARNs": [],
         }
@@ -318,9 +365,13 @@ class _Resolver:
         r, a = self.region, self.account_id
         if kind in ("AWS::IoT::Certificate", CLAIM_CUSTOM_TYPE):
             cert_arn = f"arn:aws:iot:{r}:{a}:cert/{name}"
-            return {"Id": name, "CertificateId": name, "Arn": cert_arn, "CertificateArn": cert_arn,
-                    "SecretArn": f"arn:aws:secretsmanager:{r}:{a}:secret:{self.stack_name}/{logical_id}-local"
-                    }.get(attribute, f"{logical_id}.{attribute}")
+            return {
+                "Id": name,
+                "CertificateId": name,
+                "Arn": cert_arn,
+                "CertificateArn": cert_arn,
+                "SecretArn": f"arn:aws:secretsmanager:{r}:{a}:secret:{self.stack_name}/{logical_id}-local",
+            }.get(attribute, f"{logical_id}.{attribute}")
         arns = {
             "AWS::Lambda::Function": f"arn:aws:lambda:{r}:{a}:function:{name}",
             "AWS::DynamoDB::Table": f"arn:aws:dynamodb:{r}:{a}:table/{name}",
@@ -346,7 +397,7 @@ class _Resolver:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, arg), = node.items()
+            ((key, arg),) = node.items()
             if key == "Ref":
                 return self._ref(arg)
             if key == "Fn::GetAtt":

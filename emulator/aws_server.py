@@ -29,7 +29,11 @@ class LocalAwsServer:
         self._shortcut: _Shortcut | None = None
 
     def start(self) -> None:
-        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         app = DomainDispatcherApplication(create_backend_app)
@@ -42,16 +46,16 @@ class LocalAwsServer:
 
         self._app = locked
         self._dispatcher = app
-        self._server = make_server(self._host, self._port, locked, threaded=True,
-                                   request_handler=MotoRequestHandler)
+        self._server = make_server(
+            self._host, self._port, locked, threaded=True, request_handler=MotoRequestHandler
+        )
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
         assert self._server is not None, "start() first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self._host}:{self._server.server_address[1]}"
 
     def install_shortcut(self) -> None:
         """Let boto3 clients created in this process (the in-process hook's) reach this server without
@@ -123,8 +127,14 @@ class _Shortcut:
         body = request.body
         if hasattr(body, "read"):
             body = body.read()
-        environ = EnvironBuilder(method=request.method, path=parts.path or "/", query_string=parts.query,
-                                 headers=headers, data=body or b"", base_url=self.url).get_environ()
+        environ = EnvironBuilder(
+            method=request.method,
+            path=parts.path or "/",
+            query_string=parts.query,
+            headers=headers,
+            data=body or b"",
+            base_url=self.url,
+        ).get_environ()
         status: list[Any] = []
 
         def start_response(line: str, response_headers: list[tuple[str, str]], *_: Any) -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from emulator.errors import InvalidCertificateSigningRequest
 
@@ -42,8 +43,9 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @dataclass(frozen=True)
@@ -75,33 +77,61 @@ class CertificateAuthority:
     @classmethod
     def create(cls, common_name: str = "Fleet provisioning emulator CA") -> CertificateAuthority:
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleet-provisioning emulator"),
-                          x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleet-provisioning emulator"),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
         now = dt.datetime.now(dt.UTC)
         cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(NOT_AFTER)
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(NOT_AFTER)
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
         return cls(key, cert)
 
-    def _issue(self, subject: x509.Name, public_key: object, *, server_names: list[str] | None = None
-               ) -> str:
+    def _issue(
+        self,
+        subject: x509.Name,
+        public_key: CertificatePublicKeyTypes,
+        *,
+        server_names: list[str] | None = None,
+    ) -> str:
         now = dt.datetime.now(dt.UTC)
         builder = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(self.certificate.subject)
-            .public_key(public_key).serial_number(x509.random_serial_number())  # type: ignore[arg-type]
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(NOT_AFTER)
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.certificate.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(NOT_AFTER)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
-                           critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
+            )
         )
         if server_names is not None:
             alt: list[x509.GeneralName] = []
@@ -111,14 +141,18 @@ class CertificateAuthority:
                 except ValueError:
                     alt.append(x509.DNSName(name))
             builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            builder = builder.add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]),
-                                            critical=False)
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
         else:
-            builder = builder.add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.CLIENT_AUTH]),
-                                            critical=False)
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
         return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
-    def issue_server_credential(self, names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> IssuedCredential:
+    def issue_server_credential(
+        self, names: tuple[str, ...] = ("localhost", "127.0.0.1")
+    ) -> IssuedCredential:
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
         pem = self._issue(subject, key.public_key(), server_names=list(names))
@@ -143,7 +177,8 @@ class CertificateAuthority:
             csr = x509.load_pem_x509_csr(csr_pem.encode())
         except (ValueError, TypeError):
             raise InvalidCertificateSigningRequest(
-                "certificateSigningRequest is not a PEM-encoded PKCS#10 certificate signing request") from None
+                "certificateSigningRequest is not a PEM-encoded PKCS#10 certificate signing request"
+            ) from None
         if not csr.is_signature_valid:
             raise InvalidCertificateSigningRequest("The CSR's signature does not verify")
         public_key = csr.public_key()
@@ -155,7 +190,10 @@ class CertificateAuthority:
                 raise InvalidCertificateSigningRequest(f"Unsupported EC curve {public_key.curve.name}")
         else:
             raise InvalidCertificateSigningRequest("Only RSA and EC (P-256/384/521) keys are supported")
-        subject = csr.subject if len(csr.subject) else x509.Name(
-            [x509.NameAttribute(NameOID.COMMON_NAME, "AWS IoT Certificate")])
+        subject = (
+            csr.subject
+            if len(csr.subject)
+            else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AWS IoT Certificate")])
+        )
         pem = self._issue(subject, public_key)
         return pem, certificate_id(pem)

@@ -15,8 +15,11 @@ from rich.console import Console
 
 from emulator.tokens import DEFAULT_TTL_S
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Local emulator of the AWS IoT fleet-provisioning endpoint, built from the CDK stack.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Local emulator of the AWS IoT fleet-provisioning endpoint, built from the CDK stack.",
+)
 err = Console(stderr=True)
 
 
@@ -34,25 +37,41 @@ def _load_hook(spec: str) -> Any:
 
 @app.command()
 def up(
-    state_dir: Annotated[Path, typer.Option("--state-dir", help="Where endpoint.json, the CA and claim "
-                                            "credentials are written.")],
-    cloud_assembly: Annotated[Path, typer.Option("--cloud-assembly", help="The synthesized app (cdk.out).")] = Path(
-        "cdk.out"),
+    state_dir: Annotated[
+        Path,
+        typer.Option("--state-dir", help="Where endpoint.json, the CA and claim credentials are written."),
+    ],
+    cloud_assembly: Annotated[
+        Path, typer.Option("--cloud-assembly", help="The synthesized app (cdk.out).")
+    ] = Path("cdk.out"),
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="MQTT port; 0 picks a free one.")] = 0,
-    token_ttl_s: Annotated[float, typer.Option("--token-ttl-s", min=0.1,
-                                               help="Lifetime of ownership tokens (AWS: 3600).")] = DEFAULT_TTL_S,
-    stack: Annotated[str | None, typer.Option("--stack", help="Stack name, if the assembly has several.")] = None,
-    hook: Annotated[str | None, typer.Option("--hook", hidden=True,
-                                             help="module:function replacing the stack's hook (tests).")] = None,
+    token_ttl_s: Annotated[
+        float, typer.Option("--token-ttl-s", min=0.1, help="Lifetime of ownership tokens (AWS: 3600).")
+    ] = DEFAULT_TTL_S,
+    stack: Annotated[
+        str | None, typer.Option("--stack", help="Stack name, if the assembly has several.")
+    ] = None,
+    hook: Annotated[
+        str | None,
+        typer.Option("--hook", hidden=True, help="module:function replacing the stack's hook (tests)."),
+    ] = None,
     hook_timeout_s: Annotated[float, typer.Option("--hook-timeout-s", hidden=True)] = 5.0,
-    hook_isolation: Annotated[str, typer.Option("--hook-isolation", help="Run the hook Lambda on threads of "
-                                                "this process (fast) or in worker processes.")] = "thread",
+    hook_isolation: Annotated[
+        str,
+        typer.Option(
+            "--hook-isolation",
+            help="Run the hook Lambda on threads of this process (fast) or in worker processes.",
+        ),
+    ] = "thread",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Serve until SIGINT/SIGTERM; write STATE_DIR/endpoint.json once accepting connections."""
     # Plain lines on stderr: one per connection and per request outcome, easy to grep.
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from emulator.assembly import AssemblyError
@@ -60,8 +79,16 @@ def up(
 
     try:
         hook_function = _load_hook(hook) if hook else None
-        emulator = start_emulator(cloud_assembly, state_dir, port=port, token_ttl_s=token_ttl_s, hook=hook_function,
-                                  hook_timeout_s=hook_timeout_s, stack_name=stack, hook_isolation=hook_isolation)
+        emulator = start_emulator(
+            cloud_assembly,
+            state_dir,
+            port=port,
+            token_ttl_s=token_ttl_s,
+            hook=hook_function,
+            hook_timeout_s=hook_timeout_s,
+            stack_name=stack,
+            hook_isolation=hook_isolation,
+        )
     except (AssemblyError, ValueError, ImportError, AttributeError) as exc:
         err.print(f"emulator: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from None
@@ -86,4 +113,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

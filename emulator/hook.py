@@ -34,12 +34,24 @@ class HookDecision:
     parameter_overrides: dict[str, str]
 
 
-def build_event(*, claim_certificate_id: str, certificate_id: str, certificate_pem: str, template_arn: str,
-                client_id: str, parameters: Mapping[str, str]) -> dict[str, Any]:
+def build_event(
+    *,
+    claim_certificate_id: str,
+    certificate_id: str,
+    certificate_pem: str,
+    template_arn: str,
+    client_id: str,
+    parameters: Mapping[str, str],
+) -> dict[str, Any]:
     """AWS's hook input, exactly these keys (pre-provisioning-hook.html)."""
-    return {"claimCertificateId": claim_certificate_id, "certificateId": certificate_id,
-            "certificatePem": certificate_pem, "templateArn": template_arn, "clientId": client_id,
-            "parameters": dict(parameters)}
+    return {
+        "claimCertificateId": claim_certificate_id,
+        "certificateId": certificate_id,
+        "certificatePem": certificate_pem,
+        "templateArn": template_arn,
+        "clientId": client_id,
+        "parameters": dict(parameters),
+    }
 
 
 def interpret(answer: Any) -> HookDecision:
@@ -47,7 +59,9 @@ def interpret(answer: Any) -> HookDecision:
     if not isinstance(answer, Mapping) or answer.get("allowProvisioning") is not True:
         return HookDecision(False, {})
     raw = answer.get("parameterOverrides") or {}
-    if not isinstance(raw, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+    if not isinstance(raw, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
         raise AccessDenied("The pre-provisioning hook returned invalid parameterOverrides")
     return HookDecision(True, dict(raw))
 
@@ -55,8 +69,14 @@ def interpret(answer: Any) -> HookDecision:
 class Hook:
     """Runs a hook function in `executor`; `invoke` waits at most `timeout_s`."""
 
-    def __init__(self, executor: Executor, function: Callable[[dict[str, Any]], Any], *,
-                 timeout_s: float = HOOK_TIMEOUT_S, description: str = "hook") -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        function: Callable[[dict[str, Any]], Any],
+        *,
+        timeout_s: float = HOOK_TIMEOUT_S,
+        description: str = "hook",
+    ) -> None:
         self._executor = executor
         self._function = function
         self.timeout_s = timeout_s
@@ -68,7 +88,9 @@ class Hook:
             answer = future.result(timeout=self.timeout_s)
         except FutureTimeout:
             future.cancel()
-            raise AccessDenied(f"The pre-provisioning hook did not answer within {self.timeout_s:g} s") from None
+            raise AccessDenied(
+                f"The pre-provisioning hook did not answer within {self.timeout_s:g} s"
+            ) from None
         except Exception as exc:
             raise AccessDenied(f"The pre-provisioning hook failed: {type(exc).__name__}") from exc
         decision = interpret(answer)
@@ -81,8 +103,12 @@ class Hook:
 
 
 def callable_hook(function: HookFunction, *, timeout_s: float = HOOK_TIMEOUT_S, workers: int = 16) -> Hook:
-    return Hook(ThreadPoolExecutor(workers, thread_name_prefix="hook"), function, timeout_s=timeout_s,
-                description=getattr(function, "__qualname__", "hook"))
+    return Hook(
+        ThreadPoolExecutor(workers, thread_name_prefix="hook"),
+        function,
+        timeout_s=timeout_s,
+        description=getattr(function, "__qualname__", "hook"),
+    )
 
 
 # ------------------------------------------------------------------------- the stack's Lambda
@@ -103,20 +129,36 @@ class LambdaSpec:
 def lambda_environment(spec: LambdaSpec, *, aws_endpoint_url: str, region: str) -> dict[str, str]:
     return {
         # What the Lambda runtime provides, pointed at the local registry.
-        "AWS_ENDPOINT_URL": aws_endpoint_url, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-        "AWS_LAMBDA_FUNCTION_NAME": spec.function_name, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
-        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12", "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": aws_endpoint_url,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_LAMBDA_FUNCTION_NAME": spec.function_name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
+        "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+        "AWS_EC2_METADATA_DISABLED": "true",
         **spec.environment,
     }
 
 
-def lambda_hook(spec: LambdaSpec, *, aws_endpoint_url: str, region: str, workers: int = 4,
-                timeout_s: float = HOOK_TIMEOUT_S) -> Hook:
+def lambda_hook(
+    spec: LambdaSpec,
+    *,
+    aws_endpoint_url: str,
+    region: str,
+    workers: int = 4,
+    timeout_s: float = HOOK_TIMEOUT_S,
+) -> Hook:
     """The Lambda in worker processes: isolated from the host process's environment."""
     environment = lambda_environment(spec, aws_endpoint_url=aws_endpoint_url, region=region)
-    executor = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init, initargs=(spec, environment))
+    executor = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(spec, environment),
+    )
     hook = Hook(executor, _worker_invoke, timeout_s=timeout_s, description=f"lambda {spec.function_name}")
     # Start and warm every worker now (importing boto3 and the handler takes a second): the first
     # devices must not pay for it inside their 5 s.
@@ -126,14 +168,24 @@ def lambda_hook(spec: LambdaSpec, *, aws_endpoint_url: str, region: str, workers
     return hook
 
 
-def in_process_lambda_hook(spec: LambdaSpec, *, aws_endpoint_url: str, region: str, workers: int = 16,
-                           timeout_s: float = HOOK_TIMEOUT_S) -> Hook:
+def in_process_lambda_hook(
+    spec: LambdaSpec,
+    *,
+    aws_endpoint_url: str,
+    region: str,
+    workers: int = 16,
+    timeout_s: float = HOOK_TIMEOUT_S,
+) -> Hook:
     """The Lambda on threads of this process: its environment becomes the process's (the CLI's process
     is the emulator's alone). Cheaper than worker processes: with `LocalAwsServer.install_shortcut` its
     AWS calls skip the TCP hop; the cost is the shared GIL."""
     _worker_init(spec, lambda_environment(spec, aws_endpoint_url=aws_endpoint_url, region=region))
-    return Hook(ThreadPoolExecutor(workers, thread_name_prefix="hook"), _worker_invoke, timeout_s=timeout_s,
-                description=f"lambda {spec.function_name} (in-process)")
+    return Hook(
+        ThreadPoolExecutor(workers, thread_name_prefix="hook"),
+        _worker_invoke,
+        timeout_s=timeout_s,
+        description=f"lambda {spec.function_name} (in-process)",
+    )
 
 
 _handler: Callable[[dict[str, Any], Any], Any] | None = None

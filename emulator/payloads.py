@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import cbor2
 
-from emulator.errors import InvalidCertificateOwnershipToken, InvalidParameters, InvalidPayload, PayloadTooLarge
+from emulator.errors import (
+    InvalidCertificateOwnershipToken,
+    InvalidParameters,
+    InvalidPayload,
+    PayloadTooLarge,
+)
 
 MAX_PAYLOAD_BYTES = 128 * 1024  # AWS IoT's MQTT message size limit
 # The control-plane RegisterThing API's limits; whether the MQTT API applies them is UNCONFIRMED,
@@ -22,7 +27,7 @@ MAX_PARAMETER_KEY = 2048
 MAX_PARAMETER_VALUE = 4096
 
 
-class PayloadFormat(str, Enum):
+class PayloadFormat(StrEnum):
     JSON = "json"
     CBOR = "cbor"
 
@@ -110,8 +115,12 @@ class CreateKeysAndCertificateAccepted:
     certificate_ownership_token: str
 
     def body(self) -> dict[str, Any]:
-        return {"certificateId": self.certificate_id, "certificatePem": self.certificate_pem,
-                "privateKey": self.private_key, "certificateOwnershipToken": self.certificate_ownership_token}
+        return {
+            "certificateId": self.certificate_id,
+            "certificatePem": self.certificate_pem,
+            "privateKey": self.private_key,
+            "certificateOwnershipToken": self.certificate_ownership_token,
+        }
 
 
 @dataclass(frozen=True)
@@ -121,8 +130,11 @@ class CreateCertificateFromCsrAccepted:
     certificate_ownership_token: str
 
     def body(self) -> dict[str, Any]:
-        return {"certificateOwnershipToken": self.certificate_ownership_token,
-                "certificateId": self.certificate_id, "certificatePem": self.certificate_pem}
+        return {
+            "certificateOwnershipToken": self.certificate_ownership_token,
+            "certificateId": self.certificate_id,
+            "certificatePem": self.certificate_pem,
+        }
 
 
 @dataclass(frozen=True)
@@ -144,7 +156,11 @@ class Rejected:
     error_message: str
 
     def body(self) -> dict[str, Any]:
-        return {"statusCode": self.status_code, "errorCode": self.error_code, "errorMessage": self.error_message}
+        return {
+            "statusCode": self.status_code,
+            "errorCode": self.error_code,
+            "errorMessage": self.error_message,
+        }
 
 
 Accepted = CreateKeysAndCertificateAccepted | CreateCertificateFromCsrAccepted | RegisterThingAccepted

@@ -12,6 +12,7 @@ import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from emulator.errors import InvalidParameters
@@ -33,7 +34,7 @@ def use_der_certificate_ids() -> None:
     """Make moto compute certificate ids as AWS does (SHA-256 of the DER), not of the PEM text."""
     from moto import settings
 
-    settings.default_user_config.setdefault("iot", {})["use_valid_cert"] = True
+    settings.default_user_config.setdefault("iot", {})["use_valid_cert"] = True  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ class Registry:
                 return False
             arn = cert.arn
             if any(k[0] == arn for k in self.iot.principal_things) or any(
-                    k[0] == arn for k in self.iot.principal_policies):
+                k[0] == arn for k in self.iot.principal_policies
+            ):
                 return False
             del self.iot.certificates[certificate_id]
             return True
@@ -108,9 +110,11 @@ class Registry:
             if cert is None:
                 return None
             arn = cert.arn
-            documents = tuple((policy.name, _document_text(policy.document))
-                              for (principal, _), (_, policy) in self.iot.principal_policies.items()
-                              if principal == arn)
+            documents = tuple(
+                (policy.name, _document_text(policy.document))
+                for (principal, _), (_, policy) in self.iot.principal_policies.items()
+                if principal == arn
+            )
             things = tuple(name for (principal, name) in self.iot.principal_things if principal == arn)
             thing_type, attributes = None, {}
             if client_id in things:
@@ -144,8 +148,10 @@ class Registry:
             self._apply_thing(plan, journal)
         if plan.certificate is not None:
             if plan.certificate.certificate_id != certificate_id:
-                raise InvalidParameters("The template's certificate must be the one being provisioned: "
-                                        "use {\"Ref\": \"AWS::IoT::Certificate::Id\"}")
+                raise InvalidParameters(
+                    "The template's certificate must be the one being provisioned: "
+                    'use {"Ref": "AWS::IoT::Certificate::Id"}'
+                )
             new_status = certificate_status_change(cert.status, plan.certificate)
             if new_status is not None:
                 old_status = cert.status
@@ -156,26 +162,29 @@ class Registry:
             if name not in iot.policies:
                 if policy_plan.policy_document is None:
                     raise InvalidParameters(f"Policy {name} does not exist")
-                iot.create_policy(name, json.dumps(policy_plan.policy_document))
-                journal.add(lambda name=name: iot.policies.pop(name, None))
+                iot.create_policy(name, json.dumps(policy_plan.policy_document))  # type: ignore[arg-type]
+                journal.add(partial(iot.policies.pop, name, None))
             key = (cert.arn, name)
             if key not in iot.principal_policies:
                 iot.principal_policies[key] = (cert.arn, iot.policies[name])
-                journal.add(lambda key=key: iot.principal_policies.pop(key, None))
+                journal.add(partial(iot.principal_policies.pop, key, None))
         if plan.thing is not None:
             key = (cert.arn, plan.thing.thing_name)
             if key not in iot.principal_things:
                 iot.principal_things[key] = (cert.arn, iot.things[self.thing_arn(plan.thing.thing_name)])
-                journal.add(lambda key=key: iot.principal_things.pop(key, None))
+                journal.add(partial(iot.principal_things.pop, key, None))
 
     def _existing_thing(self, thing_name: str) -> ExistingThing | None:
         thing = self.iot.things.get(self.thing_arn(thing_name))
         if thing is None:
             return None
         groups = [g.thing_group_name for g in self.iot.thing_groups.values() if thing.arn in g.things]
-        return ExistingThing(attributes=dict(thing.attributes),
-                             thing_type_name=thing.thing_type.thing_type_name if thing.thing_type else None,
-                             thing_groups=groups, billing_group=thing.billing_group_name)
+        return ExistingThing(
+            attributes=dict(thing.attributes),
+            thing_type_name=thing.thing_type.thing_type_name if thing.thing_type else None,
+            thing_groups=groups,
+            billing_group=thing.billing_group_name,
+        )
 
     def _apply_thing(self, plan: ProvisioningPlan, journal: _Journal) -> None:
         assert plan.thing is not None
@@ -184,16 +193,16 @@ class Registry:
         name, arn = change.thing_name, self.thing_arn(change.thing_name)
         thing_type = None
         if change.update_thing_type and change.thing_type_name is not None:
-            matches = [t for t in iot.thing_types.values() if t.thing_type_name == change.thing_type_name]
-            if not matches:
+            types = [t for t in iot.thing_types.values() if t.thing_type_name == change.thing_type_name]
+            if not types:
                 raise InvalidParameters(f"Thing type {change.thing_type_name} does not exist")
-            thing_type = matches[0]
-        groups = {}
+            thing_type = types[0]
+        groups: dict[str, Any] = {}
         for group_name in [*change.groups_to_add, *change.groups_to_remove]:
-            matches = [g for g in iot.thing_groups.values() if g.thing_group_name == group_name]
-            if not matches:
+            found = [g for g in iot.thing_groups.values() if g.thing_group_name == group_name]
+            if not found:
                 raise InvalidParameters(f"Thing group {group_name} does not exist")
-            groups[group_name] = matches[0]
+            groups[group_name] = found[0]
         if change.create:
             iot.create_thing(name, "", {"attributes": dict(change.attributes or {})})
             journal.add(lambda: iot.things.pop(arn, None))
@@ -210,17 +219,23 @@ class Registry:
             members = groups[group_name].things
             if arn not in members:
                 members[arn] = thing
-                journal.add(lambda members=members: members.pop(arn, None))
+                journal.add(partial(members.pop, arn, None))
         for group_name in change.groups_to_remove:
             members = groups[group_name].things
             if arn in members:
                 removed = members.pop(arn)
-                journal.add(lambda members=members, removed=removed: members.__setitem__(arn, removed))
+                journal.add(partial(members.__setitem__, arn, removed))
         if change.billing_group is not None:
-            iot.add_thing_to_billing_group(billing_group_name=change.billing_group, thing_name=name)
-            billing = iot.describe_billing_group(change.billing_group)
             old_billing = thing.billing_group_name
-            journal.add(lambda: (billing.things.pop(arn, None), setattr(thing, "billing_group_name", old_billing)))
+            iot.add_thing_to_billing_group(billing_group_name=change.billing_group, thing_name=name)
+            billing_things: list[str] = iot.describe_billing_group(change.billing_group).things
+
+            def undo_billing() -> None:
+                if arn in billing_things:
+                    billing_things.remove(arn)
+                thing.billing_group_name = old_billing
+
+            journal.add(undo_billing)
 
     # ------------------------------------------------------------ inspection
     def thing_names(self) -> list[str]:

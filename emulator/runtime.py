@@ -74,11 +74,22 @@ class Emulator:
         self.stop()
 
 
-def start_emulator(assembly_dir: Path | str, state_dir: Path | str, *, port: int = 0, host: str = "127.0.0.1",
-                   hook: hooks.HookFunction | None = None, use_stack_hook: bool = True,
-                   token_ttl_s: float = DEFAULT_TTL_S, hook_timeout_s: float = hooks.HOOK_TIMEOUT_S,
-                   hook_workers: int = 4, service_workers: int = 32, stack_name: str | None = None,
-                   record_outcomes: bool = False, hook_isolation: str = "process") -> Emulator:
+def start_emulator(
+    assembly_dir: Path | str,
+    state_dir: Path | str,
+    *,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    hook: hooks.HookFunction | None = None,
+    use_stack_hook: bool = True,
+    token_ttl_s: float = DEFAULT_TTL_S,
+    hook_timeout_s: float = hooks.HOOK_TIMEOUT_S,
+    hook_workers: int = 4,
+    service_workers: int = 32,
+    stack_name: str | None = None,
+    record_outcomes: bool = False,
+    hook_isolation: str = "process",
+) -> Emulator:
     """Build the emulator from the cloud assembly and start serving; returns once it accepts connections.
 
     `hook` replaces the stack's hook Lambda with a Python callable (tests: raise, sleep, deny);
@@ -95,10 +106,23 @@ def start_emulator(assembly_dir: Path | str, state_dir: Path | str, *, port: int
 
     cleanups: list[Callable[[], None]] = []
     try:
-        return _start(assembly_dir, state, authority, cleanups, port=port, host=host, hook=hook,
-                      use_stack_hook=use_stack_hook, token_ttl_s=token_ttl_s, hook_timeout_s=hook_timeout_s,
-                      hook_workers=hook_workers, service_workers=service_workers, stack_name=stack_name,
-                      record_outcomes=record_outcomes, hook_isolation=hook_isolation)
+        return _start(
+            assembly_dir,
+            state,
+            authority,
+            cleanups,
+            port=port,
+            host=host,
+            hook=hook,
+            use_stack_hook=use_stack_hook,
+            token_ttl_s=token_ttl_s,
+            hook_timeout_s=hook_timeout_s,
+            hook_workers=hook_workers,
+            service_workers=service_workers,
+            stack_name=stack_name,
+            record_outcomes=record_outcomes,
+            hook_isolation=hook_isolation,
+        )
     except BaseException:
         for cleanup in reversed(cleanups):
             try:
@@ -113,13 +137,27 @@ def _reset_moto() -> None:
     from moto.backends import get_backend
 
     for service in ("iot", "dynamodb"):
-        get_backend(service).reset()  # type: ignore[no-untyped-call]
+        get_backend(service).reset()
 
 
-def _start(assembly_dir: Path | str, state: Path, authority: CertificateAuthority,
-           cleanups: list[Callable[[], None]], *, port: int, host: str, hook: hooks.HookFunction | None,
-           use_stack_hook: bool, token_ttl_s: float, hook_timeout_s: float, hook_workers: int,
-           service_workers: int, stack_name: str | None, record_outcomes: bool, hook_isolation: str) -> Emulator:
+def _start(
+    assembly_dir: Path | str,
+    state: Path,
+    authority: CertificateAuthority,
+    cleanups: list[Callable[[], None]],
+    *,
+    port: int,
+    host: str,
+    hook: hooks.HookFunction | None,
+    use_stack_hook: bool,
+    token_ttl_s: float,
+    hook_timeout_s: float,
+    hook_workers: int,
+    service_workers: int,
+    stack_name: str | None,
+    record_outcomes: bool,
+    hook_isolation: str,
+) -> Emulator:
     from emulator.assembly import find_stack_template, stack_region
 
     assembly_path = Path(assembly_dir).resolve()
@@ -148,7 +186,10 @@ def _start(assembly_dir: Path | str, state: Path, authority: CertificateAuthorit
 
     model = load_stack(assembly_path, issue_claim, stack_name=stack_name)
     _create_resources(model, aws.url)
-    for logical_id, kind in model.not_emulated:
+    hook_arns = {spec.hook_function_arn for spec in model.templates}
+    unused = [(f.logical_id, "AWS::Lambda::Function") for f in model.functions if f.arn not in hook_arns]
+    # One line per resource the local run leaves out: nothing is skipped silently.
+    for logical_id, kind in [*model.not_emulated, *unused]:
         log.info("not emulated: %s (%s)", logical_id, kind)
     if not model.templates:
         raise AssemblyError("the stack has no AWS::IoT::ProvisioningTemplate")
@@ -161,23 +202,40 @@ def _start(assembly_dir: Path | str, state: Path, authority: CertificateAuthorit
         elif use_stack_hook and spec.hook_function_arn:
             function = model.hook_for(spec)
             if function is None or function.asset_dir is None or not function.asset_dir.is_dir():
-                raise AssemblyError(f"template {spec.name}: hook {spec.hook_function_arn} has no code asset "
-                                    "in the cloud assembly")
-            lambda_spec = hooks.LambdaSpec(asset_dir=str(function.asset_dir), handler=function.handler,
-                                           environment=function.environment, function_name=function.name,
-                                           function_arn=function.arn, memory_mb=function.memory_mb)
+                raise AssemblyError(
+                    f"template {spec.name}: hook {spec.hook_function_arn} has no code asset "
+                    "in the cloud assembly"
+                )
+            lambda_spec = hooks.LambdaSpec(
+                asset_dir=str(function.asset_dir),
+                handler=function.handler,
+                environment=function.environment,
+                function_name=function.name,
+                function_arn=function.arn,
+                memory_mb=function.memory_mb,
+            )
             if hook_isolation == "process":
-                runner = hooks.lambda_hook(lambda_spec, aws_endpoint_url=aws.url, region=region,
-                                           workers=hook_workers, timeout_s=hook_timeout_s)
+                runner = hooks.lambda_hook(
+                    lambda_spec,
+                    aws_endpoint_url=aws.url,
+                    region=region,
+                    workers=hook_workers,
+                    timeout_s=hook_timeout_s,
+                )
             else:
                 aws.install_shortcut()
-                runner = hooks.in_process_lambda_hook(lambda_spec, aws_endpoint_url=aws.url, region=region,
-                                                      timeout_s=hook_timeout_s)
+                runner = hooks.in_process_lambda_hook(
+                    lambda_spec, aws_endpoint_url=aws.url, region=region, timeout_s=hook_timeout_s
+                )
         if runner is not None:
             cleanups.append(runner.close)
         templates[spec.name] = ProvisioningTemplate(spec.name, spec.arn, spec.body, spec.enabled, runner)
-        log.info("template %s (%s) hook=%s", spec.name, "enabled" if spec.enabled else "disabled",
-                 runner.description if runner else "none")
+        log.info(
+            "template %s (%s) hook=%s",
+            spec.name,
+            "enabled" if spec.enabled else "disabled",
+            runner.description if runner else "none",
+        )
 
     tokens = TokenStore(token_ttl_s)
     service = ProvisioningService(registry=registry, authority=authority, tokens=tokens, templates=templates)
@@ -186,10 +244,16 @@ def _start(assembly_dir: Path | str, state: Path, authority: CertificateAuthorit
     emulator = Emulator(state_dir=state, endpoint={}, registry=registry, service=service, model=model)
     on_outcome = emulator.outcomes.append if record_outcomes else None
     topics = ProvisioningTopics(service, executor, on_outcome)
-    gatekeeper = IotGatekeeper(region=region, account_id=registry.account_id, identity=registry.identity,
-                               executor=executor)
-    broker = Broker(ssl_context=_server_ssl_context(state, authority), gatekeeper=gatekeeper, handlers=[topics],
-                    host=host, port=port)
+    gatekeeper = IotGatekeeper(
+        region=region, account_id=registry.account_id, identity=registry.identity, executor=executor
+    )
+    broker = Broker(
+        ssl_context=_server_ssl_context(state, authority),
+        gatekeeper=gatekeeper,
+        handlers=[topics],
+        host=host,
+        port=port,
+    )
 
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -212,7 +276,9 @@ def _start(assembly_dir: Path | str, state: Path, authority: CertificateAuthorit
         await broker.stop()
         await topics.drain()
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="emulator-loop", daemon=True)
+    thread = threading.Thread(
+        target=loop.run_until_complete, args=(main(),), name="emulator-loop", daemon=True
+    )
     thread.start()
     started.wait()
     if failure:
@@ -231,8 +297,13 @@ def _start(assembly_dir: Path | str, state: Path, authority: CertificateAuthorit
     emulator._stop = stop
     emulator.endpoint = _endpoint(model, claims, state, host, broker.port, aws.url)
     _write_json(state / "endpoint.json", emulator.endpoint)
-    log.info("listening on %s:%s (MQTT 3.1.1 over TLS), AWS APIs at %s, state in %s", host, broker.port,
-             aws.url, state)
+    log.info(
+        "listening on %s:%s (MQTT 3.1.1 over TLS), AWS APIs at %s, state in %s",
+        host,
+        broker.port,
+        aws.url,
+        state,
+    )
     return emulator
 
 
@@ -245,15 +316,17 @@ def _server_ssl_context(state: Path, authority: CertificateAuthority) -> ssl.SSL
     return context
 
 
-async def _expire_tokens(service: ProvisioningService, registry: Registry, executor: ThreadPoolExecutor,
-                         ttl_s: float) -> None:
+async def _expire_tokens(
+    service: ProvisioningService, registry: Registry, executor: ThreadPoolExecutor, ttl_s: float
+) -> None:
     period = max(0.2, min(ttl_s / 4, 30.0))
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(period)
         try:
-            deleted = await loop.run_in_executor(executor, service.expire_tokens,
-                                                 registry.delete_unactivated_certificate)
+            deleted = await loop.run_in_executor(
+                executor, service.expire_tokens, registry.delete_unactivated_certificate
+            )
             for certificate_id in deleted:
                 log.info("ownership token expired: deleted unactivated certificate %.12s", certificate_id)
         except Exception:
@@ -264,8 +337,9 @@ def _create_resources(model: StackModel, aws_url: str) -> None:
     """Policies, groups, types, attachments and tables, through the public API (boto3 at the moto server)."""
     import boto3
 
-    session = boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing",
-                                    region_name=model.region)
+    session = boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=model.region
+    )
     iot = session.client("iot", endpoint_url=aws_url)
     dynamodb = session.client("dynamodb", endpoint_url=aws_url)
     for policy in model.policies:
@@ -277,8 +351,12 @@ def _create_resources(model: StackModel, aws_url: str) -> None:
     for attachment in model.attachments:
         iot.attach_policy(policyName=attachment.policy_name, target=attachment.principal_arn)
     for table in model.tables:
-        dynamodb.create_table(TableName=table.name, KeySchema=table.key_schema,
-                              AttributeDefinitions=table.attribute_definitions, BillingMode="PAY_PER_REQUEST")
+        dynamodb.create_table(
+            TableName=table.name,
+            KeySchema=table.key_schema,
+            AttributeDefinitions=table.attribute_definitions,
+            BillingMode="PAY_PER_REQUEST",
+        )
 
 
 def _claim_client_id_pattern(model: StackModel) -> str | None:
@@ -299,8 +377,9 @@ def _claim_client_id_pattern(model: StackModel) -> str | None:
     return None
 
 
-def _endpoint(model: StackModel, claims: dict[str, ClaimFiles], state: Path, host: str, port: int,
-              aws_url: str) -> dict[str, Any]:
+def _endpoint(
+    model: StackModel, claims: dict[str, ClaimFiles], state: Path, host: str, port: int, aws_url: str
+) -> dict[str, Any]:
     template = model.templates[0]
     hook_env = next((f.environment for f in model.functions if f.handler == HOOK_HANDLER), {})
     serial_table = hook_env.get(ENV_SERIAL_TABLE) or (model.tables[0].name if model.tables else None)
@@ -317,8 +396,15 @@ def _endpoint(model: StackModel, claims: dict[str, ClaimFiles], state: Path, hos
         "serial_table": serial_table,
         "account_id": model.account_id,
         "claim_client_id_pattern": _claim_client_id_pattern(model),
-        "claims": {c.name: {"cert_file": str(c.cert_file), "key_file": str(c.key_file),
-                            "certificate_id": c.certificate_id, "active": c.active} for c in claims.values()},
+        "claims": {
+            c.name: {
+                "cert_file": str(c.cert_file),
+                "key_file": str(c.key_file),
+                "certificate_id": c.certificate_id,
+                "active": c.active,
+            }
+            for c in claims.values()
+        },
         "thing_name_prefix": hook_env.get(ENV_THING_NAME_PREFIX, ""),
     }
 

@@ -56,9 +56,14 @@ class RegistryPort(Protocol):
 
 
 class ProvisioningService:
-    def __init__(self, *, registry: RegistryPort, authority: CertificateAuthority, tokens: TokenStore,
-                 templates: Mapping[str, ProvisioningTemplate],
-                 on_spent: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        registry: RegistryPort,
+        authority: CertificateAuthority,
+        tokens: TokenStore,
+        templates: Mapping[str, ProvisioningTemplate],
+    ) -> None:
         self._registry = registry
         self._authority = authority
         self.tokens = tokens
@@ -69,19 +74,22 @@ class ProvisioningService:
         issued: IssuedCredential = self._authority.create_keys_and_certificate()
         record = self._registry.register_certificate(issued.certificate_pem, PENDING_ACTIVATION)
         token = self.tokens.issue(record.certificate_id)
-        return CreateKeysAndCertificateAccepted(record.certificate_id, issued.certificate_pem,
-                                                issued.private_key_pem, token)
+        return CreateKeysAndCertificateAccepted(
+            record.certificate_id, issued.certificate_pem, issued.private_key_pem, token
+        )
 
-    def create_certificate_from_csr(self, requester: Requester, request: CreateCertificateFromCsrRequest
-                                    ) -> CreateCertificateFromCsrAccepted:
+    def create_certificate_from_csr(
+        self, requester: Requester, request: CreateCertificateFromCsrRequest
+    ) -> CreateCertificateFromCsrAccepted:
         pem, _ = self._authority.sign_csr(request.certificate_signing_request)
         record = self._registry.register_certificate(pem, PENDING_ACTIVATION)
         token = self.tokens.issue(record.certificate_id)
         return CreateCertificateFromCsrAccepted(record.certificate_id, pem, token)
 
     # ---------------------------------------------------------------- RegisterThing
-    def register_thing(self, requester: Requester, template_name: str, request: RegisterThingRequest
-                       ) -> RegisterThingAccepted:
+    def register_thing(
+        self, requester: Requester, template_name: str, request: RegisterThingRequest
+    ) -> RegisterThingAccepted:
         template = self._templates.get(template_name)
         if template is None:
             raise TemplateNotFound(f"Template {template_name} does not exist")
@@ -96,8 +104,13 @@ class ProvisioningService:
         self.tokens.spend(grant)
         return accepted
 
-    def _register(self, requester: Requester, template: ProvisioningTemplate, certificate_id: str,
-                  parameters: Mapping[str, str]) -> RegisterThingAccepted:
+    def _register(
+        self,
+        requester: Requester,
+        template: ProvisioningTemplate,
+        certificate_id: str,
+        parameters: Mapping[str, str],
+    ) -> RegisterThingAccepted:
         certificate = self._registry.certificate(certificate_id)
         if certificate is None:
             # The token outlived its certificate (deleted through the registry API, say).
@@ -105,9 +118,13 @@ class ProvisioningService:
         parameters = dict(parameters)
         if template.hook is not None:
             event = hooks.build_event(
-                claim_certificate_id=requester.certificate_id, certificate_id=certificate_id,
-                certificate_pem=certificate.certificate_pem, template_arn=template.arn,
-                client_id=requester.client_id, parameters=parameters)
+                claim_certificate_id=requester.certificate_id,
+                certificate_id=certificate_id,
+                certificate_pem=certificate.certificate_pem,
+                template_arn=template.arn,
+                client_id=requester.client_id,
+                parameters=parameters,
+            )
             decision = template.hook.invoke(event)
             # The hook's overrides are added to the request's parameters (pre-provisioning-hook.html).
             parameters.update(decision.parameter_overrides)

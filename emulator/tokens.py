@@ -48,7 +48,9 @@ class TokenStore:
         with self._lock:
             grant = self._grants.get(token)
             if grant is None or grant.expires_at <= self._clock():
-                raise InvalidCertificateOwnershipToken("Certificate ownership token is invalid or has expired.")
+                raise InvalidCertificateOwnershipToken(
+                    "Certificate ownership token is invalid or has expired."
+                )
             if grant.in_use:
                 raise InvalidCertificateOwnershipToken("Certificate ownership token is already being used.")
             grant.in_use = True

@@ -1,1 +1,1 @@
-"""A thin MQTT 3.1.1 front end (asyncio + TLS): the broker, AWS IoT's authorisation, the provisioning topics."""
+"""A thin MQTT 3.1.1 front end (asyncio + TLS): broker, AWS IoT authorisation, provisioning topics."""

@@ -19,6 +19,7 @@ from emulator.mqtt.broker import Admission, Refused, Session
 from emulator.policy_engine import ConnectionContext, PolicyEngine, client_arn, topic_arn, topicfilter_arn
 from emulator.registry import ACTIVE, ConnectionIdentity
 
+
 @dataclass
 class ConnectionAuthority:
     engine: PolicyEngine
@@ -27,8 +28,14 @@ class ConnectionAuthority:
 
 
 class IotGatekeeper:
-    def __init__(self, *, region: str, account_id: str, identity: Callable[[str, str], ConnectionIdentity | None],
-                 executor: Executor) -> None:
+    def __init__(
+        self,
+        *,
+        region: str,
+        account_id: str,
+        identity: Callable[[str, str], ConnectionIdentity | None],
+        executor: Executor,
+    ) -> None:
         self._region = region
         self._account = account_id
         self._identity = identity
@@ -55,10 +62,14 @@ class IotGatekeeper:
         if identity.certificate.status != ACTIVE:
             raise Refused(f"certificate is {identity.certificate.status}")
         attached = client_id in identity.thing_names
-        context = ConnectionContext(client_id=client_id, thing_name=client_id if attached else None,
-                                    is_attached=attached, certificate_id=certificate_id,
-                                    thing_type_name=identity.thing_type_name,
-                                    thing_attributes=identity.thing_attributes)
+        context = ConnectionContext(
+            client_id=client_id,
+            thing_name=client_id if attached else None,
+            is_attached=attached,
+            certificate_id=certificate_id,
+            thing_type_name=identity.thing_type_name,
+            thing_attributes=identity.thing_attributes,
+        )
         engine = self._engine(tuple(sorted(document for _, document in identity.policy_documents)))
         authority = ConnectionAuthority(engine, context)
         if not engine.is_allowed("iot:Connect", client_arn(self._region, self._account, client_id), context):
@@ -80,7 +91,9 @@ class IotGatekeeper:
         return self._allowed(session, "iot:Publish", topic_arn(self._region, self._account, topic))
 
     def may_subscribe(self, session: Session, topic_filter: str) -> bool:
-        return self._allowed(session, "iot:Subscribe", topicfilter_arn(self._region, self._account, topic_filter))
+        return self._allowed(
+            session, "iot:Subscribe", topicfilter_arn(self._region, self._account, topic_filter)
+        )
 
     def may_receive(self, session: Session, topic: str) -> bool:
         return self._allowed(session, "iot:Receive", topic_arn(self._region, self._account, topic))

@@ -61,13 +61,15 @@ class TopicHandler(Protocol):
 class Session:
     """One client connection after a successful CONNECT."""
 
-    def __init__(self, broker: Broker, writer: asyncio.StreamWriter, client_id: str, admission: Admission,
-                 peer: str) -> None:
+    def __init__(
+        self, broker: Broker, writer: asyncio.StreamWriter, client_id: str, admission: Admission, peer: str
+    ) -> None:
         self.broker = broker
         self.client_id = client_id
         self.admission = admission
         self.peer = peer
         self.subscriptions: dict[str, int] = {}
+        self.keep_alive = 0
         self._writer = writer
         self._next_packet_id = 0
         self.closed = False
@@ -108,14 +110,23 @@ class Session:
         if self.closed:
             return
         self.closed = True
-        log.log(level, "disconnect client=%s cert=%.12s reason=%s", self.client_id, self.certificate_id, reason)
+        log.log(
+            level, "disconnect client=%s cert=%.12s reason=%s", self.client_id, self.certificate_id, reason
+        )
         with contextlib.suppress(Exception):
             self._writer.close()
 
 
 class Broker:
-    def __init__(self, *, ssl_context: ssl.SSLContext, gatekeeper: Gatekeeper, handlers: Sequence[TopicHandler],
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext,
+        gatekeeper: Gatekeeper,
+        handlers: Sequence[TopicHandler],
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.gatekeeper = gatekeeper
         self.handlers = list(handlers)
         self._ssl = ssl_context
@@ -127,8 +138,14 @@ class Broker:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
-            self._on_connection, self._host, self._port, ssl=self._ssl, ssl_handshake_timeout=CONNECT_TIMEOUT_S,
-            backlog=1024, limit=MAX_PACKET_BYTES + 16)
+            self._on_connection,
+            self._host,
+            self._port,
+            ssl=self._ssl,
+            ssl_handshake_timeout=CONNECT_TIMEOUT_S,
+            backlog=1024,
+            limit=MAX_PACKET_BYTES + 16,
+        )
 
     @property
     def port(self) -> int:
@@ -153,7 +170,8 @@ class Broker:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        peer = "%s:%s" % (writer.get_extra_info("peername") or ("?", "?"))[:2]
+        host, port = (writer.get_extra_info("peername") or ("?", "?"))[:2]
+        peer = f"{host}:{port}"
         session: Session | None = None
         try:
             session = await self._connect(reader, writer, peer)
@@ -176,16 +194,21 @@ class Broker:
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
-                       ) -> Session | None:
+    async def _connect(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    ) -> Session | None:
         kind, _, body = await asyncio.wait_for(codec.read_packet(reader, MAX_PACKET_BYTES), CONNECT_TIMEOUT_S)
         if kind != codec.CONNECT:
             raise ProtocolError("first packet is not CONNECT")  # MQTT-3.1.0-1
         connect = codec.parse_connect(body)
         if connect.protocol_name != "MQTT" or connect.protocol_level != 4:
             writer.write(codec.connack(codec.CONNACK_BAD_PROTOCOL))
-            log.info("connect refused peer=%s: protocol %s level %s (only MQTT 3.1.1 is emulated)", peer,
-                     connect.protocol_name, connect.protocol_level)
+            log.info(
+                "connect refused peer=%s: protocol %s level %s (only MQTT 3.1.1 is emulated)",
+                peer,
+                connect.protocol_name,
+                connect.protocol_level,
+            )
             return None
         if not connect.client_id:
             writer.write(codec.connack(codec.CONNACK_IDENTIFIER_REJECTED))
@@ -197,8 +220,13 @@ class Broker:
             admission = await self.gatekeeper.admit(certificate_id, connect.client_id)
         except Refused as exc:
             # AWS IoT closes the connection without a CONNACK; the SDK reports an unexpected hang-up.
-            log.info("connect refused client=%s cert=%.12s peer=%s: %s", connect.client_id, certificate_id, peer,
-                     exc)
+            log.info(
+                "connect refused client=%s cert=%.12s peer=%s: %s",
+                connect.client_id,
+                certificate_id,
+                peer,
+                exc,
+            )
             return None
         previous = self.sessions.get(connect.client_id)
         if previous is not None:
@@ -207,19 +235,27 @@ class Broker:
         session = Session(self, writer, connect.client_id, admission, peer)
         self.sessions[connect.client_id] = session
         writer.write(codec.connack(codec.CONNACK_ACCEPTED, session_present=False))
-        log.info("connect client=%s cert=%.12s %s peer=%s", connect.client_id, certificate_id, admission.label, peer)
-        session.keep_alive = connect.keep_alive  # type: ignore[attr-defined]
+        log.info(
+            "connect client=%s cert=%.12s %s peer=%s",
+            connect.client_id,
+            certificate_id,
+            admission.label,
+            peer,
+        )
+        session.keep_alive = connect.keep_alive
         return session
 
     async def _serve(self, session: Session, reader: asyncio.StreamReader) -> None:
-        keep_alive = getattr(session, "keep_alive", 0)
+        keep_alive = session.keep_alive
         timeout = keep_alive * 1.5 if keep_alive else None
         while not session.closed:
             if timeout is None:
                 kind, flags, body = await codec.read_packet(reader, MAX_PACKET_BYTES)
             else:
                 try:
-                    kind, flags, body = await asyncio.wait_for(codec.read_packet(reader, MAX_PACKET_BYTES), timeout)
+                    kind, flags, body = await asyncio.wait_for(
+                        codec.read_packet(reader, MAX_PACKET_BYTES), timeout
+                    )
                 except TimeoutError:
                     session.close("MQTT_KEEP_ALIVE_TIMEOUT")
                     return
@@ -282,7 +318,9 @@ class Broker:
     def _on_subscribe(self, session: Session, packet_id: int, filters: Iterable[tuple[str, int]]) -> None:
         codes = []
         for topic_filter, qos in filters:
-            if not codec.valid_topic_filter(topic_filter) or not self.gatekeeper.may_subscribe(session, topic_filter):
+            if not codec.valid_topic_filter(topic_filter) or not self.gatekeeper.may_subscribe(
+                session, topic_filter
+            ):
                 log.info("subscribe refused client=%s filter=%s", session.client_id, topic_filter)
                 codes.append(codec.SUBACK_FAILURE)
                 continue

@@ -94,7 +94,7 @@ class _Reader:
         if self.pos + size > len(self.data):
             raise ProtocolError("string runs past the packet")
         self.pos += size
-        return self.data[self.pos - size:self.pos]
+        return self.data[self.pos - size : self.pos]
 
     def string(self) -> str:
         raw = self.raw()
@@ -107,7 +107,7 @@ class _Reader:
         return text
 
     def rest(self) -> bytes:
-        return self.data[self.pos:]
+        return self.data[self.pos :]
 
     @property
     def done(self) -> bool:
@@ -192,7 +192,9 @@ def connack(return_code: int, session_present: bool = False) -> bytes:
     return bytes([CONNACK << 4, 2, 1 if session_present else 0, return_code])
 
 
-def publish(topic: str, payload: bytes, qos: int = 0, packet_id: int | None = None, retain: bool = False) -> bytes:
+def publish(
+    topic: str, payload: bytes, qos: int = 0, packet_id: int | None = None, retain: bool = False
+) -> bytes:
     body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
     return _packet((PUBLISH << 4) | (qos << 1) | (1 if retain else 0), body)
 

@@ -48,8 +48,12 @@ class Outcome:
 
 
 class ProvisioningTopics:
-    def __init__(self, service: ProvisioningService, executor: Executor,
-                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+    def __init__(
+        self,
+        service: ProvisioningService,
+        executor: Executor,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
         self._service = service
         self._executor = executor
         self._on_outcome = on_outcome
@@ -60,7 +64,9 @@ class ProvisioningTopics:
 
     def handle(self, session: Session, message: codec.Publish) -> None:
         topic = message.topic
-        match = CREATE_FROM_CSR_RE.match(topic) or CREATE_KEYS_RE.match(topic) or REGISTER_THING_RE.match(topic)
+        match = (
+            CREATE_FROM_CSR_RE.match(topic) or CREATE_KEYS_RE.match(topic) or REGISTER_THING_RE.match(topic)
+        )
         if match is None:
             # A reply topic or an unknown operation under the reserved roots: nothing answers.
             return
@@ -76,28 +82,35 @@ class ProvisioningTopics:
         loop = asyncio.get_running_loop()
         try:
             reply: Reply = await loop.run_in_executor(
-                self._executor, self._call, operation, requester, match, message.payload, fmt)
+                self._executor, self._call, operation, requester, match, message.payload, fmt
+            )
         except Exception as exc:  # run_in_executor itself failing (shutdown): still one reply
             error = as_provisioning_error(exc)
             reply = Rejected(error.status_code, error.error_code, error.message)
         topic = reply_topic(message.topic, reply)
         delivered = session.deliver(topic, encode(reply.body(), fmt), qos=1)
-        outcome = Outcome(operation, session.client_id, reply, (time.perf_counter() - started) * 1000, delivered)
+        outcome = Outcome(
+            operation, session.client_id, reply, (time.perf_counter() - started) * 1000, delivered
+        )
         _log(outcome, topic)
         if self._on_outcome is not None:
             self._on_outcome(outcome)
 
-    def _call(self, operation: str, requester: Requester, match: re.Match[str], payload: bytes,
-              fmt: PayloadFormat) -> Reply:
+    def _call(
+        self, operation: str, requester: Requester, match: re.Match[str], payload: bytes, fmt: PayloadFormat
+    ) -> Reply:
         """On a worker thread: the whole operation, every failure turned into a Rejected."""
         try:
             if operation == "CreateCertificateFromCsr":
                 return self._service.create_certificate_from_csr(
-                    requester, CreateCertificateFromCsrRequest.decode(payload, fmt))
+                    requester, CreateCertificateFromCsrRequest.decode(payload, fmt)
+                )
             if operation == "CreateKeysAndCertificate":
                 decode_map(payload, fmt, allow_empty=True)  # any map; an empty payload is AWS's example
                 return self._service.create_keys_and_certificate(requester)
-            return self._service.register_thing(requester, match.group(1), RegisterThingRequest.decode(payload, fmt))
+            return self._service.register_thing(
+                requester, match.group(1), RegisterThingRequest.decode(payload, fmt)
+            )
         except Exception as exc:
             error = as_provisioning_error(exc)
             if error.status_code >= 500:
@@ -121,9 +134,23 @@ def _log(outcome: Outcome, topic: str) -> None:
     reply = outcome.reply
     suffix = "" if outcome.delivered else " (requester not subscribed to the reply topic: not delivered)"
     if isinstance(reply, Rejected):
-        log.info("%s rejected client=%s status=%s code=%s message=%r %.1fms%s", outcome.operation, outcome.client_id,
-                 reply.status_code, reply.error_code, reply.error_message, outcome.duration_ms, suffix)
+        log.info(
+            "%s rejected client=%s status=%s code=%s message=%r %.1fms%s",
+            outcome.operation,
+            outcome.client_id,
+            reply.status_code,
+            reply.error_code,
+            reply.error_message,
+            outcome.duration_ms,
+            suffix,
+        )
     else:
         detail = getattr(reply, "thing_name", None) or getattr(reply, "certificate_id", "")
-        log.info("%s accepted client=%s %s %.1fms%s", outcome.operation, outcome.client_id, detail,
-                 outcome.duration_ms, suffix)
+        log.info(
+            "%s accepted client=%s %s %.1fms%s",
+            outcome.operation,
+            outcome.client_id,
+            detail,
+            outcome.duration_ms,
+            suffix,
+        )

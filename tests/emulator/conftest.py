@@ -19,8 +19,12 @@ from tests.emulator.device import Endpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # A second, inactive claim: the emulator must register it INACTIVE (it cannot connect).
-FLEET_OVERRIDES = {"claim_credentials": [{"name": "line-a", "mode": "generated", "active": True},
-                                         {"name": "line-b", "mode": "generated", "active": False}]}
+FLEET_OVERRIDES = {
+    "claim_credentials": [
+        {"name": "line-a", "mode": "generated", "active": True},
+        {"name": "line-b", "mode": "generated", "active": False},
+    ]
+}
 
 
 @pytest.fixture(scope="session")
@@ -43,13 +47,30 @@ class EmulatorProcess:
         self.state_dir = state_dir
         self.log_path = state_dir / "emulator.log"
         state_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+        }
         for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
             env.pop(name, None)
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "emulator", "up", "--state-dir", str(state_dir), "--cloud-assembly", str(assembly),
-             *extra], cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "emulator",
+                "up",
+                "--state-dir",
+                str(state_dir),
+                "--cloud-assembly",
+                str(assembly),
+                *extra,
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         endpoint_file = state_dir / "endpoint.json"
         deadline = time.monotonic() + 90
         while not endpoint_file.exists():
@@ -83,9 +104,17 @@ def emulator(cloud_assembly: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
-def fault_emulator(cloud_assembly: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+def fault_emulator(
+    cloud_assembly: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatorProcess]:
     """Hooks that raise, sleep past 5 s or deny, and ownership tokens that live 2 s."""
-    process = EmulatorProcess(cloud_assembly, tmp_path_factory.mktemp("fault-state"),
-                              "--hook", "tests.emulator.fault_hooks:hook", "--token-ttl-s", "2")
+    process = EmulatorProcess(
+        cloud_assembly,
+        tmp_path_factory.mktemp("fault-state"),
+        "--hook",
+        "tests.emulator.fault_hooks:hook",
+        "--token-ttl-s",
+        "2",
+    )
     yield process
     process.stop()

@@ -40,25 +40,53 @@ class Endpoint:
     @classmethod
     def load(cls, path: Path) -> Endpoint:
         raw = json.loads(path.read_text())
-        return cls(raw["host"], raw["port"], raw["ca_file"], raw["claim_cert_file"], raw["claim_key_file"],
-                   raw["template_name"], raw["aws_endpoint_url"], raw["serial_table"], raw["region"], raw)
+        return cls(
+            raw["host"],
+            raw["port"],
+            raw["ca_file"],
+            raw["claim_cert_file"],
+            raw["claim_key_file"],
+            raw["template_name"],
+            raw["aws_endpoint_url"],
+            raw["serial_table"],
+            raw["region"],
+            raw,
+        )
 
 
-def connect(endpoint: Endpoint, client_id: str, cert_file: str | None = None, key_file: str | None = None,
-            *, cert_pem: bytes | None = None, key_pem: bytes | None = None,
-            interrupted: threading.Event | None = None) -> mqtt.Connection:
+def connect(
+    endpoint: Endpoint,
+    client_id: str,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    *,
+    cert_pem: bytes | None = None,
+    key_pem: bytes | None = None,
+    interrupted: threading.Event | None = None,
+) -> mqtt.Connection:
     """A connected MQTT 3.1.1 connection; raises if the broker refuses or hangs up.
     `interrupted` is set when the broker later drops the connection."""
     common: dict[str, Any] = dict(
-        endpoint=endpoint.host, port=endpoint.port, ca_filepath=endpoint.ca_file, client_id=client_id,
-        clean_session=True, keep_alive_secs=30, reconnect_min_timeout_secs=30, reconnect_max_timeout_secs=60,
-        on_connection_interrupted=(lambda *_, **__: interrupted.set()) if interrupted is not None else None)
+        endpoint=endpoint.host,
+        port=endpoint.port,
+        ca_filepath=endpoint.ca_file,
+        client_id=client_id,
+        clean_session=True,
+        keep_alive_secs=30,
+        reconnect_min_timeout_secs=30,
+        reconnect_max_timeout_secs=60,
+        on_connection_interrupted=(lambda *_, **__: interrupted.set()) if interrupted is not None else None,
+    )
     if cert_pem is not None and key_pem is not None:
-        connection = mqtt_connection_builder.mtls_from_bytes(cert_bytes=cert_pem, pri_key_bytes=key_pem, **common)
+        connection = mqtt_connection_builder.mtls_from_bytes(
+            cert_bytes=cert_pem, pri_key_bytes=key_pem, **common
+        )
     else:
         connection = mqtt_connection_builder.mtls_from_path(
             cert_filepath=cert_file or endpoint.claim_cert_file,
-            pri_key_filepath=key_file or endpoint.claim_key_file, **common)
+            pri_key_filepath=key_file or endpoint.claim_key_file,
+            **common,
+        )
     try:
         connection.connect().result(TIMEOUT_S)
     except BaseException:
@@ -79,19 +107,23 @@ def disconnect(connection: mqtt.Connection) -> None:
 
 
 def identity_client(connection: mqtt.Connection) -> iotidentity.IotIdentityClientV2:
-    options = mqtt_request_response.ClientOptions(max_request_response_subscriptions=4,
-                                                  max_streaming_subscriptions=0, operation_timeout_in_seconds=20)
+    options = mqtt_request_response.ClientOptions(
+        max_request_response_subscriptions=4, max_streaming_subscriptions=0, operation_timeout_in_seconds=20
+    )
     return iotidentity.IotIdentityClientV2(connection, options)
 
 
 def make_csr(common_name: str) -> tuple[bytes, str]:
     """(private key PEM, CSR PEM): an EC P-256 key, as the Renesas RX devices make in their secure element."""
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-           .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return key_pem, csr.public_bytes(serialization.Encoding.PEM).decode()
 
 

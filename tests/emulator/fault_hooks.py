@@ -1,4 +1,4 @@
-"""Hooks injected in place of the stack's Lambda (`python -m emulator up --hook tests.emulator.fault_hooks:hook`).
+"""A hook injected in place of the stack's Lambda: `--hook tests.emulator.fault_hooks:hook`.
 The serial number picks the fault: RAISE*, SLEEP* (6 s, past AWS's 5 s), DENY*; anything else is allowed."""
 
 from __future__ import annotations

@@ -39,13 +39,27 @@ def test_read_packet_refuses_oversized_packets() -> None:
 
 
 def test_connect_parsing() -> None:
-    body = codec._string("MQTT") + bytes([4, 0x02 | 0x04 | 0x08 | 0x80]) + (60).to_bytes(2, "big") + \
-        codec._string("prov-1") + codec._string("will/t") + codec._string("bye") + codec._string("user")
+    body = (
+        codec._string("MQTT")
+        + bytes([4, 0x02 | 0x04 | 0x08 | 0x80])
+        + (60).to_bytes(2, "big")
+        + codec._string("prov-1")
+        + codec._string("will/t")
+        + codec._string("bye")
+        + codec._string("user")
+    )
     connect = codec.parse_connect(body)
     assert (connect.client_id, connect.keep_alive, connect.clean_session, connect.username) == (
-        "prov-1", 60, True, "user")
+        "prov-1",
+        60,
+        True,
+        "user",
+    )
     assert connect.will is not None and (connect.will.topic, connect.will.payload, connect.will.qos) == (
-        "will/t", b"bye", 1)
+        "will/t",
+        b"bye",
+        1,
+    )
 
 
 def test_connect_with_reserved_flag_is_a_protocol_error() -> None:
@@ -62,24 +76,29 @@ def test_subscribe_and_unsubscribe_parsing() -> None:
         codec.parse_subscribe((3).to_bytes(2, "big"))
 
 
-@pytest.mark.parametrize("topic_filter, topic, expected", [
-    ("a/b", "a/b", True),
-    ("a/+", "a/b", True),
-    ("a/+", "a/b/c", False),
-    ("a/#", "a/b/c", True),
-    ("a/#", "a", False),  # AWS IoT: the parent is not matched
-    ("#", "a/b", True),
-    ("#", "$aws/things/x/shadow/update", False),  # MQTT-4.7.2-1
-    ("+/things/x", "$aws/things/x", False),
-    ("$aws/things/+/shadow/#", "$aws/things/x/shadow/update/accepted", True),
-    ("a/+/c", "a//c", True),
-])
+@pytest.mark.parametrize(
+    "topic_filter, topic, expected",
+    [
+        ("a/b", "a/b", True),
+        ("a/+", "a/b", True),
+        ("a/+", "a/b/c", False),
+        ("a/#", "a/b/c", True),
+        ("a/#", "a", False),  # AWS IoT: the parent is not matched
+        ("#", "a/b", True),
+        ("#", "$aws/things/x/shadow/update", False),  # MQTT-4.7.2-1
+        ("+/things/x", "$aws/things/x", False),
+        ("$aws/things/+/shadow/#", "$aws/things/x/shadow/update/accepted", True),
+        ("a/+/c", "a//c", True),
+    ],
+)
 def test_topic_matching(topic_filter: str, topic: str, expected: bool) -> None:
     assert codec.topic_matches(topic_filter, topic) is expected
 
 
-@pytest.mark.parametrize("topic_filter, valid", [("a/#", True), ("a/#/b", False), ("a+", False), ("+", True),
-                                                 ("", False), ("a/b#", False)])
+@pytest.mark.parametrize(
+    "topic_filter, valid",
+    [("a/#", True), ("a/#/b", False), ("a+", False), ("+", True), ("", False), ("a/b#", False)],
+)
 def test_topic_filter_validation(topic_filter: str, valid: bool) -> None:
     assert codec.valid_topic_filter(topic_filter) is valid
 

@@ -33,8 +33,13 @@ CSR_TOPIC = "$aws/certificates/create-from-csr"
 
 
 def aws(endpoint: Endpoint, service: str) -> Any:
-    return boto3.client(service, endpoint_url=endpoint.aws_endpoint_url, region_name=endpoint.region,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        service,
+        endpoint_url=endpoint.aws_endpoint_url,
+        region_name=endpoint.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 def new_serial(prefix: str = "SN") -> str:
@@ -43,8 +48,12 @@ def new_serial(prefix: str = "SN") -> str:
 
 def seed(endpoint: Endpoint, serial: str, **attributes: str) -> None:
     """A serial item as `fleetctl registry import` writes it (the brief's item model)."""
-    item: dict[str, Any] = {"pk": {"S": f"serial#{serial}"}, "serial": {"S": serial}, "status": {"S": "AVAILABLE"},
-                            "imported_at": {"S": "2026-01-01T00:00:00Z"}}
+    item: dict[str, Any] = {
+        "pk": {"S": f"serial#{serial}"},
+        "serial": {"S": serial},
+        "status": {"S": "AVAILABLE"},
+        "imported_at": {"S": "2026-01-01T00:00:00Z"},
+    }
     if attributes:
         item["attributes"] = {"M": {k: {"S": v} for k, v in attributes.items()}}
     aws(endpoint, "dynamodb").put_item(TableName=endpoint.serial_table, Item=item)
@@ -57,7 +66,8 @@ def template_topic(endpoint: Endpoint, fmt: str) -> str:
 def certificate_status(endpoint: Endpoint, certificate_id: str) -> str | None:
     try:
         return aws(endpoint, "iot").describe_certificate(certificateId=certificate_id)[
-            "certificateDescription"]["status"]
+            "certificateDescription"
+        ]["status"]
     except aws(endpoint, "iot").exceptions.ResourceNotFoundException:
         return None
 
@@ -74,10 +84,15 @@ def provision_json(endpoint: Endpoint, serial: str, client_id: str | None = None
         client = identity_client(connection)
         key_pem, csr = make_csr(serial)
         created = client.create_certificate_from_csr(
-            iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr)).result(TIMEOUT_S)
-        registered = client.register_thing(iotidentity.RegisterThingRequest(
-            template_name=endpoint.template_name, certificate_ownership_token=created.certificate_ownership_token,
-            parameters={"SerialNumber": serial})).result(TIMEOUT_S)
+            iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr)
+        ).result(TIMEOUT_S)
+        registered = client.register_thing(
+            iotidentity.RegisterThingRequest(
+                template_name=endpoint.template_name,
+                certificate_ownership_token=created.certificate_ownership_token,
+                parameters={"SerialNumber": serial},
+            )
+        ).result(TIMEOUT_S)
         return created, registered, key_pem
     finally:
         disconnect(connection)
@@ -101,11 +116,14 @@ def test_json_flow_provisions_and_the_device_reconnects_as_its_thing(emulator: E
     assert certificate_status(endpoint, created.certificate_id) == "ACTIVE"
     thing = aws(endpoint, "iot").describe_thing(thingName=registered.thing_name)
     assert thing["attributes"]["model"] == "m7" and thing["attributes"]["hw_rev"] == "b"
-    item = aws(endpoint, "dynamodb").get_item(TableName=endpoint.serial_table,
-                                              Key={"pk": {"S": f"serial#{serial}"}})["Item"]
+    item = aws(endpoint, "dynamodb").get_item(
+        TableName=endpoint.serial_table, Key={"pk": {"S": f"serial#{serial}"}}
+    )["Item"]
     assert item["status"]["S"] == "RESERVED" and item["certificate_id"]["S"] == created.certificate_id
 
-    device = connect(endpoint, registered.thing_name, cert_pem=created.certificate_pem.encode(), key_pem=key_pem)
+    device = connect(
+        endpoint, registered.thing_name, cert_pem=created.certificate_pem.encode(), key_pem=key_pem
+    )
     try:
         raw = RawClient(device)
         raw.subscribe(f"devices/{registered.thing_name}/#")
@@ -124,14 +142,25 @@ def test_cbor_flow_over_the_same_awscrt_connection(emulator: EmulatorProcess) ->
         raw = RawClient(connection)
         _, csr = make_csr(serial)
         outcome, created = raw.request(f"{CSR_TOPIC}/cbor", cbor2.dumps({"certificateSigningRequest": csr}))
-        assert outcome == "accepted" and set(created) == {"certificateOwnershipToken", "certificateId",
-                                                          "certificatePem"}
-        outcome, registered = raw.request(template_topic(endpoint, "cbor"), cbor2.dumps(
-            {"certificateOwnershipToken": created["certificateOwnershipToken"],
-             "parameters": {"SerialNumber": serial}}))
+        assert outcome == "accepted" and set(created) == {
+            "certificateOwnershipToken",
+            "certificateId",
+            "certificatePem",
+        }
+        outcome, registered = raw.request(
+            template_topic(endpoint, "cbor"),
+            cbor2.dumps(
+                {
+                    "certificateOwnershipToken": created["certificateOwnershipToken"],
+                    "parameters": {"SerialNumber": serial},
+                }
+            ),
+        )
         assert outcome == "accepted"
-        assert registered == {"thingName": f"device-{serial}",
-                              "deviceConfiguration": {"topic_root": "devices", "telemetry_interval_s": "60"}}
+        assert registered == {
+            "thingName": f"device-{serial}",
+            "deviceConfiguration": {"topic_root": "devices", "telemetry_interval_s": "60"},
+        }
     finally:
         disconnect(connection)
 
@@ -145,12 +174,17 @@ def test_several_requests_on_one_connection_are_all_answered(emulator: EmulatorP
         client = identity_client(connection)
         tokens = []
         for _ in range(3):
-            created = client.create_certificate_from_csr(iotidentity.CreateCertificateFromCsrRequest(
-                certificate_signing_request=make_csr(serial)[1])).result(TIMEOUT_S)
+            created = client.create_certificate_from_csr(
+                iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=make_csr(serial)[1])
+            ).result(TIMEOUT_S)
             tokens.append(created.certificate_ownership_token)
-        registered = client.register_thing(iotidentity.RegisterThingRequest(
-            template_name=endpoint.template_name, certificate_ownership_token=tokens[-1],
-            parameters={"SerialNumber": serial})).result(TIMEOUT_S)
+        registered = client.register_thing(
+            iotidentity.RegisterThingRequest(
+                template_name=endpoint.template_name,
+                certificate_ownership_token=tokens[-1],
+                parameters={"SerialNumber": serial},
+            )
+        ).result(TIMEOUT_S)
         assert registered.thing_name == f"device-{serial}"
     finally:
         disconnect(connection)
@@ -163,8 +197,9 @@ def test_a_reply_goes_only_to_the_connection_that_asked(emulator: EmulatorProces
         watching = RawClient(bystander)
         for suffix in ("accepted", "rejected"):
             watching.subscribe(f"{CSR_TOPIC}/json/{suffix}")
-        outcome, _ = RawClient(asker).request(f"{CSR_TOPIC}/json", json.dumps(
-            {"certificateSigningRequest": make_csr("x")[1]}).encode())
+        outcome, _ = RawClient(asker).request(
+            f"{CSR_TOPIC}/json", json.dumps({"certificateSigningRequest": make_csr("x")[1]}).encode()
+        )
         assert outcome == "accepted"
         time.sleep(0.5)
         assert watching.messages == []
@@ -190,11 +225,14 @@ def test_token_reuse_is_rejected(emulator: EmulatorProcess) -> None:
     connection = connect(endpoint, f"prov-{serial}")
     try:
         client = identity_client(connection)
-        created = client.create_certificate_from_csr(iotidentity.CreateCertificateFromCsrRequest(
-            certificate_signing_request=make_csr(serial)[1])).result(TIMEOUT_S)
+        created = client.create_certificate_from_csr(
+            iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=make_csr(serial)[1])
+        ).result(TIMEOUT_S)
         request = iotidentity.RegisterThingRequest(
-            template_name=endpoint.template_name, certificate_ownership_token=created.certificate_ownership_token,
-            parameters={"SerialNumber": serial})
+            template_name=endpoint.template_name,
+            certificate_ownership_token=created.certificate_ownership_token,
+            parameters={"SerialNumber": serial},
+        )
         client.register_thing(request).result(TIMEOUT_S)
         with pytest.raises(V2ServiceException) as info:
             client.register_thing(request).result(TIMEOUT_S)
@@ -212,18 +250,31 @@ def test_bad_input_is_a_400_and_the_connection_keeps_working(emulator: EmulatorP
         raw = RawClient(connection)
         bad_inputs = [
             (f"{CSR_TOPIC}/{fmt}", b"\xff{not " + fmt.encode(), "not valid"),
-            (f"{CSR_TOPIC}/{fmt}", encode({"csr": "x"}, fmt), "Missing required field: certificateSigningRequest"),
+            (
+                f"{CSR_TOPIC}/{fmt}",
+                encode({"csr": "x"}, fmt),
+                "Missing required field: certificateSigningRequest",
+            ),
             (f"{CSR_TOPIC}/{fmt}", encode({"certificateSigningRequest": "garbage"}, fmt), "PKCS#10"),
             (f"{CSR_TOPIC}/{fmt}", encode({"certificateSigningRequest": "x" * 140_000}, fmt), "exceeds"),
-            (template_topic(endpoint, fmt), encode({"parameters": {"SerialNumber": "a"}}, fmt), "cannot be empty"),
-            (template_topic(endpoint, fmt), encode({"certificateOwnershipToken": "t", "parameters": [1]}, fmt),
-             "parameters must be"),
+            (
+                template_topic(endpoint, fmt),
+                encode({"parameters": {"SerialNumber": "a"}}, fmt),
+                "cannot be empty",
+            ),
+            (
+                template_topic(endpoint, fmt),
+                encode({"certificateOwnershipToken": "t", "parameters": [1]}, fmt),
+                "parameters must be",
+            ),
         ]
         for topic, payload, message in bad_inputs:
             outcome, body = raw.request(topic, payload)
             assert outcome == "rejected", (topic, body)
             assert body["statusCode"] == 400 and message in body["errorMessage"], body
-        outcome, _ = raw.request(f"{CSR_TOPIC}/{fmt}", encode({"certificateSigningRequest": make_csr("x")[1]}, fmt))
+        outcome, _ = raw.request(
+            f"{CSR_TOPIC}/{fmt}", encode({"certificateSigningRequest": make_csr("x")[1]}, fmt)
+        )
         assert outcome == "accepted"
     finally:
         disconnect(connection)
@@ -241,8 +292,10 @@ def expect_disconnect(endpoint: Endpoint, action: Any) -> None:
 
 
 def test_wrong_template_name_is_an_unauthorised_publish(emulator: EmulatorProcess) -> None:
-    expect_disconnect(emulator.endpoint, lambda raw: raw.publish(
-        "$aws/provisioning-templates/SomeOtherTemplate/provision/json", b"{}"))
+    expect_disconnect(
+        emulator.endpoint,
+        lambda raw: raw.publish("$aws/provisioning-templates/SomeOtherTemplate/provision/json", b"{}"),
+    )
 
 
 def test_claim_publishing_elsewhere_is_disconnected(emulator: EmulatorProcess) -> None:
@@ -288,7 +341,9 @@ def test_provisioned_device_cannot_connect_under_another_client_id(emulator: Emu
     for client_id in (f"device-{new_serial()}", f"prov-{serial}"):
         with pytest.raises(Exception):  # noqa: B017
             connect(endpoint, client_id, cert_pem=created.certificate_pem.encode(), key_pem=key_pem)
-    device = connect(endpoint, registered.thing_name, cert_pem=created.certificate_pem.encode(), key_pem=key_pem)
+    device = connect(
+        endpoint, registered.thing_name, cert_pem=created.certificate_pem.encode(), key_pem=key_pem
+    )
     disconnect(device)
 
 
@@ -299,7 +354,9 @@ def test_endpoint_file_and_registry_api(emulator: EmulatorProcess) -> None:
     iot = aws(emulator.endpoint, "iot")
     policies = {p["policyName"] for p in iot.list_policies()["policies"]}
     assert {"FleetProvisioning-DevicePolicy", "FleetProvisioning-ClaimPolicy"} <= policies
-    claim_arn = f"arn:aws:iot:{raw['region']}:{raw['account_id']}:cert/{raw['claims']['line-a']['certificate_id']}"
+    claim_arn = (
+        f"arn:aws:iot:{raw['region']}:{raw['account_id']}:cert/{raw['claims']['line-a']['certificate_id']}"
+    )
     attached = iot.list_attached_policies(target=claim_arn)["policies"]
     assert [p["policyName"] for p in attached] == ["FleetProvisioning-ClaimPolicy"]
     log = emulator.log()
@@ -314,13 +371,18 @@ def csr_then_register(endpoint: Endpoint, serial: str, pause_s: float = 0.0) -> 
     connection = connect(endpoint, f"prov-{serial}")
     try:
         client = identity_client(connection)
-        created = client.create_certificate_from_csr(iotidentity.CreateCertificateFromCsrRequest(
-            certificate_signing_request=make_csr(serial)[1])).result(TIMEOUT_S)
+        created = client.create_certificate_from_csr(
+            iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=make_csr(serial)[1])
+        ).result(TIMEOUT_S)
         time.sleep(pause_s)
         try:
-            return created.certificate_id, client.register_thing(iotidentity.RegisterThingRequest(
-                template_name=endpoint.template_name, certificate_ownership_token=created.certificate_ownership_token,
-                parameters={"SerialNumber": serial})).result(TIMEOUT_S)
+            return created.certificate_id, client.register_thing(
+                iotidentity.RegisterThingRequest(
+                    template_name=endpoint.template_name,
+                    certificate_ownership_token=created.certificate_ownership_token,
+                    parameters={"SerialNumber": serial},
+                )
+            ).result(TIMEOUT_S)
         except V2ServiceException as exc:
             return created.certificate_id, exc
     finally:
@@ -328,8 +390,9 @@ def csr_then_register(endpoint: Endpoint, serial: str, pause_s: float = 0.0) -> 
 
 
 @pytest.mark.parametrize("fault", ["RAISE", "SLEEP", "DENY"])
-def test_a_failing_hook_is_a_rejection_that_leaves_nothing_behind(fault_emulator: EmulatorProcess, fault: str
-                                                                  ) -> None:
+def test_a_failing_hook_is_a_rejection_that_leaves_nothing_behind(
+    fault_emulator: EmulatorProcess, fault: str
+) -> None:
     endpoint = fault_emulator.endpoint
     serial = new_serial(fault)
     started = time.monotonic()

@@ -7,7 +7,12 @@ import json
 import cbor2
 import pytest
 
-from emulator.errors import InvalidCertificateOwnershipToken, InvalidParameters, InvalidPayload, PayloadTooLarge
+from emulator.errors import (
+    InvalidCertificateOwnershipToken,
+    InvalidParameters,
+    InvalidPayload,
+    PayloadTooLarge,
+)
 from emulator.payloads import (
     MAX_PAYLOAD_BYTES,
     CreateCertificateFromCsrRequest,
@@ -42,17 +47,25 @@ def test_parameters_are_optional(fmt: PayloadFormat) -> None:
 @pytest.mark.parametrize("fmt", [JSON, CBOR])
 @pytest.mark.parametrize("body", [{}, {"certificateOwnershipToken": ""}, {"parameters": {}}])
 def test_missing_token_is_aws_message(fmt: PayloadFormat, body: dict[str, object]) -> None:
-    with pytest.raises(InvalidCertificateOwnershipToken, match="^Certificate ownership token cannot be empty.$"):
+    with pytest.raises(
+        InvalidCertificateOwnershipToken, match="^Certificate ownership token cannot be empty.$"
+    ):
         RegisterThingRequest.decode(as_fmt(body, fmt), fmt)
 
 
 @pytest.mark.parametrize("fmt", [JSON, CBOR])
-@pytest.mark.parametrize("body, message", [
-    ({"certificateOwnershipToken": 5}, "certificateOwnershipToken must be a string"),
-    ({"certificateOwnershipToken": "t", "parameters": ["a"]}, "parameters must be an object"),
-    ({"certificateOwnershipToken": "t", "parameters": {"SerialNumber": 12}}, "parameters.SerialNumber must be"),
-    ({"certificateOwnershipToken": "t", "parameters": {"A": None}}, "parameters.A must be"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"certificateOwnershipToken": 5}, "certificateOwnershipToken must be a string"),
+        ({"certificateOwnershipToken": "t", "parameters": ["a"]}, "parameters must be an object"),
+        (
+            {"certificateOwnershipToken": "t", "parameters": {"SerialNumber": 12}},
+            "parameters.SerialNumber must be",
+        ),
+        ({"certificateOwnershipToken": "t", "parameters": {"A": None}}, "parameters.A must be"),
+    ],
+)
 def test_wrong_types_are_invalid_payload(fmt: PayloadFormat, body: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidPayload, match=message) as info:
         RegisterThingRequest.decode(as_fmt(body, fmt), fmt)
@@ -65,15 +78,18 @@ def test_oversized_parameter_value_is_invalid_parameters() -> None:
         RegisterThingRequest.decode(as_fmt(body, JSON), JSON)
 
 
-@pytest.mark.parametrize("payload, fmt, message", [
-    (b"{not json", JSON, "not valid JSON"),
-    (b"\xff\xfe", JSON, "not valid JSON"),
-    (b"[1, 2]", JSON, "must be a JSON object"),
-    (b"\x9f", CBOR, "not valid CBOR"),  # an indefinite array that never ends
-    (cbor2.dumps([1]), CBOR, "must be a CBOR object"),
-    (cbor2.dumps({1: "a"}), CBOR, "text keys"),
-    (b"", JSON, "empty"),
-])
+@pytest.mark.parametrize(
+    "payload, fmt, message",
+    [
+        (b"{not json", JSON, "not valid JSON"),
+        (b"\xff\xfe", JSON, "not valid JSON"),
+        (b"[1, 2]", JSON, "must be a JSON object"),
+        (b"\x9f", CBOR, "not valid CBOR"),  # an indefinite array that never ends
+        (cbor2.dumps([1]), CBOR, "must be a CBOR object"),
+        (cbor2.dumps({1: "a"}), CBOR, "text keys"),
+        (b"", JSON, "empty"),
+    ],
+)
 def test_malformed_payloads(payload: bytes, fmt: PayloadFormat, message: str) -> None:
     with pytest.raises(InvalidPayload, match=message) as info:
         decode_map(payload, fmt)
@@ -87,8 +103,13 @@ def test_payload_over_128_kb_is_rejected_before_parsing() -> None:
     assert info.value.status_code == 400 and "131" in info.value.message
 
 
-@pytest.mark.parametrize("body, message", [({}, "Missing required field: certificateSigningRequest"),
-                                           ({"certificateSigningRequest": 3}, "must be a non-empty string")])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({}, "Missing required field: certificateSigningRequest"),
+        ({"certificateSigningRequest": 3}, "must be a non-empty string"),
+    ],
+)
 def test_csr_request_fields(body: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidPayload, match=message):
         CreateCertificateFromCsrRequest.decode(as_fmt(body, JSON), JSON)
@@ -101,7 +122,9 @@ def test_empty_payload_allowed_where_the_operation_takes_none() -> None:
 @pytest.mark.parametrize("fmt", [JSON, CBOR])
 def test_replies_encode_in_the_request_format(fmt: PayloadFormat) -> None:
     accepted = RegisterThingAccepted("device-1", {"k": "v"})
-    decoded = json.loads(encode(accepted.body(), fmt)) if fmt is JSON else cbor2.loads(encode(accepted.body(), fmt))
+    decoded = (
+        json.loads(encode(accepted.body(), fmt)) if fmt is JSON else cbor2.loads(encode(accepted.body(), fmt))
+    )
     assert decoded == {"thingName": "device-1", "deviceConfiguration": {"k": "v"}}
     rejected = Rejected(400, "InvalidPayload", "bad")
     assert rejected.body() == {"statusCode": 400, "errorCode": "InvalidPayload", "errorMessage": "bad"}

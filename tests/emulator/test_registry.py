@@ -15,8 +15,10 @@ from emulator.template_engine import evaluate_template
 from emulator.template_errors import ResourceConflictError
 from tests.emulator.test_service import BODY
 
-DEVICE_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect",
-                                                           "Resource": "*"}]}
+DEVICE_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}],
+}
 
 
 @pytest.fixture()
@@ -43,10 +45,14 @@ def pending_certificate(registry: Registry, authority: CertificateAuthority) -> 
 
 
 def plan_for(certificate_id: str, serial: str = "SN1", body: dict | None = None, **parameters: str):  # noqa: ANN201
-    return evaluate_template(body or BODY, {"SerialNumber": serial, **parameters}, certificate_id=certificate_id)
+    return evaluate_template(
+        body or BODY, {"SerialNumber": serial, **parameters}, certificate_id=certificate_id
+    )
 
 
-def test_apply_creates_thing_activates_and_attaches(registry: Registry, authority: CertificateAuthority) -> None:
+def test_apply_creates_thing_activates_and_attaches(
+    registry: Registry, authority: CertificateAuthority
+) -> None:
     cert_id = pending_certificate(registry, authority)
     registry.apply_plan(plan_for(cert_id, Batch="b1"), cert_id)
     thing = registry.iot.things[registry.thing_arn("device-SN1")]
@@ -74,8 +80,9 @@ def test_a_missing_policy_undoes_everything(registry: Registry, authority: Certi
     assert identity is not None and identity.policy_documents == () and identity.thing_names == ()
 
 
-def test_a_missing_thing_group_is_refused_before_any_write(registry: Registry, authority: CertificateAuthority
-                                                           ) -> None:
+def test_a_missing_thing_group_is_refused_before_any_write(
+    registry: Registry, authority: CertificateAuthority
+) -> None:
     cert_id = pending_certificate(registry, authority)
     body = json.loads(json.dumps(BODY))
     body["Resources"]["thing"]["Properties"]["ThingGroups"] = ["absent"]
@@ -84,8 +91,9 @@ def test_a_missing_thing_group_is_refused_before_any_write(registry: Registry, a
     assert registry.thing_names() == []
 
 
-def test_an_existing_thing_is_restored_when_a_later_step_fails(registry: Registry,
-                                                                authority: CertificateAuthority) -> None:
+def test_an_existing_thing_is_restored_when_a_later_step_fails(
+    registry: Registry, authority: CertificateAuthority
+) -> None:
     body = json.loads(json.dumps(BODY))
     body["Resources"]["thing"]["OverrideSettings"] = {"AttributePayload": "REPLACE"}
     first = pending_certificate(registry, authority)
@@ -99,8 +107,9 @@ def test_an_existing_thing_is_restored_when_a_later_step_fails(registry: Registr
     assert registry.certificate(second).status == "PENDING_ACTIVATION"  # type: ignore[union-attr]
 
 
-def test_override_fail_on_an_existing_thing_is_a_conflict(registry: Registry, authority: CertificateAuthority
-                                                           ) -> None:
+def test_override_fail_on_an_existing_thing_is_a_conflict(
+    registry: Registry, authority: CertificateAuthority
+) -> None:
     body = json.loads(json.dumps(BODY))
     body["Resources"]["thing"]["OverrideSettings"] = {"AttributePayload": "FAIL"}
     first = pending_certificate(registry, authority)
@@ -111,8 +120,9 @@ def test_override_fail_on_an_existing_thing_is_a_conflict(registry: Registry, au
     assert registry.certificate(second).status == "PENDING_ACTIVATION"  # type: ignore[union-attr]
 
 
-def test_token_expiry_deletes_only_unactivated_unattached_certificates(registry: Registry,
-                                                                        authority: CertificateAuthority) -> None:
+def test_token_expiry_deletes_only_unactivated_unattached_certificates(
+    registry: Registry, authority: CertificateAuthority
+) -> None:
     pending = pending_certificate(registry, authority)
     active = pending_certificate(registry, authority)
     registry.apply_plan(plan_for(active), active)

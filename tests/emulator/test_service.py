@@ -29,15 +29,24 @@ from tests.emulator.device import make_csr
 TEMPLATE_NAME = "Fleet"
 TEMPLATE_ARN = f"arn:aws:iot:us-east-1:123456789012:provisioningtemplate/{TEMPLATE_NAME}"
 BODY: dict[str, Any] = {
-    "Parameters": {"SerialNumber": {"Type": "String"}, "AWS::IoT::Certificate::Id": {"Type": "String"},
-                   "Batch": {"Type": "String", "Default": "none"}},
+    "Parameters": {
+        "SerialNumber": {"Type": "String"},
+        "AWS::IoT::Certificate::Id": {"Type": "String"},
+        "Batch": {"Type": "String", "Default": "none"},
+    },
     "Resources": {
-        "thing": {"Type": "AWS::IoT::Thing",
-                  "Properties": {"ThingName": {"Fn::Join": ["", ["device-", {"Ref": "SerialNumber"}]]},
-                                 "AttributePayload": {"batch": {"Ref": "Batch"}},
-                                 "ThingGroups": ["provisioned"]}},
-        "certificate": {"Type": "AWS::IoT::Certificate",
-                        "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"}},
+        "thing": {
+            "Type": "AWS::IoT::Thing",
+            "Properties": {
+                "ThingName": {"Fn::Join": ["", ["device-", {"Ref": "SerialNumber"}]]},
+                "AttributePayload": {"batch": {"Ref": "Batch"}},
+                "ThingGroups": ["provisioned"],
+            },
+        },
+        "certificate": {
+            "Type": "AWS::IoT::Certificate",
+            "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "ACTIVE"},
+        },
         "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "DevicePolicy"}},
     },
     "DeviceConfiguration": {"topic_root": "devices"},
@@ -53,7 +62,9 @@ class FakeRegistry:
 
     def register_certificate(self, certificate_pem: str, status: str) -> CertificateRecord:
         cid = certificate_id(certificate_pem)
-        record = CertificateRecord(cid, f"arn:aws:iot:us-east-1:123456789012:cert/{cid}", certificate_pem, status)
+        record = CertificateRecord(
+            cid, f"arn:aws:iot:us-east-1:123456789012:cert/{cid}", certificate_pem, status
+        )
         self.certificates[cid] = record
         return record
 
@@ -94,15 +105,21 @@ class Clock:
         return self.now
 
 
-def make_service(authority: CertificateAuthority, *, hook: FakeHook | None = None, enabled: bool = True,
-                 clock: Clock | None = None, hook_timeout_s: float = 5.0
-                 ) -> tuple[ProvisioningService, FakeRegistry, TokenStore]:
+def make_service(
+    authority: CertificateAuthority,
+    *,
+    hook: FakeHook | None = None,
+    enabled: bool = True,
+    clock: Clock | None = None,
+    hook_timeout_s: float = 5.0,
+) -> tuple[ProvisioningService, FakeRegistry, TokenStore]:
     registry = FakeRegistry()
     tokens = TokenStore(3600, clock=clock or time.monotonic)
     runner = hooks.callable_hook(hook, timeout_s=hook_timeout_s, workers=2) if hook is not None else None
     template = ProvisioningTemplate(TEMPLATE_NAME, TEMPLATE_ARN, BODY, enabled, runner)
-    service = ProvisioningService(registry=registry, authority=authority, tokens=tokens,
-                                  templates={TEMPLATE_NAME: template})
+    service = ProvisioningService(
+        registry=registry, authority=authority, tokens=tokens, templates={TEMPLATE_NAME: template}
+    )
     return service, registry, tokens
 
 
@@ -113,16 +130,20 @@ def csr_certificate(service: ProvisioningService) -> tuple[str, str]:
     return accepted.certificate_id, accepted.certificate_ownership_token
 
 
-def register(service: ProvisioningService, token: str, serial: str = "SN1", template: str = TEMPLATE_NAME,
-             **extra: str) -> Any:
-    return service.register_thing(CLAIM, template, RegisterThingRequest(token, {"SerialNumber": serial, **extra}))
+def register(
+    service: ProvisioningService, token: str, serial: str = "SN1", template: str = TEMPLATE_NAME, **extra: str
+) -> Any:
+    return service.register_thing(
+        CLAIM, template, RegisterThingRequest(token, {"SerialNumber": serial, **extra})
+    )
 
 
 # ------------------------------------------------------------------------------ certificates
 
 
-def test_create_certificate_from_csr_signs_the_csr_key_and_registers_it_pending(authority: CertificateAuthority
-                                                                                ) -> None:
+def test_create_certificate_from_csr_signs_the_csr_key_and_registers_it_pending(
+    authority: CertificateAuthority,
+) -> None:
     service, registry, _ = make_service(authority)
     key_pem, csr = make_csr("SN1")
     accepted = service.create_certificate_from_csr(CLAIM, CreateCertificateFromCsrRequest(csr))
@@ -138,9 +159,12 @@ def test_create_certificate_from_csr_signs_the_csr_key_and_registers_it_pending(
     assert set(accepted.body()) == {"certificateOwnershipToken", "certificateId", "certificatePem"}
 
 
-@pytest.mark.parametrize("csr", ["not a csr", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE "
-                                 "REQUEST-----\n"])
-def test_create_certificate_from_csr_rejects_an_invalid_csr(authority: CertificateAuthority, csr: str) -> None:
+@pytest.mark.parametrize(
+    "csr", ["not a csr", "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"]
+)
+def test_create_certificate_from_csr_rejects_an_invalid_csr(
+    authority: CertificateAuthority, csr: str
+) -> None:
     service, registry, _ = make_service(authority)
     with pytest.raises(InvalidCertificateSigningRequest) as info:
         service.create_certificate_from_csr(CLAIM, CreateCertificateFromCsrRequest(csr))
@@ -155,8 +179,12 @@ def test_create_certificate_from_csr_rejects_a_weak_rsa_key(authority: Certifica
     from cryptography.x509.oid import NameOID
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
-    csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(
-        NameOID.COMMON_NAME, "weak")])).sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak")]))
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
     service, _, _ = make_service(authority)
     with pytest.raises(InvalidCertificateSigningRequest, match="2048"):
         service.create_certificate_from_csr(CLAIM, CreateCertificateFromCsrRequest(csr.decode()))
@@ -172,14 +200,20 @@ def test_create_keys_and_certificate_returns_a_matching_key_pair(authority: Cert
     key = serialization.load_pem_private_key(accepted.private_key.encode(), None)
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()  # type: ignore[union-attr]
     assert registry.certificates[accepted.certificate_id].status == "PENDING_ACTIVATION"
-    assert set(accepted.body()) == {"certificateId", "certificatePem", "privateKey", "certificateOwnershipToken"}
+    assert set(accepted.body()) == {
+        "certificateId",
+        "certificatePem",
+        "privateKey",
+        "certificateOwnershipToken",
+    }
 
 
 # ------------------------------------------------------------------------------ RegisterThing
 
 
-def test_register_thing_calls_the_hook_with_aws_event_and_applies_the_plan(authority: CertificateAuthority
-                                                                          ) -> None:
+def test_register_thing_calls_the_hook_with_aws_event_and_applies_the_plan(
+    authority: CertificateAuthority,
+) -> None:
     hook = FakeHook({"allowProvisioning": True, "parameterOverrides": {"Batch": "b7"}})
     service, registry, tokens = make_service(authority, hook=hook)
     cert_id, token = csr_certificate(service)
@@ -188,9 +222,14 @@ def test_register_thing_calls_the_hook_with_aws_event_and_applies_the_plan(autho
     assert accepted.device_configuration == {"topic_root": "devices"}
     assert accepted.body() == {"deviceConfiguration": {"topic_root": "devices"}, "thingName": "device-SN1"}
     (event,) = hook.events
-    assert event == {"claimCertificateId": CLAIM.certificate_id, "certificateId": cert_id,
-                     "certificatePem": registry.certificates[cert_id].certificate_pem, "templateArn": TEMPLATE_ARN,
-                     "clientId": CLAIM.client_id, "parameters": {"SerialNumber": "SN1"}}
+    assert event == {
+        "claimCertificateId": CLAIM.certificate_id,
+        "certificateId": cert_id,
+        "certificatePem": registry.certificates[cert_id].certificate_pem,
+        "templateArn": TEMPLATE_ARN,
+        "clientId": CLAIM.client_id,
+        "parameters": {"SerialNumber": "SN1"},
+    }
     ((plan, applied_id),) = registry.applied
     assert applied_id == cert_id
     assert plan.thing is not None and plan.thing.attributes == {"batch": "b7"}  # the hook's override
@@ -267,15 +306,19 @@ def test_a_token_is_bound_to_its_certificate(authority: CertificateAuthority) ->
     assert applied_id == first_id != second_id
 
 
-@pytest.mark.parametrize("answer", [
-    {"allowProvisioning": False},
-    {"allowProvisioning": "true"},  # only the JSON boolean true allows
-    {},
-    ["allowProvisioning", True],  # not an object
-    RuntimeError("boom"),
-])
-def test_hook_denial_or_error_is_access_denied_and_nothing_is_written(authority: CertificateAuthority,
-                                                                       answer: Any) -> None:
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"allowProvisioning": False},
+        {"allowProvisioning": "true"},  # only the JSON boolean true allows
+        {},
+        ["allowProvisioning", True],  # not an object
+        RuntimeError("boom"),
+    ],
+)
+def test_hook_denial_or_error_is_access_denied_and_nothing_is_written(
+    authority: CertificateAuthority, answer: Any
+) -> None:
     hook = FakeHook(answer)
     service, registry, tokens = make_service(authority, hook=hook)
     _, token = csr_certificate(service)
@@ -297,8 +340,9 @@ def test_hook_timeout_is_access_denied(authority: CertificateAuthority) -> None:
 
 
 def test_hook_with_malformed_overrides_is_access_denied(authority: CertificateAuthority) -> None:
-    service, registry, _ = make_service(authority, hook=FakeHook({"allowProvisioning": True,
-                                                                  "parameterOverrides": {"Batch": 7}}))
+    service, registry, _ = make_service(
+        authority, hook=FakeHook({"allowProvisioning": True, "parameterOverrides": {"Batch": 7}})
+    )
     _, token = csr_certificate(service)
     with pytest.raises(AccessDenied):
         register(service, token)
