@@ -58,8 +58,9 @@ def build_app(fleet_overrides: dict[str, Any] | None = None, outdir: Path | str 
     from infra.nag import add_nag_checks
     from infra.stack import FleetProvisioningStack
 
-    app = App(outdir=str(outdir) if outdir is not None else None, analytics_reporting=False,
-              context=APP_CONTEXT)
+    app = App(
+        outdir=str(outdir) if outdir is not None else None, analytics_reporting=False, context=APP_CONTEXT
+    )
     config = load_fleet_config(app.node.try_get_context(CONTEXT_KEY), fleet_overrides)
     FleetProvisioningStack(app, config=config)
     add_nag_checks(app)

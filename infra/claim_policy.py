@@ -15,7 +15,7 @@ FORMATS = ("json", "cbor")  # the Renesas RX and FreeRTOS devices speak CBOR
 
 
 def claim_request_topics(config: FleetConfig) -> list[str]:
-    """Exact request topics: CreateCertificateFromCsr and RegisterThing (CreateKeysAndCertificate if enabled)."""
+    """Exact request topics: CreateCertificateFromCsr, RegisterThing, CreateKeysAndCertificate if enabled."""
     apis = ["$aws/certificates/create-from-csr"]
     if config.allow_create_keys_and_certificate:
         apis.append("$aws/certificates/create")
@@ -24,7 +24,9 @@ def claim_request_topics(config: FleetConfig) -> list[str]:
 
 
 def claim_reply_topics(config: FleetConfig) -> list[str]:
-    return [f"{topic}/{reply}" for topic in claim_request_topics(config) for reply in ("accepted", "rejected")]
+    return [
+        f"{topic}/{reply}" for topic in claim_request_topics(config) for reply in ("accepted", "rejected")
+    ]
 
 
 class ClaimPolicy(Construct):
@@ -39,14 +41,26 @@ class ClaimPolicy(Construct):
         document: dict[str, Any] = {
             "Version": "2012-10-17",
             "Statement": [
-                {"Effect": "Allow", "Action": "iot:Connect",
-                 "Resource": iot_arn("client", config.claim_client_id_pattern)},
-                {"Effect": "Allow", "Action": "iot:Publish",
-                 "Resource": [iot_arn("topic", t) for t in claim_request_topics(config)]},
-                {"Effect": "Allow", "Action": "iot:Receive",
-                 "Resource": [iot_arn("topic", t) for t in replies]},
-                {"Effect": "Allow", "Action": "iot:Subscribe",
-                 "Resource": [iot_arn("topicfilter", t) for t in replies]},
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:Connect",
+                    "Resource": iot_arn("client", config.claim_client_id_pattern),
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:Publish",
+                    "Resource": [iot_arn("topic", t) for t in claim_request_topics(config)],
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:Receive",
+                    "Resource": [iot_arn("topic", t) for t in replies],
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:Subscribe",
+                    "Resource": [iot_arn("topicfilter", t) for t in replies],
+                },
             ],
         }
         self.policy_name = names.claim_policy_name(config)

@@ -28,15 +28,28 @@ class ClaimCertificate:
 
 
 class ClaimCredentials(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, config: FleetConfig, key: kms.IKey,
-                 claim_policy_name: str, claim_policy: IConstruct) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: FleetConfig,
+        key: kms.IKey,
+        claim_policy_name: str,
+        claim_policy: IConstruct,
+    ) -> None:
         super().__init__(scope, construct_id)
         generated = [claim for claim in config.claim_credentials if claim.mode == "generated"]
         self.provider: ClaimCredentialProvider | None = None
         if generated:
             self.provider = ClaimCredentialProvider(
-                self, "Provider", config=config, key=key, claim_policy_name=claim_policy_name,
-                secret_names=[names.claim_secret_name(config, claim.name) for claim in generated])
+                self,
+                "Provider",
+                config=config,
+                key=key,
+                claim_policy_name=claim_policy_name,
+                secret_names=[names.claim_secret_name(config, claim.name) for claim in generated],
+            )
         self.certificates: list[ClaimCertificate] = []
         for claim in config.claim_credentials:
             scope_ = Construct(self, names.pascal(claim.name))
@@ -46,24 +59,39 @@ class ClaimCredentials(Construct):
                 assert self.provider is not None
                 certificate = self._generated(scope_, claim, config, key, self.provider)
             attachment = iot.CfnPolicyPrincipalAttachment(
-                scope_, "ClaimPolicyAttachment", policy_name=claim_policy_name,
-                principal=certificate.certificate_arn)
+                scope_,
+                "ClaimPolicyAttachment",
+                policy_name=claim_policy_name,
+                principal=certificate.certificate_arn,
+            )
             attachment.node.add_dependency(claim_policy)
             self.certificates.append(certificate)
 
     @staticmethod
     def _from_csr(scope: Construct, claim: ClaimCredential) -> ClaimCertificate:
         # The key stays in the factory HSM: AWS only ever sees the CSR.
-        cert = iot.CfnCertificate(scope, "Certificate", certificate_signing_request=claim.csr_pem(),
-                                  status=_status(claim))
-        return ClaimCertificate(name=claim.name, active=claim.active, certificate_id=cert.attr_id,
-                                certificate_arn=cert.attr_arn, secret_arn=None)
+        cert = iot.CfnCertificate(
+            scope, "Certificate", certificate_signing_request=claim.csr_pem(), status=_status(claim)
+        )
+        return ClaimCertificate(
+            name=claim.name,
+            active=claim.active,
+            certificate_id=cert.attr_id,
+            certificate_arn=cert.attr_arn,
+            secret_arn=None,
+        )
 
     @staticmethod
-    def _generated(scope: Construct, claim: ClaimCredential, config: FleetConfig, key: kms.IKey,
-                   provider: ClaimCredentialProvider) -> ClaimCertificate:
+    def _generated(
+        scope: Construct,
+        claim: ClaimCredential,
+        config: FleetConfig,
+        key: kms.IKey,
+        provider: ClaimCredentialProvider,
+    ) -> ClaimCertificate:
         resource = CustomResource(
-            scope, "Credential",
+            scope,
+            "Credential",
             service_token=provider.service_token,
             resource_type=CLAIM_RESOURCE_TYPE,
             properties={
@@ -73,10 +101,13 @@ class ClaimCredentials(Construct):
                 "SecretName": names.claim_secret_name(config, claim.name),
             },
         )
-        return ClaimCertificate(name=claim.name, active=claim.active,
-                                certificate_id=resource.get_att_string("CertificateId"),
-                                certificate_arn=resource.get_att_string("CertificateArn"),
-                                secret_arn=resource.get_att_string("SecretArn"))
+        return ClaimCertificate(
+            name=claim.name,
+            active=claim.active,
+            certificate_id=resource.get_att_string("CertificateId"),
+            certificate_arn=resource.get_att_string("CertificateArn"),
+            secret_arn=resource.get_att_string("SecretArn"),
+        )
 
 
 def _status(claim: ClaimCredential) -> str:

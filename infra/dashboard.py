@@ -13,9 +13,18 @@ from infra.config import FleetConfig
 WIDTH = 12
 
 
-def build_dashboard(scope: Construct, *, config: FleetConfig, allowed: cw.IMetric, denied: cw.IMetric,
-                    denial_rate: cw.IMetric, duration_p99: cw.IMetric, errors: cw.IMetric,
-                    claim_metrics: Mapping[str, cw.IMetric], alarms: Sequence[cw.Alarm]) -> cw.Dashboard:
+def build_dashboard(
+    scope: Construct,
+    *,
+    config: FleetConfig,
+    allowed: cw.IMetric,
+    denied: cw.IMetric,
+    denial_rate: cw.IMetric,
+    duration_p99: cw.IMetric,
+    errors: cw.IMetric,
+    claim_metrics: Mapping[str, cw.Metric],
+    alarms: Sequence[cw.Alarm],
+) -> cw.Dashboard:
     dashboard = cw.Dashboard(scope, "Dashboard", dashboard_name=f"{config.stack_name}-provisioning")
     dashboard.add_widgets(
         cw.GraphWidget(title="Hook decisions", left=[allowed, denied], width=WIDTH),
@@ -26,8 +35,11 @@ def build_dashboard(scope: Construct, *, config: FleetConfig, allowed: cw.IMetri
         cw.GraphWidget(title="Hook errors", left=[errors], width=WIDTH),
     )
     dashboard.add_widgets(
-        cw.GraphWidget(title=f"{c.METRIC_ALLOWED_BY_CLAIM} per claim credential",
-                       left=[m.with_(label=name) for name, m in claim_metrics.items()], width=WIDTH * 2),
+        cw.GraphWidget(
+            title=f"{c.METRIC_ALLOWED_BY_CLAIM} per claim credential",
+            left=[m.with_(label=name) for name, m in claim_metrics.items()],
+            width=WIDTH * 2,
+        ),
     )
     dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", alarms=list(alarms), width=WIDTH * 2))
     return dashboard

@@ -12,7 +12,8 @@ class StackKey(Construct):
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
         self.key = kms.Key(
-            self, "Key",
+            self,
+            "Key",
             description="Fleet provisioning: claim credentials and alarm notifications",
             enable_key_rotation=True,
             # The secrets it protects are deleted with the stack (their certificates are deleted too).
@@ -20,8 +21,10 @@ class StackKey(Construct):
             pending_window=Duration.days(7),
         )
         # CloudWatch alarms publish to the encrypted topic; they need the key for that, nothing more.
-        self.key.add_to_resource_policy(iam.PolicyStatement(
-            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-            resources=["*"],
-        ))
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+            )
+        )

@@ -23,16 +23,19 @@ HOOK_ASSET_EXCLUDES = ["claim_credential", "**/__pycache__", "*.pyc", ".pytest_c
 class PreProvisioningHook(Construct):
     """Code from `lambdas/`, Powertools from AWS's published layer (no Docker to deploy)."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, config: FleetConfig,
-                 table: dynamodb.ITable) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: FleetConfig, table: dynamodb.ITable
+    ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         layer_arn = stack.format_arn(
-            service="lambda", account=POWERTOOLS_LAYER_ACCOUNT, resource="layer",
+            service="lambda",
+            account=POWERTOOLS_LAYER_ACCOUNT,
+            resource="layer",
             resource_name=f"{POWERTOOLS_LAYER_NAME}:{config.powertools_layer_version}",
-            arn_format=ArnFormat.COLON_RESOURCE_NAME)
-        self.log_group = logs.LogGroup(
-            self, "Logs", retention=retention(config.log_retention_days))
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+        self.log_group = logs.LogGroup(self, "Logs", retention=retention(config.log_retention_days))
         self.function = lambda_.Function(
             self,
             "Function",
@@ -58,13 +61,16 @@ class PreProvisioningHook(Construct):
         )
         # Exactly what the hook calls: read and conditionally reserve a serial, read a certificate's status.
         table.grant(self.function, "dynamodb:GetItem", "dynamodb:UpdateItem")
-        self.function.add_to_role_policy(iam.PolicyStatement(
-            actions=["iot:DescribeCertificate"],
-            resources=[stack.format_arn(service="iot", resource="cert", resource_name="*")],
-        ))
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["iot:DescribeCertificate"],
+                resources=[stack.format_arn(service="iot", resource="cert", resource_name="*")],
+            )
+        )
         depend_on_role_policy_only(self.function)
         template_arn = stack.format_arn(
-            service="iot", resource="provisioningtemplate", resource_name=config.template_name)
+            service="iot", resource="provisioningtemplate", resource_name=config.template_name
+        )
         # Scoped by SourceArn and SourceAccount against the confused deputy (AWS's advice for hooks).
         self.function.add_permission(
             "IotInvoke",
@@ -77,13 +83,16 @@ class PreProvisioningHook(Construct):
         Validations.of(self.function).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                   "AWSLambdaBasicExecutionRole]",
-                reason="AWS's basic execution policy only lets the function write its own logs."),
+                "AWSLambdaBasicExecutionRole]",
+                reason="AWS's basic execution policy only lets the function write its own logs.",
+            ),
             Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:cert/*]",
                 reason="The hook reads the status of certificates devices create at run time; their ids "
-                       "cannot be known at deploy time, and DescribeCertificate reveals no secret."),
+                "cannot be known at deploy time, and DescribeCertificate reveals no secret.",
+            ),
             Acknowledgment(
                 id="AwsSolutions-L1",
-                reason="python3.12 is the runtime AWS's published Powertools layer is built for."),
+                reason="python3.12 is the runtime AWS's published Powertools layer is built for.",
+            ),
         )

@@ -16,16 +16,21 @@ class IotLogging(Construct):
     def __init__(self, scope: Construct, construct_id: str) -> None:
         super().__init__(scope, construct_id)
         self.role = iam.Role(
-            self, "Role",
+            self,
+            "Role",
             assumed_by=iam.ServicePrincipal(names.IOT_PRINCIPAL),
             managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(names.IOT_LOGGING_POLICY)],
         )
         self.logging = iot.CfnLogging(
-            self, "Logging",
+            self,
+            "Logging",
             account_id=Stack.of(self).account,
             role_arn=self.role.role_arn,
             default_log_level="ERROR",
         )
-        Validations.of(self.role).acknowledge(Acknowledgment(
-            id=f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{names.IOT_LOGGING_POLICY}]",
-            reason="AWS's documented policy for the IoT logging role: it writes only AWSIotLogs log groups."))
+        Validations.of(self.role).acknowledge(
+            Acknowledgment(
+                id=f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{names.IOT_LOGGING_POLICY}]",
+                reason="AWS's documented policy for the IoT logging role: it writes AWS IoT's own logs.",
+            )
+        )

@@ -28,16 +28,30 @@ DENIAL_RATE_EXPRESSION = "100 * FILL(denied, 0) / (FILL(allowed, 0) + FILL(denie
 
 def hook_metric(config: FleetConfig, name: str, **dimensions: str) -> cw.Metric:
     """A metric the hook emits (EMF): namespace from config, dimension service=provisioning-hook."""
-    return cw.Metric(namespace=config.metrics_namespace, metric_name=name, statistic="Sum", period=PERIOD,
-                     dimensions_map={"service": c.HOOK_SERVICE_NAME, **dimensions})
+    return cw.Metric(
+        namespace=config.metrics_namespace,
+        metric_name=name,
+        statistic="Sum",
+        period=PERIOD,
+        dimensions_map={"service": c.HOOK_SERVICE_NAME, **dimensions},
+    )
 
 
 class Monitoring(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, config: FleetConfig,
-                 hook: lambda_.IFunction, claims: Sequence[ClaimCertificate], key: kms.IKey) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: FleetConfig,
+        hook: lambda_.IFunction,
+        claims: Sequence[ClaimCertificate],
+        key: kms.IKey,
+    ) -> None:
         super().__init__(scope, construct_id)
-        self.topic = sns.Topic(self, "AlarmTopic", master_key=key, enforce_ssl=True,
-                               display_name="Fleet provisioning alarms")
+        self.topic = sns.Topic(
+            self, "AlarmTopic", master_key=key, enforce_ssl=True, display_name="Fleet provisioning alarms"
+        )
         if config.alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
 
@@ -45,40 +59,79 @@ class Monitoring(Construct):
         denied = hook_metric(config, c.METRIC_DENIED)
         self.denial_rate = cw.MathExpression(
             expression=DENIAL_RATE_EXPRESSION,
-            using_metrics={"allowed": allowed, "denied": denied}, period=PERIOD, label="Denial rate (%)")
+            using_metrics={"allowed": allowed, "denied": denied},
+            period=PERIOD,
+            label="Denial rate (%)",
+        )
         duration_p99 = hook.metric_duration(statistic="p99", period=PERIOD)
         errors = hook.metric_errors(statistic="Sum", period=PERIOD)
 
         self.alarms: list[cw.Alarm] = [
-            self._alarm("HookErrors", errors, threshold=1,
-                        description="The pre-provisioning hook failed: every failure denies a device."),
-            self._alarm("HookDuration", duration_p99, threshold=DURATION_ALARM_MS,
-                        description="Hook p99 duration nears AWS's 5 s limit, after which devices are denied."),
-            self._alarm("DenialRate", self.denial_rate, threshold=config.denial_rate_alarm_percent,
-                        description="Many provisioning requests are denied: unknown serials, a misconfigured "
-                                    "factory line or a leaked claim credential being tried."),
+            self._alarm(
+                "HookErrors",
+                errors,
+                threshold=1,
+                description="The pre-provisioning hook failed: every failure denies a device.",
+            ),
+            self._alarm(
+                "HookDuration",
+                duration_p99,
+                threshold=DURATION_ALARM_MS,
+                description="Hook p99 duration nears AWS's 5 s limit, after which devices are denied.",
+            ),
+            self._alarm(
+                "DenialRate",
+                self.denial_rate,
+                threshold=config.denial_rate_alarm_percent,
+                description="Many provisioning requests are denied: unknown serials, a misconfigured "
+                "factory line or a leaked claim credential being tried.",
+            ),
         ]
-        claim_metrics = {}
+        claim_metrics: dict[str, cw.Metric] = {}
         for claim in claims:
             metric = hook_metric(config, c.METRIC_ALLOWED_BY_CLAIM, ClaimCertificateId=claim.certificate_id)
             claim_metrics[claim.name] = metric
-            self.alarms.append(self._alarm(
-                f"ProvisioningSpike{pascal(claim.name)}", metric,
-                threshold=config.provisioning_spike_per_5min,
-                comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                description=f"More devices than expected provisioned with claim credential '{claim.name}' "
-                            f"in 5 minutes: a leaked claim? Set it inactive in cdk.json and deploy."))
+            self.alarms.append(
+                self._alarm(
+                    f"ProvisioningSpike{pascal(claim.name)}",
+                    metric,
+                    threshold=config.provisioning_spike_per_5min,
+                    comparison=cw.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    description=f"More devices than expected provisioned with claim '{claim.name}' "
+                    f"in 5 minutes: a leaked claim? Set it inactive in cdk.json and deploy.",
+                )
+            )
         self.dashboard = build_dashboard(
-            self, config=config, allowed=allowed, denied=denied, denial_rate=self.denial_rate,
-            duration_p99=duration_p99, errors=errors, claim_metrics=claim_metrics, alarms=self.alarms)
+            self,
+            config=config,
+            allowed=allowed,
+            denied=denied,
+            denial_rate=self.denial_rate,
+            duration_p99=duration_p99,
+            errors=errors,
+            claim_metrics=claim_metrics,
+            alarms=self.alarms,
+        )
 
-    def _alarm(self, construct_id: str, metric: cw.IMetric, *, threshold: float, description: str,
-               comparison: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-               ) -> cw.Alarm:
+    def _alarm(
+        self,
+        construct_id: str,
+        metric: cw.IMetric,
+        *,
+        threshold: float,
+        description: str,
+        comparison: cw.ComparisonOperator = cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    ) -> cw.Alarm:
         alarm = cw.Alarm(
-            self, construct_id, metric=metric, threshold=threshold, evaluation_periods=1,
-            comparison_operator=comparison, alarm_description=description,
+            self,
+            construct_id,
+            metric=metric,
+            threshold=threshold,
+            evaluation_periods=1,
+            comparison_operator=comparison,
+            alarm_description=description,
             # No provisioning traffic is normal (a factory shift ended), not a failure.
-            treat_missing_data=cw.TreatMissingData.NOT_BREACHING)
+            treat_missing_data=cw.TreatMissingData.NOT_BREACHING,
+        )
         alarm.add_alarm_action(cw_actions.SnsAction(self.topic))
         return alarm

@@ -12,16 +12,33 @@ from infra.claims import ClaimCertificate
 from infra.names import pascal
 
 
-def add_outputs(scope: Construct, *, template_name: str, table_name: str,
-                claims: Sequence[ClaimCertificate]) -> None:
-    CfnOutput(scope, c.OUT_TEMPLATE_NAME, value=template_name,
-              description="Provisioning template name (devices publish to its provision topics)")
-    CfnOutput(scope, c.OUT_SERIAL_TABLE, value=table_name,
-              description="Serial registry table (fleetctl registry --table)")
+def add_outputs(
+    scope: Construct, *, template_name: str, table_name: str, claims: Sequence[ClaimCertificate]
+) -> None:
+    CfnOutput(
+        scope,
+        c.OUT_TEMPLATE_NAME,
+        value=template_name,
+        description="Provisioning template name (devices publish to its provision topics)",
+    )
+    CfnOutput(
+        scope,
+        c.OUT_SERIAL_TABLE,
+        value=table_name,
+        description="Serial registry table (fleetctl registry --table)",
+    )
     for claim in claims:
-        CfnOutput(scope, c.OUT_CLAIM_CERT_PREFIX + pascal(claim.name), value=claim.certificate_id,
-                  description=f"Claim certificate id of '{claim.name}' ({'active' if claim.active else 'INACTIVE'})")
+        CfnOutput(
+            scope,
+            c.OUT_CLAIM_CERT_PREFIX + pascal(claim.name),
+            value=claim.certificate_id,
+            description=f"Claim certificate id of '{claim.name}' (active: {str(claim.active).lower()})",
+        )
         if claim.secret_arn is not None:
-            CfnOutput(scope, c.OUT_CLAIM_SECRET_PREFIX + pascal(claim.name), value=claim.secret_arn,
-                      description=f"Secret holding the certificate and key of claim '{claim.name}' "
-                                  f"(fleetctl claim export {claim.name})")
+            CfnOutput(
+                scope,
+                c.OUT_CLAIM_SECRET_PREFIX + pascal(claim.name),
+                value=claim.secret_arn,
+                description=f"Secret holding the certificate and key of claim '{claim.name}' "
+                f"(fleetctl claim export {claim.name})",
+            )

@@ -20,7 +20,8 @@ class SerialRegistry(Construct):
             partition_key=dynamodb.Attribute(name=c.TABLE_PARTITION_KEY, type=dynamodb.AttributeType.STRING),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True),
+                point_in_time_recovery_enabled=True
+            ),
             # AWS-managed key: KMS at rest without adding kms:* grants to the hook's exact permissions.
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             # The registry is the factory's record of every serial: a stack teardown must not lose it.

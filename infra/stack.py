@@ -23,9 +23,13 @@ from infra.things import ThingGrouping
 
 class FleetProvisioningStack(Stack):
     def __init__(self, scope: Construct, *, config: FleetConfig) -> None:
-        super().__init__(scope, config.stack_name, stack_name=config.stack_name,
-                         description="AWS IoT fleet provisioning by claim: template, hook, serial registry, "
-                                     "claim credentials, monitoring")
+        super().__init__(
+            scope,
+            config.stack_name,
+            stack_name=config.stack_name,
+            description="AWS IoT fleet provisioning by claim: template, hook, serial registry, "
+            "claim credentials, monitoring",
+        )
         key = StackKey(self, names.ID_KEY).key
         registry = SerialRegistry(self, c.ID_REGISTRY)
         hook = PreProvisioningHook(self, c.ID_HOOK, config=config, table=registry.table)
@@ -36,13 +40,25 @@ class FleetProvisioningStack(Stack):
         depends_on = [device_policy.policy, things.thing_group, hook.invoke_permission]
         if things.thing_type is not None:
             depends_on.append(things.thing_type)
-        template = ProvisioningTemplate(self, c.ID_TEMPLATE, config=config, role=role.role,
-                                        hook=hook.function, depends_on=depends_on)
-        claims = ClaimCredentials(self, c.ID_CLAIMS, config=config, key=key,
-                                  claim_policy_name=claim_policy.policy_name, claim_policy=claim_policy.policy)
+        template = ProvisioningTemplate(
+            self, c.ID_TEMPLATE, config=config, role=role.role, hook=hook.function, depends_on=depends_on
+        )
+        claims = ClaimCredentials(
+            self,
+            c.ID_CLAIMS,
+            config=config,
+            key=key,
+            claim_policy_name=claim_policy.policy_name,
+            claim_policy=claim_policy.policy,
+        )
         if config.iot_logging:
             IotLogging(self, names.ID_IOT_LOGGING)
-        Monitoring(self, c.ID_MONITORING, config=config, hook=hook.function, claims=claims.certificates,
-                   key=key)
-        add_outputs(self, template_name=template.template.ref, table_name=registry.table.table_name,
-                    claims=claims.certificates)
+        Monitoring(
+            self, c.ID_MONITORING, config=config, hook=hook.function, claims=claims.certificates, key=key
+        )
+        add_outputs(
+            self,
+            template_name=template.template.ref,
+            table_name=registry.table.table_name,
+            claims=claims.certificates,
+        )

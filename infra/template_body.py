@@ -67,9 +67,11 @@ def render_template_body(config: FleetConfig) -> str:
         raise ConfigError("template_name", "must be 1-36 characters of [0-9A-Za-z_-]")
     body = json.dumps(template_body(config), separators=(",", ":"))
     if len(body) > MAX_TEMPLATE_BODY:
-        raise ConfigError(_largest_contributor(config),
-                          f"makes the provisioning template body {len(body)} characters; "
-                          f"AWS allows at most {MAX_TEMPLATE_BODY}")
+        raise ConfigError(
+            _largest_contributor(config),
+            f"makes the provisioning template body {len(body)} characters; "
+            f"AWS allows at most {MAX_TEMPLATE_BODY}",
+        )
     return body
 
 

@@ -61,8 +61,11 @@ def create(props: dict[str, str]) -> dict[str, Any]:
     }
     try:
         secret = secrets.create_secret(
-            Name=props["SecretName"], KmsKeyId=props["SecretKmsKeyId"], SecretString=json.dumps(value),
-            Description=f"AWS IoT claim credential '{props['ClaimName']}': certificate and key")
+            Name=props["SecretName"],
+            KmsKeyId=props["SecretKmsKeyId"],
+            SecretString=json.dumps(value),
+            Description=f"AWS IoT claim credential '{props['ClaimName']}': certificate and key",
+        )
     except ClientError:
         # Nobody could ever read this key: do not leave a working certificate behind.
         _delete_certificate(iot, certificate_id, certificate_arn)
@@ -76,7 +79,8 @@ def update(certificate_id: str, props: dict[str, str], old: dict[str, Any]) -> d
     if old.get("SecretKmsKeyId") not in (None, props["SecretKmsKeyId"]):
         secrets.update_secret(SecretId=props["SecretName"], KmsKeyId=props["SecretKmsKeyId"])
     certificate_arn = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"][
-        "certificateArn"]
+        "certificateArn"
+    ]
     secret_arn = secrets.describe_secret(SecretId=props["SecretName"])["ARN"]
     return _result(certificate_id, certificate_arn, secret_arn)
 
@@ -88,7 +92,8 @@ def delete(certificate_id: str, props: dict[str, str]) -> None:
     if CERTIFICATE_ID_RE.fullmatch(certificate_id):
         try:
             arn = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"][
-                "certificateArn"]
+                "certificateArn"
+            ]
         except ClientError as exc:
             if _code(exc) != "ResourceNotFoundException":
                 raise

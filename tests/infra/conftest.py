@@ -24,7 +24,12 @@ from app import APP_CONTEXT, load_fleet_config  # noqa: E402
 from infra.config import FleetConfig  # noqa: E402
 
 REGION, ACCOUNT = "eu-west-1", "123456789012"
-PSEUDO = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::URLSuffix": "amazonaws.com"}
+PSEUDO = {
+    "AWS::Partition": "aws",
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT,
+    "AWS::URLSuffix": "amazonaws.com",
+}
 
 
 def make_config(**fleet: Any) -> FleetConfig:
@@ -47,9 +52,11 @@ def synth_construct(outdir: Path, build: Callable[[Stack], Any]) -> tuple[Templa
 def write_csr(path: Path, common_name: str = "claim-line-b") -> Path:
     """A CSR as a factory HSM would give it; the key never touches disk."""
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-           .sign(key, hashes.SHA256()))
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .sign(key, hashes.SHA256())
+    )
     path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
     return path
 

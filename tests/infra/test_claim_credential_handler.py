@@ -9,31 +9,46 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
-
 from claim_credential import handler
+from moto import mock_aws
 
 POLICY = "Fleet-ClaimPolicy"
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+    }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
         iot = boto3.client("iot")
-        iot.create_policy(policyName=POLICY, policyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}))
+        iot.create_policy(
+            policyName=POLICY,
+            policyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}],
+                }
+            ),
+        )
         key_arn = boto3.client("kms").create_key()["KeyMetadata"]["Arn"]
         yield {"iot": iot, "secrets": boto3.client("secretsmanager"), "key_arn": key_arn}
 
 
 def _props(aws: dict[str, Any], name: str = "line-a", status: str = "ACTIVE") -> dict[str, Any]:
-    return {"ServiceToken": "arn:token", "ClaimName": name, "Status": status, "SecretKmsKeyId": aws["key_arn"],
-            "SecretName": f"Fleet/claim-credentials/{name}"}
+    return {
+        "ServiceToken": "arn:token",
+        "ClaimName": name,
+        "Status": status,
+        "SecretKmsKeyId": aws["key_arn"],
+        "SecretName": f"Fleet/claim-credentials/{name}",
+    }
 
 
 def _create(aws: dict[str, Any], **kw: Any) -> dict[str, Any]:
@@ -69,18 +84,28 @@ def test_update_switches_status_and_keeps_the_same_credential(aws: dict[str, Any
     created = _create(aws)
     certificate_id = created["PhysicalResourceId"]
     for status in ("INACTIVE", "ACTIVE"):
-        result = handler.on_event({
-            "RequestType": "Update", "PhysicalResourceId": certificate_id,
-            "ResourceProperties": _props(aws, status=status), "OldResourceProperties": _props(aws)})
+        result = handler.on_event(
+            {
+                "RequestType": "Update",
+                "PhysicalResourceId": certificate_id,
+                "ResourceProperties": _props(aws, status=status),
+                "OldResourceProperties": _props(aws),
+            }
+        )
         assert result == created
         assert _status(aws, certificate_id) == status
 
 
 def test_update_with_a_new_name_makes_a_new_credential(aws: dict[str, Any]) -> None:
     created = _create(aws)
-    result = handler.on_event({
-        "RequestType": "Update", "PhysicalResourceId": created["PhysicalResourceId"],
-        "ResourceProperties": _props(aws, name="line-z"), "OldResourceProperties": _props(aws)})
+    result = handler.on_event(
+        {
+            "RequestType": "Update",
+            "PhysicalResourceId": created["PhysicalResourceId"],
+            "ResourceProperties": _props(aws, name="line-z"),
+            "OldResourceProperties": _props(aws),
+        }
+    )
     assert result["PhysicalResourceId"] != created["PhysicalResourceId"]
     assert aws["secrets"].describe_secret(SecretId=result["Data"]["SecretArn"])["Name"].endswith("/line-z")
 
@@ -89,8 +114,9 @@ def test_delete_detaches_deactivates_and_deletes_certificate_and_secret(aws: dic
     created = _create(aws)
     certificate_id, data = created["PhysicalResourceId"], created["Data"]
     aws["iot"].attach_policy(policyName=POLICY, target=data["CertificateArn"])
-    handler.on_event({"RequestType": "Delete", "PhysicalResourceId": certificate_id,
-                      "ResourceProperties": _props(aws)})
+    handler.on_event(
+        {"RequestType": "Delete", "PhysicalResourceId": certificate_id, "ResourceProperties": _props(aws)}
+    )
     with pytest.raises(ClientError) as caught:
         aws["iot"].describe_certificate(certificateId=certificate_id)
     assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
@@ -98,13 +124,15 @@ def test_delete_detaches_deactivates_and_deletes_certificate_and_secret(aws: dic
     with pytest.raises(ClientError):
         aws["secrets"].describe_secret(SecretId=data["SecretArn"])
     # Deleting twice (a retried stack deletion) is not an error.
-    handler.on_event({"RequestType": "Delete", "PhysicalResourceId": certificate_id,
-                      "ResourceProperties": _props(aws)})
+    handler.on_event(
+        {"RequestType": "Delete", "PhysicalResourceId": certificate_id, "ResourceProperties": _props(aws)}
+    )
 
 
 def test_delete_after_a_failed_create_has_nothing_to_delete(aws: dict[str, Any]) -> None:
-    result = handler.on_event({"RequestType": "Delete", "PhysicalResourceId": "a-request-id",
-                               "ResourceProperties": _props(aws)})
+    result = handler.on_event(
+        {"RequestType": "Delete", "PhysicalResourceId": "a-request-id", "ResourceProperties": _props(aws)}
+    )
     assert result == {"PhysicalResourceId": "a-request-id"}
 
 

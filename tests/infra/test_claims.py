@@ -12,6 +12,9 @@ from infra.claim_policy import ClaimPolicy
 from infra.claims import CLAIM_RESOURCE_TYPE, ClaimCredentials
 from tests.infra.conftest import ACCOUNT, REGION, as_list, make_config, render, statements, synth_construct
 
+# Its module-scoped synth runs once: every test of this module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("infra-claims")
+
 
 @pytest.fixture(scope="module")
 def csr_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -22,19 +25,28 @@ def csr_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def synthesized(tmp_path_factory: pytest.TempPathFactory, csr_path: Path) -> tuple[Template, Path]:
-    config = make_config(stack_name="Fleet", claim_credentials=[
-        {"name": "line-a", "mode": "generated"},
-        {"name": "line-b", "mode": "csr", "csr_file": str(csr_path), "active": False},
-        {"name": "line-c", "mode": "generated", "active": False},
-        {"name": "line-d", "mode": "csr", "csr_file": str(csr_path)},
-    ])
+    config = make_config(
+        stack_name="Fleet",
+        claim_credentials=[
+            {"name": "line-a", "mode": "generated"},
+            {"name": "line-b", "mode": "csr", "csr_file": str(csr_path), "active": False},
+            {"name": "line-c", "mode": "generated", "active": False},
+            {"name": "line-d", "mode": "csr", "csr_file": str(csr_path)},
+        ],
+    )
     out = tmp_path_factory.mktemp("claims")
 
     def build(stack: Any) -> None:
         key = kms.Key(stack, "Key")
         policy = ClaimPolicy(stack, c.ID_CLAIM_POLICY, config=config)
-        ClaimCredentials(stack, c.ID_CLAIMS, config=config, key=key, claim_policy_name=policy.policy_name,
-                         claim_policy=policy.policy)
+        ClaimCredentials(
+            stack,
+            c.ID_CLAIMS,
+            config=config,
+            key=key,
+            claim_policy_name=policy.policy_name,
+            claim_policy=policy.policy,
+        )
 
     template, _ = synth_construct(out, build)
     return template, out
@@ -89,7 +101,8 @@ def test_each_claim_certificate_gets_the_claim_policy(template: Template) -> Non
 
 
 def test_provider_function_runs_the_claim_handler_from_lambdas_without_the_hook(
-        synthesized: tuple[Template, Path]) -> None:
+    synthesized: tuple[Template, Path],
+) -> None:
     template, out = synthesized
     functions = template.find_resources("AWS::Lambda::Function")
     handler = next(f for lid, f in functions.items() if lid.startswith(f"{c.ID_CLAIMS}ProviderFunction"))
@@ -104,10 +117,13 @@ def test_provider_permissions_are_scoped_to_its_secrets_key_and_certificates(tem
     by_action = {a: s for s in found for a in as_list(s["Action"])}
     assert by_action["iot:CreateKeysAndCertificate"]["Resource"] == "*"
     assert render(by_action["iot:DeleteCertificate"]["Resource"]) == [
-        f"arn:aws:iot:{REGION}:{ACCOUNT}:cert/*", f"arn:aws:iot:{REGION}:{ACCOUNT}:policy/Fleet-ClaimPolicy"]
+        f"arn:aws:iot:{REGION}:{ACCOUNT}:cert/*",
+        f"arn:aws:iot:{REGION}:{ACCOUNT}:policy/Fleet-ClaimPolicy",
+    ]
     assert sorted(render(by_action["secretsmanager:CreateSecret"]["Resource"])) == [
         f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:Fleet/claim-credentials/{n}-??????"
-        for n in ("line-a", "line-c")]
+        for n in ("line-a", "line-c")
+    ]
     assert "secretsmanager:GetSecretValue" not in by_action
     key_id = next(iter(template.find_resources("AWS::KMS::Key")))
     assert by_action["kms:GenerateDataKey"]["Resource"] == {"Fn::GetAtt": [key_id, "Arn"]}
@@ -118,8 +134,14 @@ def test_only_csr_claims_need_no_provider(tmp_path_factory: pytest.TempPathFacto
 
     def build(stack: Any) -> None:
         policy = ClaimPolicy(stack, c.ID_CLAIM_POLICY, config=config)
-        ClaimCredentials(stack, c.ID_CLAIMS, config=config, key=kms.Key(stack, "Key"),
-                         claim_policy_name=policy.policy_name, claim_policy=policy.policy)
+        ClaimCredentials(
+            stack,
+            c.ID_CLAIMS,
+            config=config,
+            key=kms.Key(stack, "Key"),
+            claim_policy_name=policy.policy_name,
+            claim_policy=policy.policy,
+        )
 
     template, _ = synth_construct(tmp_path_factory.mktemp("csr-only"), build)
     template.resource_count_is("AWS::Lambda::Function", 0)

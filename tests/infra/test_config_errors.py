@@ -55,8 +55,11 @@ INVALID: list[tuple[str, Any, str]] = [
     ("claim_credentials", [{**GENERATED, "colour": "red"}], "claim_credentials[0].colour"),
     ("claim_credentials", [{"name": "line-a", "mode": "csr"}], "claim_credentials[0].csr_file"),
     ("claim_credentials", [{**GENERATED, "csr_file": "x.csr"}], "claim_credentials[0].csr_file"),
-    ("claim_credentials", [{"name": "line-a", "mode": "csr", "csr_file": "/nonexistent/x.csr"}],
-     "claim_credentials[0].csr_file"),
+    (
+        "claim_credentials",
+        [{"name": "line-a", "mode": "csr", "csr_file": "/nonexistent/x.csr"}],
+        "claim_credentials[0].csr_file",
+    ),
     ("reservation_timeout_s", 59, "reservation_timeout_s"),
     ("reservation_timeout_s", 86_401, "reservation_timeout_s"),
     ("reservation_timeout_s", True, "reservation_timeout_s"),
@@ -72,7 +75,9 @@ INVALID: list[tuple[str, Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("key", "value", "named"), INVALID, ids=[f"{k}={str(v)[:20]}" for k, v, _ in INVALID])
+@pytest.mark.parametrize(
+    ("key", "value", "named"), INVALID, ids=[f"{k}={str(v)[:20]}" for k, v, _ in INVALID]
+)
 def test_invalid_value_stops_synth_naming_the_key(key: str, value: Any, named: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         build_app({key: value}, tmp_path / "cdk.out")
@@ -82,10 +87,13 @@ def test_invalid_value_stops_synth_naming_the_key(key: str, value: Any, named: s
     assert not (tmp_path / "cdk.out" / "manifest.json").exists()
 
 
-@pytest.mark.parametrize(("content", "rule"), [
-    (b"-----BEGIN EC PRIVATE KEY-----\nMHc=\n-----END EC PRIVATE KEY-----\n", "private-key text"),
-    (b"not a csr", "not a PEM certificate signing request"),
-])
+@pytest.mark.parametrize(
+    ("content", "rule"),
+    [
+        (b"-----BEGIN EC PRIVATE KEY-----\nMHc=\n-----END EC PRIVATE KEY-----\n", "private-key text"),
+        (b"not a csr", "not a PEM certificate signing request"),
+    ],
+)
 def test_csr_file_that_is_no_csr_is_refused(content: bytes, rule: str, tmp_path: Path) -> None:
     path = tmp_path / "claim.csr"
     path.write_bytes(content)
@@ -99,8 +107,9 @@ def test_relative_csr_path_resolves_against_the_project(tmp_path: Path) -> None:
     # A relative csr_file in cdk.json is relative to the project, not to wherever `cdk` runs.
     csr = write_csr(tmp_path / "rel.csr")
     relative = os.path.relpath(csr, REPO_ROOT)
-    app = build_app({"claim_credentials": [{"name": "line-a", "mode": "csr", "csr_file": relative}]},
-                    tmp_path / "cdk.out")
+    app = build_app(
+        {"claim_credentials": [{"name": "line-a", "mode": "csr", "csr_file": relative}]}, tmp_path / "cdk.out"
+    )
     assert app.node.find_child("FleetProvisioning") is not None
 
 
@@ -109,15 +118,22 @@ def _run_app(tmp_path: Path, fleet: dict[str, Any]) -> subprocess.CompletedProce
     cdk_json = json.loads((REPO_ROOT / "cdk.json").read_text())
     context = {**cdk_json["context"], "fleet": {**cdk_json["context"]["fleet"], **fleet}}
     env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path / "cdk.out")}
-    return subprocess.run([sys.executable, str(REPO_ROOT / "app.py")], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "app.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_app_prints_one_line_and_exits_1_on_a_bad_value(tmp_path: Path) -> None:
     result = _run_app(tmp_path, {"template_name": "no spaces allowed"})
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "synth: fleet.template_name: must be 1-36 characters of [0-9A-Za-z_-]"]
+        "synth: fleet.template_name: must be 1-36 characters of [0-9A-Za-z_-]"
+    ]
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -126,11 +142,18 @@ def test_cli_context_string_overrides_cdk_json_key_by_key(tmp_path: Path) -> Non
     cdk_json = json.loads((REPO_ROOT / "cdk.json").read_text())
     context = {**cdk_json["context"], "fleet": json.dumps({"template_name": "bad name"})}
     env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": str(tmp_path / "cdk.out")}
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "app.py")], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "app.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "synth: fleet.template_name: must be 1-36 characters of [0-9A-Za-z_-]"]
+        "synth: fleet.template_name: must be 1-36 characters of [0-9A-Za-z_-]"
+    ]
 
 
 @pytest.mark.parametrize("fleet", ["not json", "[1, 2]"])

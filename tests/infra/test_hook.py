@@ -10,7 +10,19 @@ from aws_cdk.assertions import Template
 
 from infra import constants as c
 from infra.hook import PreProvisioningHook
-from tests.infra.conftest import ACCOUNT, REGION, as_list, make_config, only, render, statements, synth_construct
+from tests.infra.conftest import (
+    ACCOUNT,
+    REGION,
+    as_list,
+    make_config,
+    only,
+    render,
+    statements,
+    synth_construct,
+)
+
+# Its module-scoped synth runs once: every test of this module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("infra-hook")
 
 CONFIG = make_config(log_retention_days=14, powertools_layer_version=21, thing_attributes=["model", "hw_rev"])
 
@@ -20,8 +32,9 @@ def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Template, Pat
     out = tmp_path_factory.mktemp("hook")
 
     def build(stack: Any) -> None:
-        table = dynamodb.Table(stack, "Table", partition_key=dynamodb.Attribute(
-            name="pk", type=dynamodb.AttributeType.STRING))
+        table = dynamodb.Table(
+            stack, "Table", partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING)
+        )
         PreProvisioningHook(stack, c.ID_HOOK, config=CONFIG, table=table)
 
     template, _ = synth_construct(out, build)
@@ -44,7 +57,8 @@ def test_runtime_handler_timeout_inside_aws_5s_and_powertools_layer(template: Te
     assert props["Timeout"] < 5
     assert props["Architectures"] == ["x86_64"]
     assert render(props["Layers"]) == [
-        f"arn:aws:lambda:{REGION}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:21"]
+        f"arn:aws:lambda:{REGION}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:21"
+    ]
 
 
 def test_environment_names_are_exactly_the_shared_ones(template: Template) -> None:
@@ -66,15 +80,20 @@ def test_permissions_are_exactly_get_update_item_and_describe_certificate(templa
     by_action = {a: s for s in found for a in as_list(s["Action"])}
     table_arn = by_action["dynamodb:GetItem"]["Resource"]
     assert all("Fn::GetAtt" in r and r["Fn::GetAtt"][0].startswith("Table") for r in as_list(table_arn))
-    assert render(by_action["iot:DescribeCertificate"]["Resource"]) == f"arn:aws:iot:{REGION}:{ACCOUNT}:cert/*"
+    assert (
+        render(by_action["iot:DescribeCertificate"]["Resource"]) == f"arn:aws:iot:{REGION}:{ACCOUNT}:cert/*"
+    )
     assert all(s["Effect"] == "Allow" for s in found)
 
 
 def test_role_trusts_lambda_with_basic_execution_only(template: Template) -> None:
     role = only(template, "AWS::IAM::Role")["Properties"]
-    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"] == {
+        "Service": "lambda.amazonaws.com"
+    }
     assert [render(p) for p in role["ManagedPolicyArns"]] == [
-        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"]
+        "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+    ]
 
 
 def test_log_group_has_the_configured_retention(template: Template) -> None:
@@ -88,7 +107,8 @@ def test_only_iot_may_invoke_and_only_for_this_template_and_account(template: Te
     assert permission["Action"] == "lambda:InvokeFunction"
     assert permission["Principal"] == "iot.amazonaws.com"
     assert render(permission["SourceArn"]) == (
-        f"arn:aws:iot:{REGION}:{ACCOUNT}:provisioningtemplate/{CONFIG.template_name}")
+        f"arn:aws:iot:{REGION}:{ACCOUNT}:provisioningtemplate/{CONFIG.template_name}"
+    )
     assert permission["SourceAccount"] == {"Ref": "AWS::AccountId"}
 
 

@@ -15,10 +15,19 @@ from infra.template_body import MAX_TEMPLATE_BODY, render_template_body
 from infra.things import ThingGrouping
 from tests.infra.conftest import by_prefix, make_config, only, render
 
+# Its module-scoped synth runs once: every test of this module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("infra-provisioning_template")
+
 CONFIG = make_config(
-    stack_name="Plant7", template_name="Plant7_Template-v2", thing_name_prefix="rx-",
-    thing_group_name="plant7-devices", thing_type_name="rx65n-sensor", thing_attributes=["model", "hw_rev"],
-    device_configuration={"telemetry_interval_s": "30", "ota_channel": "stable"}, device_topic_root="plant7")
+    stack_name="Plant7",
+    template_name="Plant7_Template-v2",
+    thing_name_prefix="rx-",
+    thing_group_name="plant7-devices",
+    thing_type_name="rx65n-sensor",
+    thing_attributes=["model", "hw_rev"],
+    device_configuration={"telemetry_interval_s": "30", "ota_channel": "stable"},
+    device_topic_root="plant7",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +35,24 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     from tests.infra.conftest import synth_construct
 
     def build(stack: Any) -> None:
-        hook = lambda_.Function(stack, "Hook", runtime=lambda_.Runtime.PYTHON_3_12, handler="index.handler",
-                                code=lambda_.Code.from_inline("def handler(e, c): return {}"))
+        hook = lambda_.Function(
+            stack,
+            "Hook",
+            runtime=lambda_.Runtime.PYTHON_3_12,
+            handler="index.handler",
+            code=lambda_.Code.from_inline("def handler(e, c): return {}"),
+        )
         policy = DevicePolicy(stack, c.ID_DEVICE_POLICY, config=CONFIG)
         things = ThingGrouping(stack, "Things", config=CONFIG)
         role = ProvisioningRole(stack, c.ID_ROLE)
-        ProvisioningTemplate(stack, c.ID_TEMPLATE, config=CONFIG, role=role.role, hook=hook,
-                             depends_on=[policy.policy, things.thing_group])
+        ProvisioningTemplate(
+            stack,
+            c.ID_TEMPLATE,
+            config=CONFIG,
+            role=role.role,
+            hook=hook,
+            depends_on=[policy.policy, things.thing_group],
+        )
 
     tpl, _ = synth_construct(tmp_path_factory.mktemp("template"), build)
     return tpl
@@ -51,9 +71,11 @@ def _body(template: Template) -> dict[str, Any]:
 def test_role_is_trusted_by_iot_with_the_registration_policy(template: Template) -> None:
     role = by_prefix(template, "AWS::IAM::Role", c.ID_ROLE)["Properties"]
     assert role["AssumeRolePolicyDocument"]["Statement"] == [
-        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}}]
+        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"}}
+    ]
     assert [render(p) for p in role["ManagedPolicyArns"]] == [
-        "arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration"]
+        "arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration"
+    ]
 
 
 def test_template_is_enabled_fleet_provisioning_with_the_hook(template: Template) -> None:
@@ -71,7 +93,9 @@ def test_template_is_enabled_fleet_provisioning_with_the_hook(template: Template
     assert any(d.startswith("ThingsGroup") for d in resource["DependsOn"])
 
 
-def test_body_parameters_include_serial_certificate_and_overridable_ones_with_defaults(template: Template) -> None:
+def test_body_parameters_include_serial_certificate_and_overridable_ones_with_defaults(
+    template: Template,
+) -> None:
     assert _body(template)["Parameters"] == {
         c.PARAM_SERIAL: {"Type": "String"},
         c.PARAM_CERTIFICATE_ID: {"Type": "String"},
@@ -83,12 +107,18 @@ def test_body_parameters_include_serial_certificate_and_overridable_ones_with_de
 
 def test_body_thing_is_prefix_plus_serial_with_attributes_group_and_type(template: Template) -> None:
     resources = _body(template)["Resources"]
-    assert {r["Type"] for r in resources.values()} == {"AWS::IoT::Thing", "AWS::IoT::Certificate",
-                                                     "AWS::IoT::Policy"}
+    assert {r["Type"] for r in resources.values()} == {
+        "AWS::IoT::Thing",
+        "AWS::IoT::Certificate",
+        "AWS::IoT::Policy",
+    }
     thing = next(r for r in resources.values() if r["Type"] == "AWS::IoT::Thing")["Properties"]
     assert thing["ThingName"] == {"Fn::Join": ["", ["rx-", {"Ref": c.PARAM_SERIAL}]]}
-    assert thing["AttributePayload"] == {"batch": {"Ref": "Batch"}, "model": {"Ref": "model"},
-                                         "hw_rev": {"Ref": "hw_rev"}}
+    assert thing["AttributePayload"] == {
+        "batch": {"Ref": "Batch"},
+        "model": {"Ref": "model"},
+        "hw_rev": {"Ref": "hw_rev"},
+    }
     assert thing["ThingGroups"] == ["plant7-devices"]
     assert thing["ThingTypeName"] == "rx65n-sensor"
 
@@ -104,7 +134,10 @@ def test_body_activates_the_certificate_and_attaches_the_device_policy_by_name(t
 
 def test_body_device_configuration_has_topic_root_and_the_configured_values(template: Template) -> None:
     assert _body(template)["DeviceConfiguration"] == {
-        "topic_root": "plant7", "telemetry_interval_s": "30", "ota_channel": "stable"}
+        "topic_root": "plant7",
+        "telemetry_interval_s": "30",
+        "ota_channel": "stable",
+    }
 
 
 def test_thing_group_and_thing_type_are_created(template: Template) -> None:

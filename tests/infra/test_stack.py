@@ -14,6 +14,9 @@ from app import build_app, synthesize
 from infra import constants as c
 from tests.infra.conftest import write_csr
 
+# Its module-scoped synth runs once: every test of this module on one xdist worker.
+pytestmark = pytest.mark.xdist_group("infra-stack")
+
 STACK = "FleetProvisioning"
 
 
@@ -37,13 +40,18 @@ def csr(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("csr")
     line_b = write_csr(tmp / "line-b.csr")
     line_c = write_csr(tmp / "line-c.csr")
-    return synthesize({
-        "stack_name": "PlantSeven", "thing_type_name": "sensor", "iot_logging": False,
-        "claim_credentials": [
-            {"name": "line-b", "mode": "csr", "csr_file": str(line_b)},
-            {"name": "line-c", "mode": "csr", "csr_file": str(line_c), "active": False},
-        ],
-    }, outdir=tmp / "cdk.out")
+    return synthesize(
+        {
+            "stack_name": "PlantSeven",
+            "thing_type_name": "sensor",
+            "iot_logging": False,
+            "claim_credentials": [
+                {"name": "line-b", "mode": "csr", "csr_file": str(line_b)},
+                {"name": "line-c", "mode": "csr", "csr_file": str(line_c), "active": False},
+            ],
+        },
+        outdir=tmp / "cdk.out",
+    )
 
 
 def test_stack_composes_every_resource_of_the_backend(generated: Path) -> None:
@@ -63,8 +71,11 @@ def test_stack_composes_every_resource_of_the_backend(generated: Path) -> None:
     assert counts["AWS::CloudWatch::Alarm"] == 4  # errors, duration, denial rate, one claim
     assert counts["AWS::CloudWatch::Dashboard"] == 1
     assert counts["AWS::Lambda::Permission"] == 1
-    hook = [f for f in _of_type(template, "AWS::Lambda::Function").values()
-            if f["Properties"]["Handler"] == c.HOOK_HANDLER]
+    hook = [
+        f
+        for f in _of_type(template, "AWS::Lambda::Function").values()
+        if f["Properties"]["Handler"] == c.HOOK_HANDLER
+    ]
     assert len(hook) == 1
     template_resource = next(iter(_of_type(template, "AWS::IoT::ProvisioningTemplate").values()))
     permission_id = next(iter(_of_type(template, "AWS::Lambda::Permission")))
@@ -88,10 +99,13 @@ def test_outputs_in_csr_mode_carry_certificate_ids_and_no_secret(csr: Path) -> N
     template = _template(csr, "PlantSeven")
     outputs = template["Outputs"]
     certificates = _of_type(template, "AWS::IoT::Certificate")
-    assert {o["Value"]["Fn::GetAtt"][0] for k, o in outputs.items()
-            if k.startswith(c.OUT_CLAIM_CERT_PREFIX)} == set(certificates)
+    assert {
+        o["Value"]["Fn::GetAtt"][0] for k, o in outputs.items() if k.startswith(c.OUT_CLAIM_CERT_PREFIX)
+    } == set(certificates)
     assert {k for k in outputs if k.startswith(c.OUT_CLAIM_CERT_PREFIX)} == {
-        f"{c.OUT_CLAIM_CERT_PREFIX}LineB", f"{c.OUT_CLAIM_CERT_PREFIX}LineC"}
+        f"{c.OUT_CLAIM_CERT_PREFIX}LineB",
+        f"{c.OUT_CLAIM_CERT_PREFIX}LineC",
+    }
     assert not [k for k in outputs if k.startswith(c.OUT_CLAIM_SECRET_PREFIX)]
     assert sorted(r["Properties"]["Status"] for r in certificates.values()) == ["ACTIVE", "INACTIVE"]
     assert not _of_type(template, "AWS::IoT::Logging")
@@ -100,7 +114,9 @@ def test_outputs_in_csr_mode_carry_certificate_ids_and_no_secret(csr: Path) -> N
 
 
 @pytest.mark.parametrize("mode", ["generated", "csr"])
-def test_no_private_key_text_anywhere_in_the_cloud_assembly(mode: str, request: pytest.FixtureRequest) -> None:
+def test_no_private_key_text_anywhere_in_the_cloud_assembly(
+    mode: str, request: pytest.FixtureRequest
+) -> None:
     assembly: Path = request.getfixturevalue(mode)
     files = [p for p in assembly.rglob("*") if p.is_file()]
     assert len(files) > 5
@@ -135,14 +151,20 @@ def test_cdk_nag_is_live_an_unacknowledged_finding_fails_synth(tmp_path: Path) -
     report = json.loads((tmp_path / "cdk.out" / "validation-report.json").read_text())
     rules = {v["ruleName"] for r in report["pluginReports"] for v in r["violations"]}
     assert "AwsSolutions-SQS4" in rules
-    assert all(v["violatingConstructs"][0]["constructPath"].startswith(f"{STACK}/UnencryptedQueue")
-               for r in report["pluginReports"] for v in r["violations"])
+    assert all(
+        v["violatingConstructs"][0]["constructPath"].startswith(f"{STACK}/UnencryptedQueue")
+        for r in report["pluginReports"]
+        for v in r["violations"]
+    )
 
 
 def test_hook_asset_is_the_lambdas_directory_with_the_hook_package(generated: Path) -> None:
     template = _template(generated)
-    hook = next(f for f in _of_type(template, "AWS::Lambda::Function").values()
-                if f["Properties"]["Handler"] == c.HOOK_HANDLER)
+    hook = next(
+        f
+        for f in _of_type(template, "AWS::Lambda::Function").values()
+        if f["Properties"]["Handler"] == c.HOOK_HANDLER
+    )
     staged = generated / hook["Metadata"]["aws:asset:path"]
     assert (staged / "provisioning_hook").is_dir()
     assert not (staged / "claim_credential").exists()
