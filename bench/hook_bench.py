@@ -33,16 +33,25 @@ DECISIONS = 20_000
 HANDLER_CALLS = 400
 TARGET_P99_MS = 1.0
 CLAIM = "0b1d2a5c7e3f4a6b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d"
-SETTINGS = HookSettings(table_name="serials", serial_pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$"),
-                        thing_name_prefix="device-", reservation_timeout_s=900, template_attributes=("model", "hw_rev"))
+SETTINGS = HookSettings(
+    table_name="serials",
+    serial_pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$"),
+    thing_name_prefix="device-",
+    reservation_timeout_s=900,
+    template_attributes=("model", "hw_rev"),
+)
 
 
 def _event(serial: str, n: int) -> dict[str, Any]:
     cert = f"{n:064x}"
-    return {"claimCertificateId": CLAIM, "certificateId": cert, "clientId": f"prov-{serial}",
-            "certificatePem": "-----BEGIN CERTIFICATE-----\n" + "A" * 600 + "\n-----END CERTIFICATE-----\n",
-            "templateArn": "arn:aws:iot:us-east-1:123456789012:provisioningtemplate/FleetProvisioningTemplate",
-            "parameters": {"SerialNumber": serial, "AWS::IoT::Certificate::Id": cert}}
+    return {
+        "claimCertificateId": CLAIM,
+        "certificateId": cert,
+        "clientId": f"prov-{serial}",
+        "certificatePem": "-----BEGIN CERTIFICATE-----\n" + "A" * 600 + "\n-----END CERTIFICATE-----\n",
+        "templateArn": "arn:aws:iot:us-east-1:123456789012:provisioningtemplate/FleetProvisioningTemplate",
+        "parameters": {"SerialNumber": serial, "AWS::IoT::Certificate::Id": cert},
+    }
 
 
 def _percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -51,8 +60,14 @@ def _percentiles(samples_ns: list[int]) -> dict[str, float]:
     def at(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e6, 4)
 
-    return {"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99), "max_ms": round(ordered[-1] / 1e6, 4),
-            "mean_ms": round(statistics.fmean(ordered) / 1e6, 4), "n": len(ordered)}
+    return {
+        "p50_ms": at(0.50),
+        "p90_ms": at(0.90),
+        "p99_ms": at(0.99),
+        "max_ms": round(ordered[-1] / 1e6, 4),
+        "mean_ms": round(statistics.fmean(ordered) / 1e6, 4),
+        "n": len(ordered),
+    }
 
 
 def _cpu_times(calls: int, one: Callable[[int], object]) -> dict[str, float]:
@@ -81,7 +96,9 @@ def bench_decision() -> dict[str, Any]:
     new_serials = _cpu_times(DECISIONS, new)
     retries = _cpu_times(DECISIONS, new)  # the same events again: all ALLOWED_RETRY now
     bad = _event("bad serial!", 1)
-    bad_serial = _cpu_times(DECISIONS, lambda i: decide(HookEvent.model_validate(bad), SETTINGS, registry, now_ms=now))
+    bad_serial = _cpu_times(
+        DECISIONS, lambda i: decide(HookEvent.model_validate(bad), SETTINGS, registry, now_ms=now)
+    )
     return {"allowed_new": new_serials, "allowed_retry": retries, "bad_serial": bad_serial}
 
 
@@ -89,11 +106,19 @@ def bench_handler() -> dict[str, Any]:
     import boto3
     from moto import mock_aws
 
-    env = {"SERIAL_TABLE_NAME": "serials", "SERIAL_PATTERN": SETTINGS.serial_pattern.pattern,
-           "THING_NAME_PREFIX": "device-", "RESERVATION_TIMEOUT_S": "900", "TEMPLATE_ATTRIBUTES": "model,hw_rev",
-           "POWERTOOLS_SERVICE_NAME": "provisioning-hook", "POWERTOOLS_METRICS_NAMESPACE": "Bench",
-           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_REGION": "us-east-1"}
+    env = {
+        "SERIAL_TABLE_NAME": "serials",
+        "SERIAL_PATTERN": SETTINGS.serial_pattern.pattern,
+        "THING_NAME_PREFIX": "device-",
+        "RESERVATION_TIMEOUT_S": "900",
+        "TEMPLATE_ATTRIBUTES": "model,hw_rev",
+        "POWERTOOLS_SERVICE_NAME": "provisioning-hook",
+        "POWERTOOLS_METRICS_NAMESPACE": "Bench",
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
     saved = {k: os.environ.get(k) for k in (*env, "AWS_ENDPOINT_URL")}
     os.environ.update(env)
     os.environ.pop("AWS_ENDPOINT_URL", None)
@@ -104,13 +129,22 @@ def bench_handler() -> dict[str, Any]:
         registry_dynamodb.reset_clients()
         with mock_aws():
             db = boto3.client("dynamodb", region_name="us-east-1")
-            db.create_table(TableName="serials", BillingMode="PAY_PER_REQUEST",
-                            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+            db.create_table(
+                TableName="serials",
+                BillingMode="PAY_PER_REQUEST",
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            )
             for i in range(HANDLER_CALLS + 20):
-                db.put_item(TableName="serials", Item={
-                    "pk": {"S": f"serial#SN-{i:08d}"}, "serial": {"S": f"SN-{i:08d}"}, "status": {"S": "AVAILABLE"},
-                    "attributes": {"M": {"model": {"S": "X1"}}}})
+                db.put_item(
+                    TableName="serials",
+                    Item={
+                        "pk": {"S": f"serial#SN-{i:08d}"},
+                        "serial": {"S": f"SN-{i:08d}"},
+                        "status": {"S": "AVAILABLE"},
+                        "attributes": {"M": {"model": {"S": "X1"}}},
+                    },
+                )
             wall, allowed = [], 0
             sink = io.StringIO()
             from provisioning_hook.handler import logger
@@ -129,8 +163,11 @@ def bench_handler() -> dict[str, Any]:
                     wall.append(elapsed)
                     allowed += bool(answer["allowProvisioning"])
         registry_dynamodb.reset_clients()
-        return {"wall_clock": _percentiles(wall), "allowed": allowed,
-                "note": "moto in-process: parse, GetItem x2, conditional UpdateItem, log line, 3 EMF metrics"}
+        return {
+            "wall_clock": _percentiles(wall),
+            "allowed": allowed,
+            "note": "moto in-process: parse, GetItem x2, conditional UpdateItem, log line, 3 EMF metrics",
+        }
     finally:
         for key, value in saved.items():
             if value is None:

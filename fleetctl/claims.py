@@ -52,7 +52,9 @@ def from_endpoint_file(target: Target, name: str) -> ClaimMaterial:
         raise FleetctlError(f"endpoint file {target.endpoint_file} lists no claims")
     claim = claims.get(name)
     if not isinstance(claim, dict):
-        raise FleetctlError(f"no claim {name!r} in {target.endpoint_file} (it has: {', '.join(sorted(claims))})")
+        raise FleetctlError(
+            f"no claim {name!r} in {target.endpoint_file} (it has: {', '.join(sorted(claims))})"
+        )
     ca = endpoint.get("ca_file")
     return ClaimMaterial(
         name=name,
@@ -64,27 +66,35 @@ def from_endpoint_file(target: Target, name: str) -> ClaimMaterial:
     )
 
 
-def from_secrets_manager(target: Target, name: str, *, stack_name: str, secret_id: str | None,
-                         ca_file: Path | None) -> ClaimMaterial:
+def from_secrets_manager(
+    target: Target, name: str, *, stack_name: str, secret_id: str | None, ca_file: Path | None
+) -> ClaimMaterial:
     secret = secret_id or secret_name(stack_name, name)
     try:
         value = target.client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"]
     except ClientError as exc:
         code = exc.response["Error"]["Code"]
         if code == "ResourceNotFoundException":
-            raise FleetctlError(f"no secret {secret!r} in {target.region}: is claim {name!r} in mode "
-                                f"'generated' and the stack {stack_name} deployed there?") from None
+            raise FleetctlError(
+                f"no secret {secret!r} in {target.region}: is claim {name!r} in mode "
+                f"'generated' and the stack {stack_name} deployed there?"
+            ) from None
         raise FleetctlError(f"cannot read secret {secret!r}: {code}") from None
     try:
         data: dict[str, Any] = json.loads(value)
         certificate_pem, private_key_pem = data["certificatePem"], data["privateKey"]
     except (ValueError, KeyError, TypeError):
-        raise FleetctlError(f"secret {secret!r} is not a claim credential (JSON with certificatePem, "
-                            f"privateKey)") from None
-    return ClaimMaterial(name=name, certificate_id=data.get("certificateId"), certificate_pem=certificate_pem,
-                         private_key_pem=private_key_pem,
-                         ca_pem=_read(str(ca_file), "--ca-file") if ca_file else None,
-                         source=f"secret {secret} ({target.region})")
+        raise FleetctlError(
+            f"secret {secret!r} is not a claim credential (JSON with certificatePem, privateKey)"
+        ) from None
+    return ClaimMaterial(
+        name=name,
+        certificate_id=data.get("certificateId"),
+        certificate_pem=certificate_pem,
+        private_key_pem=private_key_pem,
+        ca_pem=_read(str(ca_file), "--ca-file") if ca_file else None,
+        source=f"secret {secret} ({target.region})",
+    )
 
 
 def write_claim(material: ClaimMaterial, out_dir: Path, *, force: bool) -> dict[str, Any]:
@@ -96,15 +106,20 @@ def write_claim(material: ClaimMaterial, out_dir: Path, *, force: bool) -> dict[
     _write(out_dir / KEY_FILE, material.private_key_pem, 0o600)
     _write(out_dir / CERT_FILE, material.certificate_pem, 0o644)
     manifest: dict[str, Any] = {
-        "claim": material.name, "certificate_id": material.certificate_id, "source": material.source,
-        "cert_file": str((out_dir / CERT_FILE).resolve()), "key_file": str((out_dir / KEY_FILE).resolve()),
+        "claim": material.name,
+        "certificate_id": material.certificate_id,
+        "source": material.source,
+        "cert_file": str((out_dir / CERT_FILE).resolve()),
+        "key_file": str((out_dir / KEY_FILE).resolve()),
         "ca_file": None,
     }
     if material.ca_pem:
         _write(out_dir / CA_FILE, material.ca_pem, 0o644)
         manifest["ca_file"] = str((out_dir / CA_FILE).resolve())
     else:
-        manifest["ca_note"] = f"no CA written: fetch AmazonRootCA1.pem from {AMAZON_ROOT_CA_URL} or pass --ca-file"
+        manifest["ca_note"] = (
+            f"no CA written: fetch AmazonRootCA1.pem from {AMAZON_ROOT_CA_URL} or pass --ca-file"
+        )
     _write(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n", 0o644)
     return manifest
 

@@ -14,7 +14,14 @@ from typing import Annotated, Any, TypeVar
 import typer
 from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from fleetctl import claims
@@ -27,8 +34,12 @@ from fleetctl.target import Target, load_settings, resolve_target
 CERTIFICATE_ID_RE = re.compile(r"[0-9a-fA-F]{64}")
 LISTED = 20  # bad rows / kept serials shown in the table; --json lists up to 1000
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Operate the fleet provisioning backend: serial registry, batches, claim credentials.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Operate the fleet provisioning backend: serial registry, batches, claim credentials.",
+)
 registry_app = typer.Typer(no_args_is_help=True, help="The serial registry (DynamoDB).")
 batch_app = typer.Typer(no_args_is_help=True, help="Factory batches and the claim credentials bound to them.")
 claim_app = typer.Typer(no_args_is_help=True, help="Claim credentials.")
@@ -39,9 +50,12 @@ app.add_typer(claim_app, name="claim")
 Table_ = Annotated[str | None, typer.Option("--table", help="Serial table name (real AWS).")]
 Region = Annotated[str | None, typer.Option("--region", help="AWS region (default: AWS_REGION / profile).")]
 EndpointFile = Annotated[Path | None, typer.Option("--endpoint-file", help="Emulator endpoint.json.")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="cdk.json holding context.fleet (default: "
-                                                  "the repository's).")]
-SerialPattern = Annotated[str | None, typer.Option("--serial-pattern", help="Override the configured pattern.")]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="cdk.json holding context.fleet (default: the repository's).")
+]
+SerialPattern = Annotated[
+    str | None, typer.Option("--serial-pattern", help="Override the configured pattern.")
+]
 JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,7 +80,8 @@ def user_errors(command: F) -> F:
             message = str(exc)
         except ClientError as exc:
             error = exc.response.get("Error", {})
-            message = f"AWS refused {exc.operation_name}: {error.get('Code', '?')}: {error.get('Message', '')}".strip()
+            code, text = error.get("Code", "?"), error.get("Message", "")
+            message = f"AWS refused {exc.operation_name}: {code}: {text}".strip()
         except BotoCoreError as exc:
             message = f"AWS call failed: {exc}"
         typer.echo(f"fleetctl: {' '.join(message.split())}", err=True)
@@ -75,7 +90,9 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _registry(table: str | None, region: str | None, endpoint_file: Path | None) -> tuple[Target, RegistryStore]:
+def _registry(
+    table: str | None, region: str | None, endpoint_file: Path | None
+) -> tuple[Target, RegistryStore]:
     target = resolve_target(table=table, region=region, endpoint_file=endpoint_file)
     return target, RegistryStore(target.client("dynamodb"), target.table)
 
@@ -91,18 +108,31 @@ def _print_json(value: Any) -> None:
 @user_errors
 def import_(
     file: Annotated[Path, typer.Argument(help="CSV with a header row: serial[,batch][,attribute...]")],
-    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Import the good rows, list the bad.")] = False,
-    table: Table_ = None, region: Region = None, endpoint_file: EndpointFile = None,
-    config: ConfigFile = None, serial_pattern: SerialPattern = None, json_out: JsonOut = False,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Import the good rows, list the bad.")
+    ] = False,
+    table: Table_ = None,
+    region: Region = None,
+    endpoint_file: EndpointFile = None,
+    config: ConfigFile = None,
+    serial_pattern: SerialPattern = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Import serial numbers; every row is validated before anything is written."""
     target, store = _registry(table, region, endpoint_file)
     settings = load_settings(cdk_json=config, serial_pattern=serial_pattern, target=target)
     csv_file = SerialCsv(file, settings)
     err = _err()
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=True,
-                  disable=not err.is_terminal) as progress:  # a bar only for a person watching
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as progress:  # a bar only for a person watching
         checking = progress.add_task("validating", total=None)
         writing: list[Any] = []
 
@@ -111,9 +141,14 @@ def import_(
             writing.append(progress.add_task("writing", total=valid))
 
         report = import_serials(
-            csv_file, store, skip_invalid=skip_invalid, known_attributes=settings.thing_attributes,
+            csv_file,
+            store,
+            skip_invalid=skip_invalid,
+            known_attributes=settings.thing_attributes,
             on_validate=lambda n: progress.advance(checking, n),
-            on_write=lambda n: progress.advance(writing[0], n), before_write=before_write)
+            on_write=lambda n: progress.advance(writing[0], n),
+            before_write=before_write,
+        )
     if json_out:
         _print_json({"file": str(file), "table": target.table, **report.as_dict()})
         return
@@ -125,8 +160,12 @@ def _print_import(report: ImportReport, file: Path, target: Target) -> None:
     summary = Table(title=f"import {file.name} → {target.table}", show_header=True)
     for column in ("rows", "valid", "invalid", "new", "updated", "unchanged", "kept"):
         summary.add_column(column, justify="right")
-    summary.add_row(*(str(getattr(report, c)) for c in ("rows", "valid", "invalid", "new", "updated", "unchanged",
-                                                          "kept")))
+    summary.add_row(
+        *(
+            str(getattr(report, c))
+            for c in ("rows", "valid", "invalid", "new", "updated", "unchanged", "kept")
+        )
+    )
     out.print(summary)
     if report.bad_rows:
         bad = Table(title=f"skipped rows ({report.invalid})")
@@ -138,18 +177,27 @@ def _print_import(report: ImportReport, file: Path, target: Target) -> None:
         if report.invalid > LISTED:
             out.print(f"... and {report.invalid - LISTED} more (--json lists up to 1000)")
     if report.kept:
-        err.print(f"warning: {report.kept} serial(s) already RESERVED or REVOKED with different batch/attributes "
-                  f"were left as they are (e.g. {', '.join(report.kept_serials[:5])}); "
-                  f"`fleetctl registry reset` first to change them")
+        err.print(
+            f"warning: {report.kept} serial(s) already RESERVED or REVOKED with different batch/attributes "
+            f"were left as they are (e.g. {', '.join(report.kept_serials[:5])}); "
+            f"`fleetctl registry reset` first to change them"
+        )
     if report.unknown_attribute_columns:
-        err.print(f"note: column(s) {', '.join(report.unknown_attribute_columns)} are stored but not in "
-                  f"thing_attributes, so the template does not apply them")
+        err.print(
+            f"note: column(s) {', '.join(report.unknown_attribute_columns)} are stored but not in "
+            f"thing_attributes, so the template does not apply them"
+        )
 
 
 @registry_app.command("show")
 @user_errors
-def show(serial: str, table: Table_ = None, region: Region = None, endpoint_file: EndpointFile = None,
-         json_out: JsonOut = False) -> None:
+def show(
+    serial: str,
+    table: Table_ = None,
+    region: Region = None,
+    endpoint_file: EndpointFile = None,
+    json_out: JsonOut = False,
+) -> None:
     """Show one serial's registry item."""
     _, store = _registry(table, region, endpoint_file)
     item = store.get(serial)
@@ -169,8 +217,13 @@ def show(serial: str, table: Table_ = None, region: Region = None, endpoint_file
 
 @registry_app.command("revoke")
 @user_errors
-def revoke(serial: str, table: Table_ = None, region: Region = None, endpoint_file: EndpointFile = None,
-           json_out: JsonOut = False) -> None:
+def revoke(
+    serial: str,
+    table: Table_ = None,
+    region: Region = None,
+    endpoint_file: EndpointFile = None,
+    json_out: JsonOut = False,
+) -> None:
     """Never let this serial provision (again). Its existing thing and certificate are not touched."""
     _, store = _registry(table, region, endpoint_file)
     before = store.revoke(serial)
@@ -179,31 +232,49 @@ def revoke(serial: str, table: Table_ = None, region: Region = None, endpoint_fi
         return
     typer.echo(f"{serial}: {before.get('status')} -> REVOKED")
     if before.get("certificate_id"):
-        typer.echo(f"note: certificate {before['certificate_id']} of {before.get('thing_name')} is still as it was "
-                   f"in AWS IoT; deactivate it there to cut the device off", err=True)
+        typer.echo(
+            f"note: certificate {before['certificate_id']} of {before.get('thing_name')} is still as it was "
+            f"in AWS IoT; deactivate it there to cut the device off",
+            err=True,
+        )
 
 
 @registry_app.command("reset")
 @user_errors
-def reset(serial: str, table: Table_ = None, region: Region = None, endpoint_file: EndpointFile = None,
-          json_out: JsonOut = False) -> None:
+def reset(
+    serial: str,
+    table: Table_ = None,
+    region: Region = None,
+    endpoint_file: EndpointFile = None,
+    json_out: JsonOut = False,
+) -> None:
     """Make a serial AVAILABLE again and forget its reservation (an RMA, a re-flash)."""
     _, store = _registry(table, region, endpoint_file)
     before = store.reset(serial)
     if json_out:
-        _print_json({"serial": serial, "status": "AVAILABLE", "previous_status": before.get("status"),
-                     "previous_certificate_id": before.get("certificate_id")})
+        _print_json(
+            {
+                "serial": serial,
+                "status": "AVAILABLE",
+                "previous_status": before.get("status"),
+                "previous_certificate_id": before.get("certificate_id"),
+            }
+        )
         return
     typer.echo(f"{serial}: {before.get('status')} -> AVAILABLE")
     if before.get("certificate_id"):
-        typer.echo(f"note: the reservation for certificate {before['certificate_id']} is forgotten; the thing "
-                   f"{before.get('thing_name')} and that certificate remain in AWS IoT", err=True)
+        typer.echo(
+            f"note: the reservation for certificate {before['certificate_id']} is forgotten; the thing "
+            f"{before.get('thing_name')} and that certificate remain in AWS IoT",
+            err=True,
+        )
 
 
 @registry_app.command("stats")
 @user_errors
-def stats(table: Table_ = None, region: Region = None, endpoint_file: EndpointFile = None,
-          json_out: JsonOut = False) -> None:
+def stats(
+    table: Table_ = None, region: Region = None, endpoint_file: EndpointFile = None, json_out: JsonOut = False
+) -> None:
     """Counts by status and by batch (a full table scan)."""
     target, store = _registry(table, region, endpoint_file)
     result = store.stats()
@@ -221,8 +292,14 @@ def stats(table: Table_ = None, region: Region = None, endpoint_file: EndpointFi
         by_batch.add_column(column, justify="left" if column == "batch" else "right")
     for name, row in result["by_batch"].items():
         bound = row["bound_claims"]
-        by_batch.add_row(name, str(row["total"]), str(row["AVAILABLE"]), str(row["RESERVED"]), str(row["REVOKED"]),
-                         "any claim" if bound is None else str(bound))
+        by_batch.add_row(
+            name,
+            str(row["total"]),
+            str(row["AVAILABLE"]),
+            str(row["RESERVED"]),
+            str(row["REVOKED"]),
+            "any claim" if bound is None else str(bound),
+        )
     out.print(by_batch)
 
 
@@ -233,9 +310,13 @@ def stats(table: Table_ = None, region: Region = None, endpoint_file: EndpointFi
 @user_errors
 def bind(
     batch: str,
-    claim_certificate_id: Annotated[list[str], typer.Option("--claim-certificate-id",
-                                                           help="Claim certificate id (repeatable).")],
-    table: Table_ = None, region: Region = None, endpoint_file: EndpointFile = None, json_out: JsonOut = False,
+    claim_certificate_id: Annotated[
+        list[str], typer.Option("--claim-certificate-id", help="Claim certificate id (repeatable).")
+    ],
+    table: Table_ = None,
+    region: Region = None,
+    endpoint_file: EndpointFile = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Only these claim certificates may provision this batch's serials (adds to any already bound)."""
     if not BATCH_RE.fullmatch(batch):
@@ -253,8 +334,13 @@ def bind(
 
 @batch_app.command("show")
 @user_errors
-def batch_show(batch: str, table: Table_ = None, region: Region = None, endpoint_file: EndpointFile = None,
-               json_out: JsonOut = False) -> None:
+def batch_show(
+    batch: str,
+    table: Table_ = None,
+    region: Region = None,
+    endpoint_file: EndpointFile = None,
+    json_out: JsonOut = False,
+) -> None:
     """Which claim certificates a batch is bound to."""
     _, store = _registry(table, region, endpoint_file)
     item = store.batch(batch)
@@ -276,11 +362,17 @@ def batch_show(batch: str, table: Table_ = None, region: Region = None, endpoint
 def export(
     name: str,
     out: Annotated[Path, typer.Option("--out", help="Directory to write the credential into.")],
-    region: Region = None, endpoint_file: EndpointFile = None,
-    secret_id: Annotated[str | None, typer.Option("--secret-id", help="Secret name or ARN (default: "
-                                                  "<stack_name>/claim-credentials/<NAME>).")] = None,
-    ca_file: Annotated[Path | None, typer.Option("--ca-file", help="AWS: the AmazonRootCA1.pem to ship "
-                                                 "alongside.")] = None,
+    region: Region = None,
+    endpoint_file: EndpointFile = None,
+    secret_id: Annotated[
+        str | None,
+        typer.Option(
+            "--secret-id", help="Secret name or ARN (default: <stack_name>/claim-credentials/<NAME>)."
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option("--ca-file", help="AWS: the AmazonRootCA1.pem to ship alongside.")
+    ] = None,
     config: ConfigFile = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
     json_out: JsonOut = False,
@@ -294,8 +386,13 @@ def export(
         if not region:
             raise FleetctlError("say where: --region R (AWS) or --endpoint-file F (emulator)")
         settings = load_settings(cdk_json=config, serial_pattern=None)
-        material = claims.from_secrets_manager(Target(table="-", region=region), name,
-                                               stack_name=settings.stack_name, secret_id=secret_id, ca_file=ca_file)
+        material = claims.from_secrets_manager(
+            Target(table="-", region=region),
+            name,
+            stack_name=settings.stack_name,
+            secret_id=secret_id,
+            ca_file=ca_file,
+        )
     manifest = claims.write_claim(material, out, force=force)
     if json_out:
         _print_json(manifest)

@@ -37,11 +37,18 @@ class ImportReport:
     unknown_attribute_columns: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
-        return {"rows": self.rows, "valid": self.valid, "invalid": self.invalid, "new": self.new,
-                "updated": self.updated, "unchanged": self.unchanged, "kept": self.kept,
-                "bad_rows": [{"line": b.line, "reason": b.reason} for b in self.bad_rows],
-                "kept_serials": self.kept_serials,
-                "unknown_attribute_columns": self.unknown_attribute_columns}
+        return {
+            "rows": self.rows,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "new": self.new,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "kept": self.kept,
+            "bad_rows": [{"line": b.line, "reason": b.reason} for b in self.bad_rows],
+            "kept_serials": self.kept_serials,
+            "unknown_attribute_columns": self.unknown_attribute_columns,
+        }
 
 
 class _SerialIndex:
@@ -92,8 +99,9 @@ def validate(csv_file: SerialCsv, index: _SerialIndex, report: ImportReport, pro
         progress(1)
 
 
-def write(csv_file: SerialCsv, index: _SerialIndex, store: RegistryStore, report: ImportReport,
-          progress: Progress) -> None:
+def write(
+    csv_file: SerialCsv, index: _SerialIndex, store: RegistryStore, report: ImportReport, progress: Progress
+) -> None:
     """Pass 2: the valid rows (first occurrence of each serial), 100 at a time."""
     chunk: list[SerialRow] = []
     for row in csv_file.rows():
@@ -127,17 +135,28 @@ def _write_chunk(chunk: list[SerialRow], store: RegistryStore, report: ImportRep
     report.new += len(new)
 
 
-def import_serials(csv_file: SerialCsv, store: RegistryStore, *, skip_invalid: bool, known_attributes: tuple[str, ...],
-                   on_validate: Progress, on_write: Progress, before_write: Callable[[int], None]) -> ImportReport:
-    report = ImportReport(unknown_attribute_columns=[c for c in csv_file.attribute_columns
-                                                     if c not in known_attributes])
+def import_serials(
+    csv_file: SerialCsv,
+    store: RegistryStore,
+    *,
+    skip_invalid: bool,
+    known_attributes: tuple[str, ...],
+    on_validate: Progress,
+    on_write: Progress,
+    before_write: Callable[[int], None],
+) -> ImportReport:
+    report = ImportReport(
+        unknown_attribute_columns=[c for c in csv_file.attribute_columns if c not in known_attributes]
+    )
     with _serial_index() as index:
         validate(csv_file, index, report, on_validate)
         if report.invalid and not skip_invalid:
             first = report.bad_rows[0]
             more = f" ({report.invalid} bad rows in all)" if report.invalid > 1 else ""
-            raise FleetctlError(f"{csv_file.path}: line {first.line}: {first.reason}{more}; nothing was written "
-                                f"(--skip-invalid imports the good rows)")
+            raise FleetctlError(
+                f"{csv_file.path}: line {first.line}: {first.reason}{more}; nothing was written "
+                f"(--skip-invalid imports the good rows)"
+            )
         before_write(report.valid)
         write(csv_file, index, store, report, on_write)
     return report

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from fleetctl.errors import FleetctlError
 from fleetctl.target import Settings
@@ -45,7 +46,7 @@ class SerialCsv:
         self.columns = self._header()
         self.attribute_columns = [c for c in self.columns if c not in (SERIAL_COLUMN, BATCH_COLUMN)]
 
-    def _open(self):  # type: ignore[no-untyped-def]
+    def _open(self) -> TextIO:
         try:
             # utf-8-sig: spreadsheets often start the file with a byte-order mark.
             return self.path.open(newline="", encoding="utf-8-sig")
@@ -63,7 +64,9 @@ class SerialCsv:
             except (csv.Error, UnicodeDecodeError) as exc:
                 raise FleetctlError(f"{self.path}: line 1: not a readable UTF-8 CSV header ({exc})") from None
         if not header:
-            raise FleetctlError(f"{self.path}: line 1: empty file, expected a header row with a 'serial' column")
+            raise FleetctlError(
+                f"{self.path}: line 1: empty file, expected a header row with a 'serial' column"
+            )
         columns = [c.strip() for c in header]
         if SERIAL_COLUMN not in columns:
             raise FleetctlError(f"{self.path}: line 1: the header has no 'serial' column")
@@ -77,8 +80,10 @@ class SerialCsv:
             if name in RESERVED_NAMES or name.lower() == BATCH_COLUMN:
                 raise FleetctlError(f"{self.path}: line 1: column {name!r} is a reserved template parameter")
             if not ATTRIBUTE_NAME_RE.fullmatch(name):
-                raise FleetctlError(f"{self.path}: line 1: column {name[:60]!r} is not a thing attribute name "
-                                    f"(1-128 characters of a-z A-Z 0-9 _ . , @ / : # -)")
+                raise FleetctlError(
+                    f"{self.path}: line 1: column {name[:60]!r} is not a thing attribute name "
+                    f"(1-128 characters of a-z A-Z 0-9 _ . , @ / : # -)"
+                )
         if len(columns) - len({SERIAL_COLUMN, BATCH_COLUMN} & seen) > MAX_ATTRIBUTES:
             raise FleetctlError(f"{self.path}: line 1: more than {MAX_ATTRIBUTES} attribute columns")
         return columns
@@ -110,14 +115,19 @@ class SerialCsv:
             return BadRow(line, problem)
         batch = values.get(BATCH_COLUMN) or None
         if batch is not None and not BATCH_RE.fullmatch(batch):
-            return BadRow(line, f"batch {batch[:80]!r} must be 1-128 characters of a-z A-Z 0-9 _ . , @ / : # = [ ] -")
+            return BadRow(
+                line, f"batch {batch[:80]!r} must be 1-128 characters of a-z A-Z 0-9 _ . , @ / : # = [ ] -"
+            )
         attributes = {}
         for name in self.attribute_columns:
             value = values[name]
             if not value:
                 continue  # empty cell: attribute not set, the template's default applies
             if not ATTRIBUTE_VALUE_RE.fullmatch(value):
-                return BadRow(line, f"attribute {name} value {value[:80]!r} must be at most 800 characters "
-                                    f"of a-z A-Z 0-9 _ . , @ / : # = [ ] -")
+                return BadRow(
+                    line,
+                    f"attribute {name} value {value[:80]!r} must be at most 800 characters "
+                    f"of a-z A-Z 0-9 _ . , @ / : # = [ ] -",
+                )
             attributes[name] = value
         return SerialRow(line, serial, batch, attributes)

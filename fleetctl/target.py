@@ -1,4 +1,4 @@
-"""Where fleetctl points: a real table (--table/--region) or the emulator (--endpoint-file), plus the config."""
+"""Where fleetctl points: a table (--table/--region) or the emulator (--endpoint-file); and the config."""
 
 from __future__ import annotations
 
@@ -77,21 +77,36 @@ def read_endpoint_file(path: Path) -> dict[str, Any]:
 def resolve_target(*, table: str | None, region: str | None, endpoint_file: Path | None) -> Target:
     if endpoint_file is not None:
         endpoint = read_endpoint_file(endpoint_file)
-        missing = [k for k in ("aws_endpoint_url", "region", "serial_table") if not isinstance(endpoint.get(k), str)]
+        missing = [
+            k for k in ("aws_endpoint_url", "region", "serial_table") if not isinstance(endpoint.get(k), str)
+        ]
         if missing:
             raise FleetctlError(f"endpoint file {endpoint_file} lacks {', '.join(missing)}")
-        return Target(table=table or endpoint["serial_table"], region=region or endpoint["region"],
-                      endpoint_url=endpoint["aws_endpoint_url"], endpoint_file=endpoint_file, endpoint=endpoint)
+        return Target(
+            table=table or endpoint["serial_table"],
+            region=region or endpoint["region"],
+            endpoint_url=endpoint["aws_endpoint_url"],
+            endpoint_file=endpoint_file,
+            endpoint=endpoint,
+        )
     if not table:
-        raise FleetctlError("say which registry: --table NAME [--region R] (AWS) or --endpoint-file F (emulator)")
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") \
+        raise FleetctlError(
+            "say which registry: --table NAME [--region R] (AWS) or --endpoint-file F (emulator)"
+        )
+    region = (
+        region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
         or boto3.session.Session().region_name
+    )
     if not region:
         raise FleetctlError("no AWS region: give --region or set AWS_REGION")
     return Target(table=table, region=region)
 
 
-def load_settings(*, cdk_json: Path | None, serial_pattern: str | None, target: Target | None = None) -> Settings:
+def load_settings(
+    *, cdk_json: Path | None, serial_pattern: str | None, target: Target | None = None
+) -> Settings:
     """The stack configuration from cdk.json (context.fleet); command-line options override it."""
     config = _fleet_config(cdk_json)
     prefix = config.thing_name_prefix
@@ -102,8 +117,12 @@ def load_settings(*, cdk_json: Path | None, serial_pattern: str | None, target: 
         pattern = re.compile(raw)
     except re.error as exc:
         raise FleetctlError(f"serial pattern {raw!r} is not a regular expression ({exc})") from None
-    return Settings(serial_pattern=pattern, thing_name_prefix=prefix, thing_attributes=config.thing_attributes,
-                    stack_name=config.stack_name)
+    return Settings(
+        serial_pattern=pattern,
+        thing_name_prefix=prefix,
+        thing_attributes=config.thing_attributes,
+        stack_name=config.stack_name,
+    )
 
 
 def _fleet_config(cdk_json: Path | None) -> FleetConfig:

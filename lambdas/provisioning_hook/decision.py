@@ -59,7 +59,9 @@ class Registry(Protocol):
         """Reserve an AVAILABLE serial in one conditional write; False when the condition failed."""
         ...
 
-    def take_over(self, reservation: Reservation, *, previous_certificate_id: str, previous_reserved_at: int) -> bool:
+    def take_over(
+        self, reservation: Reservation, *, previous_certificate_id: str, previous_reserved_at: int
+    ) -> bool:
         """Replace exactly that earlier reservation in one conditional write; False when it changed."""
         ...
 
@@ -99,8 +101,9 @@ def _serial_ok(serial: str, settings: HookSettings) -> bool:
     return not too_long and settings.serial_pattern.fullmatch(serial) is not None
 
 
-def _decide_known(event: HookEvent, serial: str, settings: HookSettings, registry: Registry,
-                  now_ms: int) -> Decision:
+def _decide_known(
+    event: HookEvent, serial: str, settings: HookSettings, registry: Registry, now_ms: int
+) -> Decision:
     record = registry.get_serial(serial)
     if record is None:
         return Decision(Reason.UNKNOWN_SERIAL, serial)
@@ -134,8 +137,14 @@ def _decide_known(event: HookEvent, serial: str, settings: HookSettings, registr
     return _maybe_take_over(event, record, reservation, settings, registry, allow)
 
 
-def _maybe_take_over(event: HookEvent, record: SerialRecord, reservation: Reservation, settings: HookSettings,
-                     registry: Registry, allow: _Allow) -> Decision:
+def _maybe_take_over(
+    event: HookEvent,
+    record: SerialRecord,
+    reservation: Reservation,
+    settings: HookSettings,
+    registry: Registry,
+    allow: _Allow,
+) -> Decision:
     serial = record.serial
     if record.certificate_id is None or record.reserved_at is None:
         return Decision(Reason.TAKEN, serial, detail="reservation without certificate or time")
@@ -145,8 +154,9 @@ def _maybe_take_over(event: HookEvent, record: SerialRecord, reservation: Reserv
     # An ACTIVE certificate means that earlier attempt finished: only `fleetctl registry reset` frees it.
     if registry.certificate_is_active(record.certificate_id):
         return Decision(Reason.TAKEN, serial, detail="reserved certificate is ACTIVE")
-    if registry.take_over(reservation, previous_certificate_id=record.certificate_id,
-                          previous_reserved_at=record.reserved_at):
+    if registry.take_over(
+        reservation, previous_certificate_id=record.certificate_id, previous_reserved_at=record.reserved_at
+    ):
         return allow(Reason.ALLOWED_TAKEOVER, f"stale reservation of {record.certificate_id}")
     return _after_lost_write(event, serial, registry, allow)
 
@@ -168,7 +178,9 @@ class _Allow(Protocol):
 
 
 def _allowing(record: SerialRecord, settings: HookSettings) -> _Allow:
-    overrides = {name: record.attributes[name] for name in settings.template_attributes if name in record.attributes}
+    overrides = {
+        name: record.attributes[name] for name in settings.template_attributes if name in record.attributes
+    }
     if record.batch is not None:
         overrides[PARAM_BATCH] = record.batch
 

@@ -32,8 +32,9 @@ logger = Logger(service=os.environ.get(ENV_SERVICE) or DEFAULT_SERVICE)
 def lambda_handler(event: Any, context: Any) -> dict[str, object]:
     started = time.monotonic()
     decision, settings, parsed = evaluate(event)
-    response = HookResponse(allowProvisioning=decision.allowed,
-                            parameterOverrides=decision.overrides if decision.allowed else {})
+    response = HookResponse(
+        allowProvisioning=decision.allowed, parameterOverrides=decision.overrides if decision.allowed else {}
+    )
     _log(decision, parsed, context, started)
     _count(decision, parsed, settings)
     return response.to_dict()
@@ -69,8 +70,11 @@ def _log(decision: Decision, event: HookEvent | None, context: Any, started: flo
         "request_id": getattr(context, "aws_request_id", None),
     }
     if event is not None:
-        fields |= {"certificate_id": event.certificate_id, "claim_certificate_id": event.claim_certificate_id,
-                   "client_id": event.client_id}
+        fields |= {
+            "certificate_id": event.certificate_id,
+            "claim_certificate_id": event.claim_certificate_id,
+            "client_id": event.client_id,
+        }
     try:
         logger.info("provisioning decision", extra=fields)
     except Exception:  # noqa: BLE001,S110 - a logging failure must not turn into a Lambda error
@@ -82,15 +86,25 @@ def _count(decision: Decision, event: HookEvent | None, settings: HookSettings |
     namespace = settings.namespace if settings else os.environ.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE
     dims = {"service": service}
     per_decision = [
-        ("HookDecisions", {"Decision": "allow" if decision.allowed else "deny", "Reason": decision.reason.value}),
+        (
+            "HookDecisions",
+            {"Decision": "allow" if decision.allowed else "deny", "Reason": decision.reason.value},
+        ),
         ("HookAllowed" if decision.allowed else "HookDenied", {}),
     ]
     if decision.allowed and event is not None:
-        per_decision.append(("ProvisioningAllowedByClaim", {"ClaimCertificateId": event.claim_certificate_id}))
+        per_decision.append(
+            ("ProvisioningAllowedByClaim", {"ClaimCertificateId": event.claim_certificate_id})
+        )
     for name, extra in per_decision:
         try:
-            with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=namespace,
-                               default_dimensions=dims | extra):
+            with single_metric(
+                name=name,
+                unit=MetricUnit.Count,
+                value=1,
+                namespace=namespace,
+                default_dimensions=dims | extra,
+            ):
                 pass
         except Exception:  # noqa: BLE001,S110 - metrics are best effort; the answer is what matters
             pass

@@ -65,4 +65,7 @@ class HookResponse(BaseModel):
         return cls(allowProvisioning=False, parameterOverrides={})
 
     def to_dict(self) -> dict[str, object]:
-        return {"allowProvisioning": self.allowProvisioning, "parameterOverrides": dict(self.parameterOverrides)}
+        return {
+            "allowProvisioning": self.allowProvisioning,
+            "parameterOverrides": dict(self.parameterOverrides),
+        }

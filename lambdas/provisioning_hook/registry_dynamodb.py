@@ -31,11 +31,20 @@ MAX_ATTEMPTS = 3
 RETRY_PAUSE_S = 0.05
 DECISION_BUDGET_S = 3.0  # all registry calls of one decision; the function timeout is 4 s, AWS's 5 s
 
-_TRANSIENT_CODES = frozenset({
-    "ProvisionedThroughputExceededException", "ThrottlingException", "Throttling", "RequestLimitExceeded",
-    "InternalServerError", "InternalFailure", "InternalFailureException", "ServiceUnavailable",
-    "ServiceUnavailableException", "TransactionConflictException",
-})
+_TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "InternalFailure",
+        "InternalFailureException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "TransactionConflictException",
+    }
+)
 
 _CLIENT_CONFIG = Config(
     connect_timeout=CONNECT_TIMEOUT_S,
@@ -53,9 +62,19 @@ def client(service: str) -> Any:
     The cache holds clients only, never data. Its key includes the endpoint and region variables so a
     process whose environment changes (tests, the emulator) never talks to a stale endpoint.
     """
-    key = (service, *(os.environ.get(name, "") for name in (
-        "AWS_ENDPOINT_URL", f"AWS_ENDPOINT_URL_{service.upper()}", "AWS_REGION", "AWS_DEFAULT_REGION",
-        "AWS_ACCESS_KEY_ID")))
+    key = (
+        service,
+        *(
+            os.environ.get(name, "")
+            for name in (
+                "AWS_ENDPOINT_URL",
+                f"AWS_ENDPOINT_URL_{service.upper()}",
+                "AWS_REGION",
+                "AWS_DEFAULT_REGION",
+                "AWS_ACCESS_KEY_ID",
+            )
+        ),
+    )
     with _clients_lock:  # boto3's default session is not safe to build clients from concurrently
         cached = _clients.get(key)
         if cached is None:
@@ -73,8 +92,9 @@ def reset_clients() -> None:
 class DynamoDBRegistry:
     """`decision.Registry` over the serial table and iot:DescribeCertificate, within one time budget."""
 
-    def __init__(self, table_name: str, *, budget_s: float | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, table_name: str, *, budget_s: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._table = table_name
         self._clock = clock
         # Building a client is local CPU work (loading the service model, ~100 ms on a cold start):
@@ -85,14 +105,24 @@ class DynamoDBRegistry:
     # -- decision.Registry -------------------------------------------------------------------------
 
     def get_serial(self, serial: str) -> SerialRecord | None:
-        item = self._call("dynamodb", "get_item", TableName=self._table, ConsistentRead=True,
-                          Key={"pk": {"S": SERIAL_KEY_PREFIX + serial}}).get("Item")
+        item = self._call(
+            "dynamodb",
+            "get_item",
+            TableName=self._table,
+            ConsistentRead=True,
+            Key={"pk": {"S": SERIAL_KEY_PREFIX + serial}},
+        ).get("Item")
         return None if item is None else _serial_record(serial, item)
 
     def batch_claims(self, batch: str) -> frozenset[str] | None:
-        item = self._call("dynamodb", "get_item", TableName=self._table, ConsistentRead=True,
-                          Key={"pk": {"S": BATCH_KEY_PREFIX + batch}},
-                          ProjectionExpression="claim_certificate_ids").get("Item")
+        item = self._call(
+            "dynamodb",
+            "get_item",
+            TableName=self._table,
+            ConsistentRead=True,
+            Key={"pk": {"S": BATCH_KEY_PREFIX + batch}},
+            ProjectionExpression="claim_certificate_ids",
+        ).get("Item")
         if item is None:
             return None
         claims = item.get("claim_certificate_ids", {}).get("SS", [])
@@ -101,12 +131,17 @@ class DynamoDBRegistry:
     def reserve(self, reservation: Reservation) -> bool:
         return self._write(reservation, "#status = :available", {":available": {"S": STATUS_AVAILABLE}})
 
-    def take_over(self, reservation: Reservation, *, previous_certificate_id: str, previous_reserved_at: int) -> bool:
+    def take_over(
+        self, reservation: Reservation, *, previous_certificate_id: str, previous_reserved_at: int
+    ) -> bool:
         return self._write(
             reservation,
             "#status = :reserved AND certificate_id = :old_cert AND reserved_at = :old_at",
-            {":reserved": {"S": STATUS_RESERVED}, ":old_cert": {"S": previous_certificate_id},
-             ":old_at": {"N": str(previous_reserved_at)}},
+            {
+                ":reserved": {"S": STATUS_RESERVED},
+                ":old_cert": {"S": previous_certificate_id},
+                ":old_at": {"N": str(previous_reserved_at)},
+            },
         )
 
     def certificate_is_active(self, certificate_id: str) -> bool:
@@ -114,20 +149,25 @@ class DynamoDBRegistry:
             reply = self._call("iot", "describe_certificate", certificateId=certificate_id)
         except _NotFound:
             return False  # deleted (e.g. its ownership token expired): it never became a device
-        return reply.get("certificateDescription", {}).get("status") == "ACTIVE"
+        return bool(reply.get("certificateDescription", {}).get("status") == "ACTIVE")
 
     # -- plumbing ----------------------------------------------------------------------------------
 
     def _write(self, reservation: Reservation, condition: str, values: dict[str, Any]) -> bool:
-        now_iso = datetime.fromtimestamp(reservation.reserved_at / 1000, UTC).isoformat(timespec="milliseconds")
+        now_iso = datetime.fromtimestamp(reservation.reserved_at / 1000, UTC).isoformat(
+            timespec="milliseconds"
+        )
         try:
             self._call(
-                "dynamodb", "update_item",
+                "dynamodb",
+                "update_item",
                 TableName=self._table,
                 Key={"pk": {"S": SERIAL_KEY_PREFIX + reservation.serial}},
-                UpdateExpression=("SET #status = :reserved, certificate_id = :cert, thing_name = :thing, "
-                                  "claim_certificate_id = :claim, client_id = :client, reserved_at = :at, "
-                                  "updated_at = :now"),
+                UpdateExpression=(
+                    "SET #status = :reserved, certificate_id = :cert, thing_name = :thing, "
+                    "claim_certificate_id = :claim, client_id = :client, reserved_at = :at, "
+                    "updated_at = :now"
+                ),
                 # attribute_exists: an UpdateItem on a missing key would otherwise create the item.
                 ConditionExpression=f"attribute_exists(pk) AND {condition}",
                 ExpressionAttributeNames={"#status": "status"},
@@ -151,9 +191,12 @@ class DynamoDBRegistry:
         for attempt in range(MAX_ATTEMPTS):
             if self._deadline - self._clock() < _attempt_worst_s():
                 raise RegistryError(f"{service}.{operation}: out of time after {attempt} attempt(s) ({last})")
+            built = self._clock()
+            service_client = client(service)
+            # A first use builds the client (local CPU, ~100 ms cold): not network time, so not budget.
+            self._deadline += self._clock() - built
             try:
-                api = getattr(client(service), operation)
-                return api(**kwargs)  # type: ignore[no-any-return]
+                return getattr(service_client, operation)(**kwargs)  # type: ignore[no-any-return]
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code == "ConditionalCheckFailedException":

@@ -19,10 +19,19 @@ class InMemoryRegistry:
         self.certificates: dict[str, str] = {}  # certificate id -> IoT status
         self.reservations: dict[str, Reservation] = {}
 
-    def add_serial(self, serial: str, *, status: str = STATUS_AVAILABLE, batch: str | None = None,
-                   attributes: dict[str, str] | None = None, certificate_id: str | None = None,
-                   reserved_at: int | None = None) -> None:
-        self.serials[serial] = SerialRecord(serial, status, batch, dict(attributes or {}), certificate_id, reserved_at)
+    def add_serial(
+        self,
+        serial: str,
+        *,
+        status: str = STATUS_AVAILABLE,
+        batch: str | None = None,
+        attributes: dict[str, str] | None = None,
+        certificate_id: str | None = None,
+        reserved_at: int | None = None,
+    ) -> None:
+        self.serials[serial] = SerialRecord(
+            serial, status, batch, dict(attributes or {}), certificate_id, reserved_at
+        )
 
     def get_serial(self, serial: str) -> SerialRecord | None:
         return self.serials.get(serial)
@@ -38,12 +47,17 @@ class InMemoryRegistry:
             self._store(current, reservation)
             return True
 
-    def take_over(self, reservation: Reservation, *, previous_certificate_id: str, previous_reserved_at: int) -> bool:
+    def take_over(
+        self, reservation: Reservation, *, previous_certificate_id: str, previous_reserved_at: int
+    ) -> bool:
         with self._lock:
             current = self.serials.get(reservation.serial)
-            if (current is None or current.status != STATUS_RESERVED
-                    or current.certificate_id != previous_certificate_id
-                    or current.reserved_at != previous_reserved_at):
+            if (
+                current is None
+                or current.status != STATUS_RESERVED
+                or current.certificate_id != previous_certificate_id
+                or current.reserved_at != previous_reserved_at
+            ):
                 return False
             self._store(current, reservation)
             return True
@@ -53,6 +67,9 @@ class InMemoryRegistry:
 
     def _store(self, current: SerialRecord, reservation: Reservation) -> None:
         self.serials[reservation.serial] = dataclasses.replace(
-            current, status=STATUS_RESERVED, certificate_id=reservation.certificate_id,
-            reserved_at=reservation.reserved_at)
+            current,
+            status=STATUS_RESERVED,
+            certificate_id=reservation.certificate_id,
+            reserved_at=reservation.reserved_at,
+        )
         self.reservations[reservation.serial] = reservation

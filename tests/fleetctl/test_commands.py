@@ -12,7 +12,15 @@ import pytest
 from typer.testing import CliRunner
 
 from fleetctl.cli import app
-from tests.hook.support import REGION, TABLE, create_table, get_serial_item, put_batch, put_serial, serial_moto_server
+from tests.hook.support import (
+    REGION,
+    TABLE,
+    create_table,
+    get_serial_item,
+    put_batch,
+    put_serial,
+    serial_moto_server,
+)
 
 from .conftest import TARGET
 
@@ -25,12 +33,25 @@ def cli(*args: str) -> Any:
 
 
 def reserved(table: Any, serial: str = "SN-000001") -> None:
-    put_serial(table, serial, status="RESERVED", batch="B1", attributes={"model": "X1"}, certificate_id=CERT,
-               reserved_at=1_800_000_000_000)
-    table.update_item(TableName=TABLE, Key={"pk": {"S": f"serial#{serial}"}},
-                      UpdateExpression="SET thing_name = :t, client_id = :c, claim_certificate_id = :k",
-                      ExpressionAttributeValues={":t": {"S": f"device-{serial}"}, ":c": {"S": f"prov-{serial}"},
-                                                 ":k": {"S": "c" * 64}})
+    put_serial(
+        table,
+        serial,
+        status="RESERVED",
+        batch="B1",
+        attributes={"model": "X1"},
+        certificate_id=CERT,
+        reserved_at=1_800_000_000_000,
+    )
+    table.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": f"serial#{serial}"}},
+        UpdateExpression="SET thing_name = :t, client_id = :c, claim_certificate_id = :k",
+        ExpressionAttributeValues={
+            ":t": {"S": f"device-{serial}"},
+            ":c": {"S": f"prov-{serial}"},
+            ":k": {"S": "c" * 64},
+        },
+    )
 
 
 def test_show(table: Any) -> None:
@@ -38,10 +59,18 @@ def test_show(table: Any) -> None:
     result = cli("registry", "show", "SN-000001", *TARGET, "--json")
     assert result.exit_code == 0, result.output
     item = json.loads(result.stdout)
-    assert item["status"] == "RESERVED" and item["certificate_id"] == CERT and item["reserved_at"] == 1_800_000_000_000
+    assert (
+        item["status"] == "RESERVED"
+        and item["certificate_id"] == CERT
+        and item["reserved_at"] == 1_800_000_000_000
+    )
     assert item["attributes"] == {"model": "X1"} and "pk" not in item
     table_view = cli("registry", "show", "SN-000001", *TARGET)
-    assert table_view.exit_code == 0 and "RESERVED" in table_view.stdout and "device-SN-000001" in table_view.stdout
+    assert (
+        table_view.exit_code == 0
+        and "RESERVED" in table_view.stdout
+        and "device-SN-000001" in table_view.stdout
+    )
 
 
 def test_show_unknown_is_one_line(table: Any) -> None:
@@ -59,13 +88,26 @@ def test_revoke_then_reset(table: Any) -> None:
 
     result = cli("registry", "reset", "SN-000001", *TARGET, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"serial": "SN-000001", "status": "AVAILABLE", "previous_status": "REVOKED",
-                                         "previous_certificate_id": CERT}
+    assert json.loads(result.stdout) == {
+        "serial": "SN-000001",
+        "status": "AVAILABLE",
+        "previous_status": "REVOKED",
+        "previous_certificate_id": CERT,
+    }
     item = get_serial_item(table, "SN-000001")
     assert item is not None and item["status"]["S"] == "AVAILABLE"
-    for gone in ("certificate_id", "thing_name", "claim_certificate_id", "client_id", "reserved_at", "revoked_at"):
+    for gone in (
+        "certificate_id",
+        "thing_name",
+        "claim_certificate_id",
+        "client_id",
+        "reserved_at",
+        "revoked_at",
+    ):
         assert gone not in item
-    assert item["batch"]["S"] == "B1" and item["attributes"]["M"] == {"model": {"S": "X1"}}  # registry data stays
+    assert item["batch"]["S"] == "B1" and item["attributes"]["M"] == {
+        "model": {"S": "X1"}
+    }  # registry data stays
 
 
 def test_revoke_and_reset_unknown_serial(table: Any) -> None:
@@ -86,7 +128,13 @@ def test_stats(table: Any) -> None:
     stats = json.loads(result.stdout)
     assert stats["total"] == 5
     assert stats["by_status"] == {"AVAILABLE": 3, "RESERVED": 1, "REVOKED": 1}
-    assert stats["by_batch"]["B1"] == {"total": 4, "AVAILABLE": 3, "RESERVED": 1, "REVOKED": 0, "bound_claims": 1}
+    assert stats["by_batch"]["B1"] == {
+        "total": 4,
+        "AVAILABLE": 3,
+        "RESERVED": 1,
+        "REVOKED": 0,
+        "bound_claims": 1,
+    }
     assert stats["by_batch"]["(none)"]["REVOKED"] == 1
     view = cli("registry", "stats", *TARGET)
     assert view.exit_code == 0 and "5 serials" in view.stdout and "any claim" in view.stdout
@@ -95,8 +143,17 @@ def test_stats(table: Any) -> None:
 def test_batch_bind_is_additive(table: Any) -> None:
     one, two = "1" * 64, "2" * 64
     assert cli("batch", "bind", "B1", "--claim-certificate-id", one, *TARGET).exit_code == 0
-    result = cli("batch", "bind", "B1", "--claim-certificate-id", two, "--claim-certificate-id", one.upper(),
-                 *TARGET, "--json")
+    result = cli(
+        "batch",
+        "bind",
+        "B1",
+        "--claim-certificate-id",
+        two,
+        "--claim-certificate-id",
+        one.upper(),
+        *TARGET,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"batch": "B1", "claim_certificate_ids": [one, two]}
     item = table.get_item(TableName=TABLE, Key={"pk": {"S": "batch#B1"}})["Item"]
@@ -122,13 +179,24 @@ def endpoint_file(aws_env: None, tmp_path: Path) -> Iterator[tuple[Path, Any]]:
         client = boto3.client("dynamodb", region_name=REGION, endpoint_url=url)
         create_table(client, "emulated-serials")
         path = tmp_path / "endpoint.json"
-        path.write_text(json.dumps({"host": "127.0.0.1", "port": 8883, "region": REGION, "aws_endpoint_url": url,
-                                    "serial_table": "emulated-serials", "thing_name_prefix": "device-"}))
+        path.write_text(
+            json.dumps(
+                {
+                    "host": "127.0.0.1",
+                    "port": 8883,
+                    "region": REGION,
+                    "aws_endpoint_url": url,
+                    "serial_table": "emulated-serials",
+                    "thing_name_prefix": "device-",
+                }
+            )
+        )
         yield path, client
 
 
-def test_import_and_stats_through_the_endpoint_file(endpoint_file: tuple[Path, Any], tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_import_and_stats_through_the_endpoint_file(
+    endpoint_file: tuple[Path, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path, client = endpoint_file
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")  # fleetctl supplies dummy credentials for the emulator
     csv_file = tmp_path / "s.csv"
@@ -141,13 +209,18 @@ def test_import_and_stats_through_the_endpoint_file(endpoint_file: tuple[Path, A
     assert stats["table"] == "emulated-serials" and stats["by_batch"]["B1"]["total"] == 2
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "does not exist"),
-    ("{not json", "is not JSON"),
-    ("[]", "is not a JSON object"),
-    ('{"region": "us-east-1"}', "lacks aws_endpoint_url, serial_table"),
-])
-def test_bad_endpoint_file_is_one_line(aws_env: None, tmp_path: Path, content: str | None, message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("{not json", "is not JSON"),
+        ("[]", "is not a JSON object"),
+        ('{"region": "us-east-1"}', "lacks aws_endpoint_url, serial_table"),
+    ],
+)
+def test_bad_endpoint_file_is_one_line(
+    aws_env: None, tmp_path: Path, content: str | None, message: str
+) -> None:
     path = tmp_path / "endpoint.json"
     if content is not None:
         path.write_text(content)
@@ -163,7 +236,8 @@ def test_unreachable_endpoint_is_one_line(aws_env: None, tmp_path: Path) -> None
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path = tmp_path / "endpoint.json"
-    path.write_text(json.dumps({"region": REGION, "aws_endpoint_url": f"http://127.0.0.1:{port}",
-                                "serial_table": "t"}))
+    path.write_text(
+        json.dumps({"region": REGION, "aws_endpoint_url": f"http://127.0.0.1:{port}", "serial_table": "t"})
+    )
     result = cli("registry", "show", "SN-000001", "--endpoint-file", str(path))
     assert result.exit_code == 1 and result.stderr.startswith("fleetctl: AWS call failed: Could not connect")

@@ -61,14 +61,17 @@ def test_table_output_and_many_rows(table: Any, tmp_path: Path) -> None:
     assert len(scan(table)) == 260
 
 
-@pytest.mark.parametrize(("content", "line", "reason"), [
-    ("serial\nSN-000001\nbad serial\nSN-000003\n", 3, "does not match"),
-    ("serial,model\nSN-000001,X1\nSN-000002,X 1\n", 3, "attribute model value"),
-    ("serial\nSN-000001\nSN-000002\nSN-000001\n", 4, "repeats line 2"),
-    ("serial,batch\nSN-000001,B1\nSN-000002,B1,extra\n", 3, "has 3 fields"),
-    ("serial,batch\nSN-000001,B 1\n", 2, "batch 'B 1'"),
-    ("serial\n" + "S" * 125 + "\n", 2, "does not match"),
-])
+@pytest.mark.parametrize(
+    ("content", "line", "reason"),
+    [
+        ("serial\nSN-000001\nbad serial\nSN-000003\n", 3, "does not match"),
+        ("serial,model\nSN-000001,X1\nSN-000002,X 1\n", 3, "attribute model value"),
+        ("serial\nSN-000001\nSN-000002\nSN-000001\n", 4, "repeats line 2"),
+        ("serial,batch\nSN-000001,B1\nSN-000002,B1,extra\n", 3, "has 3 fields"),
+        ("serial,batch\nSN-000001,B 1\n", 2, "batch 'B 1'"),
+        ("serial\n" + "S" * 125 + "\n", 2, "does not match"),
+    ],
+)
 def test_bad_row_stops_everything(table: Any, tmp_path: Path, content: str, line: int, reason: str) -> None:
     result = run_import(write_csv(tmp_path / "s.csv", content))
     assert result.exit_code == 1
@@ -79,13 +82,16 @@ def test_bad_row_stops_everything(table: Any, tmp_path: Path, content: str, line
     assert scan(table) == {}
 
 
-@pytest.mark.parametrize(("content", "reason"), [
-    ("", "empty file"),
-    ("batch,model\nB1,X1\n", "no 'serial' column"),
-    ("serial,model,model\n", "appears twice"),
-    ("serial,SerialNumber\n", "reserved template parameter"),
-    ("serial,bad name\n", "not a thing attribute name"),
-])
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("", "empty file"),
+        ("batch,model\nB1,X1\n", "no 'serial' column"),
+        ("serial,model,model\n", "appears twice"),
+        ("serial,SerialNumber\n", "reserved template parameter"),
+        ("serial,bad name\n", "not a thing attribute name"),
+    ],
+)
 def test_bad_header(table: Any, tmp_path: Path, content: str, reason: str) -> None:
     result = run_import(write_csv(tmp_path / "s.csv", content))
     assert result.exit_code == 1 and "line 1: " in result.stderr and reason in result.stderr
@@ -96,9 +102,13 @@ def test_reimport_changes_nothing(table: Any, tmp_path: Path) -> None:
     path = write_csv(tmp_path / "s.csv", GOOD)
     assert run_import(path).exit_code == 0
     # A device provisions SN-000001 meanwhile.
-    table.update_item(TableName="fleet-serials", Key={"pk": {"S": "serial#SN-000001"}},
-                      UpdateExpression="SET #s = :r, certificate_id = :c", ExpressionAttributeNames={"#s": "status"},
-                      ExpressionAttributeValues={":r": {"S": "RESERVED"}, ":c": {"S": "a" * 64}})
+    table.update_item(
+        TableName="fleet-serials",
+        Key={"pk": {"S": "serial#SN-000001"}},
+        UpdateExpression="SET #s = :r, certificate_id = :c",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":r": {"S": "RESERVED"}, ":c": {"S": "a" * 64}},
+    )
     before = scan(table)
     result = run_import(path, "--json")
     assert result.exit_code == 0, result.output
@@ -146,9 +156,13 @@ def test_unknown_columns_are_noted(table: Any, tmp_path: Path) -> None:
 
 def test_missing_file_and_table(table: Any, tmp_path: Path) -> None:
     result = run_import(tmp_path / "nope.csv")
-    assert result.exit_code == 1 and result.stderr.strip() == f"fleetctl: {tmp_path / 'nope.csv'}: no such file"
+    assert (
+        result.exit_code == 1 and result.stderr.strip() == f"fleetctl: {tmp_path / 'nope.csv'}: no such file"
+    )
     path = write_csv(tmp_path / "s.csv", GOOD)
-    result = runner.invoke(app, ["registry", "import", str(path), "--table", "no-such", "--region", "us-east-1"])
+    result = runner.invoke(
+        app, ["registry", "import", str(path), "--table", "no-such", "--region", "us-east-1"]
+    )
     assert result.exit_code == 1 and "ResourceNotFoundException" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

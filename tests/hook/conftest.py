@@ -22,9 +22,18 @@ def hook_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     registry_dynamodb.reset_clients()
 
 
+REAL_DECISION_BUDGET_S = registry_dynamodb.DECISION_BUDGET_S
+
+
 @pytest.fixture
-def dynamodb(hook_env: None) -> Iterator[Any]:
-    """moto's DynamoDB and IoT with the serial table created; yields a low-level DynamoDB client."""
+def dynamodb(hook_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's DynamoDB and IoT with the serial table created; yields a low-level DynamoDB client.
+
+    In-process moto cannot hang, but on a loaded CI machine its calls can be slow enough to exhaust the
+    hook's 3 s budget and turn a rule test into REGISTRY_ERROR. Rule tests get a wide budget; the
+    budget itself is tested in test_timeouts.py with REAL_DECISION_BUDGET_S.
+    """
+    monkeypatch.setattr(registry_dynamodb, "DECISION_BUDGET_S", 30.0)
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
         create_table(client)
@@ -34,4 +43,3 @@ def dynamodb(hook_env: None) -> Iterator[Any]:
 @pytest.fixture
 def iot(dynamodb: Any) -> Any:
     return boto3.client("iot", region_name=REGION)
-

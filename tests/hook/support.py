@@ -46,14 +46,22 @@ def device_certificate_pem() -> str:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SN-000001")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def load_event(name: str, *, serial: str | None = None, certificate_id: str | None = None,
-               claim_id: str | None = None) -> dict[str, Any]:
+def load_event(
+    name: str, *, serial: str | None = None, certificate_id: str | None = None, claim_id: str | None = None
+) -> dict[str, Any]:
     event: dict[str, Any] = json.loads((EVENTS_DIR / f"{name}.json").read_text())
     if event.get("certificatePem") == PEM_PLACEHOLDER:
         event["certificatePem"] = device_certificate_pem()
@@ -73,17 +81,32 @@ def cert_id(n: int) -> str:
 
 
 def create_table(dynamodb: Any, name: str = TABLE) -> None:
-    dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    dynamodb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+    )
 
 
-def put_serial(dynamodb: Any, serial: str, *, status: str = "AVAILABLE", batch: str | None = None,
-               attributes: dict[str, str] | None = None, certificate_id: str | None = None,
-               reserved_at: int | None = None, table: str = TABLE) -> None:
-    item: dict[str, Any] = {"pk": {"S": f"serial#{serial}"}, "serial": {"S": serial}, "status": {"S": status},
-                            "attributes": {"M": {k: {"S": v} for k, v in (attributes or {}).items()}},
-                            "imported_at": {"S": "2026-01-01T00:00:00+00:00"}}
+def put_serial(
+    dynamodb: Any,
+    serial: str,
+    *,
+    status: str = "AVAILABLE",
+    batch: str | None = None,
+    attributes: dict[str, str] | None = None,
+    certificate_id: str | None = None,
+    reserved_at: int | None = None,
+    table: str = TABLE,
+) -> None:
+    item: dict[str, Any] = {
+        "pk": {"S": f"serial#{serial}"},
+        "serial": {"S": serial},
+        "status": {"S": status},
+        "attributes": {"M": {k: {"S": v} for k, v in (attributes or {}).items()}},
+        "imported_at": {"S": "2026-01-01T00:00:00+00:00"},
+    }
     if batch is not None:
         item["batch"] = {"S": batch}
     if certificate_id is not None:
@@ -94,13 +117,22 @@ def put_serial(dynamodb: Any, serial: str, *, status: str = "AVAILABLE", batch: 
 
 
 def put_batch(dynamodb: Any, batch: str, claim_ids: list[str], table: str = TABLE) -> None:
-    dynamodb.put_item(TableName=table, Item={"pk": {"S": f"batch#{batch}"}, "batch": {"S": batch},
-                                             "claim_certificate_ids": {"SS": claim_ids}})
+    dynamodb.put_item(
+        TableName=table,
+        Item={
+            "pk": {"S": f"batch#{batch}"},
+            "batch": {"S": batch},
+            "claim_certificate_ids": {"SS": claim_ids},
+        },
+    )
 
 
 def get_serial_item(dynamodb: Any, serial: str, table: str = TABLE) -> dict[str, Any] | None:
-    return dynamodb.get_item(TableName=table, Key={"pk": {"S": f"serial#{serial}"}},  # type: ignore[no-any-return]
-                             ConsistentRead=True).get("Item")
+    return dynamodb.get_item(
+        TableName=table,
+        Key={"pk": {"S": f"serial#{serial}"}},  # type: ignore[no-any-return]
+        ConsistentRead=True,
+    ).get("Item")
 
 
 def _json_lines(stdout: str) -> list[dict[str, Any]]:

@@ -13,14 +13,19 @@ from provisioning_hook.settings import HookSettings
 from .support import CLAIM_ID, OTHER_CLAIM_ID, cert_id, load_event
 
 NOW = 1_800_000_000_000
-SETTINGS = HookSettings(table_name="t", serial_pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$"),
-                        thing_name_prefix="device-", reservation_timeout_s=900,
-                        template_attributes=("model", "hw_rev"))
+SETTINGS = HookSettings(
+    table_name="t",
+    serial_pattern=re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{2,63}$"),
+    thing_name_prefix="device-",
+    reservation_timeout_s=900,
+    template_attributes=("model", "hw_rev"),
+)
 
 
 def event(serial: str = "SN-000001", cert: int = 1, claim: str = CLAIM_ID) -> HookEvent:
-    return HookEvent.model_validate(load_event("register_thing", serial=serial, certificate_id=cert_id(cert),
-                                               claim_id=claim))
+    return HookEvent.model_validate(
+        load_event("register_thing", serial=serial, certificate_id=cert_id(cert), claim_id=claim)
+    )
 
 
 @pytest.fixture
@@ -35,9 +40,13 @@ def test_available_serial_is_reserved_with_overrides(registry: InMemoryRegistry)
     # Only the attributes the template declares, plus Batch.
     assert decision.overrides == {"model": "X1", "hw_rev": "3", "Batch": "B1"}
     reservation = registry.reservations["SN-000001"]
-    assert (reservation.certificate_id, reservation.thing_name, reservation.claim_certificate_id,
-            reservation.client_id, reservation.reserved_at) == (cert_id(1), "device-SN-000001", CLAIM_ID,
-                                                                "prov-SN-000001", NOW)
+    assert (
+        reservation.certificate_id,
+        reservation.thing_name,
+        reservation.claim_certificate_id,
+        reservation.client_id,
+        reservation.reserved_at,
+    ) == (cert_id(1), "device-SN-000001", CLAIM_ID, "prov-SN-000001", NOW)
 
 
 def test_no_batch_no_attributes_gives_no_overrides(registry: InMemoryRegistry) -> None:
@@ -103,12 +112,16 @@ def test_stale_reservation_of_inactive_certificate_is_taken_over(registry: InMem
 
 
 def test_stale_reservation_of_deleted_certificate_is_taken_over(registry: InMemoryRegistry) -> None:
-    registry.add_serial("SN-000001", status="RESERVED", certificate_id=cert_id(1), reserved_at=NOW - 3_600_000)
+    registry.add_serial(
+        "SN-000001", status="RESERVED", certificate_id=cert_id(1), reserved_at=NOW - 3_600_000
+    )
     assert decide(event(cert=2), SETTINGS, registry, now_ms=NOW).reason is Reason.ALLOWED_TAKEOVER
 
 
 def test_stale_reservation_of_active_certificate_is_refused(registry: InMemoryRegistry) -> None:
-    registry.add_serial("SN-000001", status="RESERVED", certificate_id=cert_id(1), reserved_at=NOW - 3_600_000)
+    registry.add_serial(
+        "SN-000001", status="RESERVED", certificate_id=cert_id(1), reserved_at=NOW - 3_600_000
+    )
     registry.certificates[cert_id(1)] = "ACTIVE"
     decision = decide(event(cert=2), SETTINGS, registry, now_ms=NOW)
     assert decision.reason is Reason.TAKEN and "ACTIVE" in decision.detail
@@ -125,7 +138,9 @@ def test_lost_reserve_race_is_taken_unless_the_winner_is_us(registry: InMemoryRe
             self.winner = winner
 
         def reserve(self, reservation):  # type: ignore[no-untyped-def]
-            self.add_serial("SN-000001", status="RESERVED", certificate_id=cert_id(self.winner), reserved_at=NOW)
+            self.add_serial(
+                "SN-000001", status="RESERVED", certificate_id=cert_id(self.winner), reserved_at=NOW
+            )
             return False
 
     for winner, expected in ((9, Reason.TAKEN), (1, Reason.ALLOWED_RETRY)):

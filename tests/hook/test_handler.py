@@ -34,8 +34,10 @@ def test_new_serial_is_reserved(dynamodb: Any, capsys: pytest.CaptureFixture[str
     put_serial(dynamodb, "SN-000001", batch="B1", attributes={"model": "X1", "hw_rev": "3", "colour": "red"})
     before = int(time.time() * 1000)
     response, log = invoke(load_event("register_thing", certificate_id=cert_id(1)), capsys)
-    assert response == {"allowProvisioning": True,
-                        "parameterOverrides": {"model": "X1", "hw_rev": "3", "Batch": "B1"}}
+    assert response == {
+        "allowProvisioning": True,
+        "parameterOverrides": {"model": "X1", "hw_rev": "3", "Batch": "B1"},
+    }
     assert (log["decision"], log["reason"], log["serial"]) == ("allow", "ALLOWED_NEW", "SN-000001")
     item = get_serial_item(dynamodb, "SN-000001")
     assert item is not None
@@ -59,7 +61,10 @@ def test_log_and_metrics_carry_no_certificate(dynamodb: Any, capsys: pytest.Capt
     assert decisions["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "FleetProvisioningTest"
     assert decisions["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "Decision", "Reason"]]
     assert (decisions["service"], decisions["Decision"], decisions["Reason"]) == (
-        "provisioning-hook", "allow", "ALLOWED_NEW")
+        "provisioning-hook",
+        "allow",
+        "ALLOWED_NEW",
+    )
     assert metrics["ProvisioningAllowedByClaim"]["ClaimCertificateId"] == CLAIM_ID
     assert metrics["HookAllowed"]["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service"]]
 
@@ -68,18 +73,25 @@ def test_denial_metrics(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> No
     _, out = run_hook(load_event("register_thing"), capsys)
     metrics = {m["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"]: m for m in metric_lines(out)}
     assert set(metrics) == {"HookDecisions", "HookDenied"}
-    assert (metrics["HookDecisions"]["Decision"], metrics["HookDecisions"]["Reason"]) == ("deny", "UNKNOWN_SERIAL")
+    assert (metrics["HookDecisions"]["Decision"], metrics["HookDecisions"]["Reason"]) == (
+        "deny",
+        "UNKNOWN_SERIAL",
+    )
 
 
-@pytest.mark.parametrize(("event_name", "reason"), [
-    ("malformed_missing_certificate_id", "MALFORMED_EVENT"),
-    ("malformed_parameters_not_map", "MALFORMED_EVENT"),
-    ("malformed_serial_number_not_string", "MALFORMED_EVENT"),
-    ("bad_serial_trailing_newline", "BAD_SERIAL"),
-    ("bad_serial_missing", "BAD_SERIAL"),
-])
-def test_malformed_events_are_denied(dynamodb: Any, capsys: pytest.CaptureFixture[str], event_name: str,
-                                     reason: str) -> None:
+@pytest.mark.parametrize(
+    ("event_name", "reason"),
+    [
+        ("malformed_missing_certificate_id", "MALFORMED_EVENT"),
+        ("malformed_parameters_not_map", "MALFORMED_EVENT"),
+        ("malformed_serial_number_not_string", "MALFORMED_EVENT"),
+        ("bad_serial_trailing_newline", "BAD_SERIAL"),
+        ("bad_serial_missing", "BAD_SERIAL"),
+    ],
+)
+def test_malformed_events_are_denied(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str], event_name: str, reason: str
+) -> None:
     put_serial(dynamodb, "SN-000001")
     response, log = invoke(load_event(event_name), capsys)
     assert response == DENY and log["reason"] == reason
@@ -115,7 +127,9 @@ def test_claim_not_bound_to_the_batch(dynamodb: Any, capsys: pytest.CaptureFixtu
     assert response["parameterOverrides"] == {"Batch": "B1"}
 
 
-def test_batch_without_batch_item_accepts_any_claim(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+def test_batch_without_batch_item_accepts_any_claim(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     put_serial(dynamodb, "SN-000001", batch="B2")
     response, log = invoke(load_event("register_thing", claim_id=OTHER_CLAIM_ID), capsys)
     assert response["allowProvisioning"] is True and log["reason"] == "ALLOWED_NEW"
@@ -139,16 +153,18 @@ def test_rx_device_event(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> N
     assert response["allowProvisioning"] is True and log["serial"] == serial, log
 
 
-def test_missing_configuration_denies(dynamodb: Any, capsys: pytest.CaptureFixture[str],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_configuration_denies(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     put_serial(dynamodb, "SN-000001")
     monkeypatch.delenv("SERIAL_TABLE_NAME")
     response, log = invoke(load_event("register_thing"), capsys)
     assert response == DENY and log["reason"] == "CONFIG_ERROR"
 
 
-def test_missing_table_denies(dynamodb: Any, capsys: pytest.CaptureFixture[str],
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_table_denies(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SERIAL_TABLE_NAME", "no-such-table")
     response, log = invoke(load_event("register_thing"), capsys)
     assert response == DENY and log["reason"] == "REGISTRY_ERROR"

@@ -18,7 +18,12 @@ def test_allow_then_invalid_event_is_denied(dynamodb: Any, capsys: pytest.Captur
         (load_event("malformed_missing_certificate_id"), "MALFORMED_EVENT"),
         ({}, "MALFORMED_EVENT"),
         (None, "MALFORMED_EVENT"),
-        (load_event("bad_serial_missing", ), "BAD_SERIAL"),
+        (
+            load_event(
+                "bad_serial_missing",
+            ),
+            "BAD_SERIAL",
+        ),
         (load_event("register_thing", serial="SN-UNKNOWN", certificate_id=cert_id(1)), "UNKNOWN_SERIAL"),
         (load_event("register_thing", certificate_id=cert_id(2)), "TAKEN"),
     ]

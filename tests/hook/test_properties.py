@@ -1,4 +1,4 @@
-"""Property-based: whatever malformed event arrives, the handler answers a well-formed denial and never raises.
+"""Property-based: any malformed event gets a well-formed denial; the handler never raises.
 
 The serial of the base event is reserved for the base certificate first, so any mutation that slipped
 through as valid would be allowed (ALLOWED_RETRY): "never allows" can actually fail.
@@ -80,15 +80,20 @@ def reserved(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> dict[str, Any
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(changes=st.lists(mutations, min_size=1, max_size=3))
-def test_mutated_events_are_denied(reserved: dict[str, Any], capsys: pytest.CaptureFixture[str],
-                                   changes: list[Mutation]) -> None:
+def test_mutated_events_are_denied(
+    reserved: dict[str, Any], capsys: pytest.CaptureFixture[str], changes: list[Mutation]
+) -> None:
     response, _ = run_hook(mutate(reserved, changes), capsys)
     assert_well_formed_denial(response)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(event=json_values | st.dictionaries(st.sampled_from((*REQUIRED, "parameters", "certificatePem")),
-                                           json_values))
-def test_arbitrary_events_are_denied(reserved: dict[str, Any], capsys: pytest.CaptureFixture[str], event: Any) -> None:
+@given(
+    event=json_values
+    | st.dictionaries(st.sampled_from((*REQUIRED, "parameters", "certificatePem")), json_values)
+)
+def test_arbitrary_events_are_denied(
+    reserved: dict[str, Any], capsys: pytest.CaptureFixture[str], event: Any
+) -> None:
     response, _ = run_hook(event, capsys)
     assert_well_formed_denial(response)

@@ -40,8 +40,11 @@ def served_table(hook_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
         monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         # The one-at-a-time server queues 50 simultaneous requests for longer than the hook's read
         # timeout; this test is about atomicity, so give the clients room (timing has its own tests).
-        monkeypatch.setattr(registry_dynamodb, "_CLIENT_CONFIG", Config(
-            connect_timeout=5, read_timeout=20, retries={"mode": "standard", "total_max_attempts": 1}))
+        monkeypatch.setattr(
+            registry_dynamodb,
+            "_CLIENT_CONFIG",
+            Config(connect_timeout=5, read_timeout=20, retries={"mode": "standard", "total_max_attempts": 1}),
+        )
         monkeypatch.setattr(registry_dynamodb, "DECISION_BUDGET_S", 60.0)
         registry_dynamodb.reset_clients()
         client = boto3.client("dynamodb", region_name=REGION, endpoint_url=url)
@@ -50,8 +53,9 @@ def served_table(hook_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
 
 
 @pytest.mark.parametrize("serial", ["SN-RACE-1", "SN-RACE-2"])
-def test_fifty_certificates_one_serial_one_allow(served_table: Any, capsys: pytest.CaptureFixture[str],
-                                                 serial: str) -> None:
+def test_fifty_certificates_one_serial_one_allow(
+    served_table: Any, capsys: pytest.CaptureFixture[str], serial: str
+) -> None:
     from provisioning_hook.handler import lambda_handler
 
     put_serial(served_table, serial, attributes={"model": "X1"})

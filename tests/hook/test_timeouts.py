@@ -8,13 +8,15 @@ from typing import Any
 import pytest
 from provisioning_hook import registry_dynamodb
 
+from .conftest import REAL_DECISION_BUDGET_S
 from .support import cert_id, decision_log, hung_endpoint, load_event, put_serial, run_hook
 
 LIMIT_S = 4.0
 
 
-def test_hung_dynamodb_denies_in_time(hook_env: None, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_hung_dynamodb_denies_in_time(
+    hook_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     with hung_endpoint() as url:
         monkeypatch.setenv("AWS_ENDPOINT_URL", url)
         registry_dynamodb.reset_clients()
@@ -27,10 +29,17 @@ def test_hung_dynamodb_denies_in_time(hook_env: None, monkeypatch: pytest.Monkey
     assert 0.5 < elapsed < LIMIT_S  # it did wait on the hung server, and gave up in time
 
 
-def test_hung_iot_denies_a_takeover_in_time(dynamodb: Any, monkeypatch: pytest.MonkeyPatch,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    put_serial(dynamodb, "SN-000001", status="RESERVED", certificate_id=cert_id(1),
-               reserved_at=int(time.time() * 1000) - 3_600_000)
+def test_hung_iot_denies_a_takeover_in_time(
+    dynamodb: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_serial(
+        dynamodb,
+        "SN-000001",
+        status="RESERVED",
+        certificate_id=cert_id(1),
+        reserved_at=int(time.time() * 1000) - 3_600_000,
+    )
+    monkeypatch.setattr(registry_dynamodb, "DECISION_BUDGET_S", REAL_DECISION_BUDGET_S)
     with hung_endpoint() as url:
         monkeypatch.setenv("AWS_ENDPOINT_URL_IOT", url)  # DynamoDB stays on moto
         registry_dynamodb.reset_clients()
@@ -43,8 +52,9 @@ def test_hung_iot_denies_a_takeover_in_time(dynamodb: Any, monkeypatch: pytest.M
     assert 0.5 < elapsed < LIMIT_S
 
 
-def test_unreachable_endpoint_denies_quickly(hook_env: None, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_endpoint_denies_quickly(
+    hook_env: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import socket
 
     with socket.socket() as s:  # a port that was free a moment ago: connection refused
