@@ -220,8 +220,10 @@ def provision(
     )
     transport = Transport(target, threads=1, timeout_s=timeout_s)
 
+    retries: list[str] = []
+
     def retried(step: str, reason: str) -> None:
-        print(f"retrying after {step}: {reason}", file=sys.stderr)
+        retries.append(f"{step} {reason}")
 
     try:
         result = asyncio.run(provision_device(transport, serial, options, on_retry=retried))
@@ -232,7 +234,7 @@ def provision(
         )
         raise typer.Exit(1) from None
     except DeviceFailure as exc:
-        print(f"failed ({exc.kind}): {exc.detail}", file=sys.stderr)
+        print(failure_line(exc, target.claim_client_id(serial), len(retries)), file=sys.stderr)
         raise typer.Exit(1) from None
     steps = ", ".join(f"{k} {v:.0f} ms" for k, v in result.steps_ms.items())
     stderr.print(
@@ -241,6 +243,32 @@ def provision(
         f"{result.telemetry_topic}; {steps}; total {result.total_ms:.0f} ms"
     )
     print(result.thing_name)
+
+
+REFUSALS = {
+    "connection_closed",
+    "connect_refused",
+    "connack_not_authorized",
+    "connack_bad_username_or_password",
+}
+
+
+def failure_line(exc: DeviceFailure, claim_client_id: str, retries: int) -> str:
+    """One line that says what most likely went wrong, then the raw cause."""
+    tried = f" (after {retries} retries)" if retries else ""
+    if exc.step == "claim_connect" and exc.kind in REFUSALS:
+        # AWS IoT answers an unauthorised CONNECT by closing the connection: no reason is ever sent.
+        return (
+            f"failed: the endpoint closed the claim connection after CONNECT{tried}: the claim certificate "
+            f"is "
+            f"not active, or the claim policy does not allow client id '{claim_client_id}' [{exc.detail}]"
+        )
+    if exc.step == "reconnect" and exc.kind in REFUSALS:
+        return (
+            f"failed: the endpoint refused the device's own certificate{tried}: is it ACTIVE, and does the "
+            f"device policy allow client id = thing name? [{exc.detail}]"
+        )
+    return f"failed ({exc.kind}){tried}: {exc.detail}"
 
 
 @app.command()

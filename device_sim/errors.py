@@ -31,8 +31,9 @@ class DeviceFailure(Exception):
     `kind` is a short stable name the fleet report counts by; `retryable` marks time-outs and hang-ups.
     """
 
-    def __init__(self, kind: str, detail: str, *, retryable: bool = False) -> None:
+    def __init__(self, kind: str, detail: str, *, retryable: bool = False, step: str | None = None) -> None:
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
         self.retryable = retryable
+        self.step = step

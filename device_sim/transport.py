@@ -48,21 +48,23 @@ def classify(exc: BaseException, step: str) -> DeviceFailure:
     if isinstance(exc, DeviceFailure):
         return exc
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return DeviceFailure("timeout", f"{step}: no answer in time", retryable=True)
+        return DeviceFailure("timeout", f"{step}: no answer in time", retryable=True, step=step)
     if isinstance(exc, crt_exceptions.AwsCrtError):
         kind, retryable = _CONNECT_ERRORS.get(exc.name, (exc.name.lower().removeprefix("aws_"), False))
         if "TIMEOUT" in exc.name:
             kind, retryable = "timeout", True
-        return DeviceFailure(kind, f"{step}: {exc.name}: {exc.message}", retryable=retryable)
+        return DeviceFailure(kind, f"{step}: {exc.name}: {exc.message}", retryable=retryable, step=step)
     if isinstance(exc, mqtt.SubscribeError):
-        return DeviceFailure("subscribe_refused", f"{step}: the endpoint refused the subscription {exc}")
+        return DeviceFailure(
+            "subscribe_refused", f"{step}: the endpoint refused the subscription {exc}", step=step
+        )
     if exc.args and isinstance(exc.args[0], mqtt.ConnectReturnCode):
         code = exc.args[0]
         retryable = code == mqtt.ConnectReturnCode.SERVER_UNAVAILABLE
         return DeviceFailure(
-            f"connack_{code.name.lower()}", f"{step}: CONNACK {code.name}", retryable=retryable
+            f"connack_{code.name.lower()}", f"{step}: CONNACK {code.name}", retryable=retryable, step=step
         )
-    return DeviceFailure("error", f"{step}: {type(exc).__name__}: {exc}")
+    return DeviceFailure("error", f"{step}: {type(exc).__name__}: {exc}", step=step)
 
 
 async def wait(future: Future[T], timeout_s: float) -> T:

@@ -177,10 +177,12 @@ class MiniBroker:
                         topic = body[2 : 2 + topic_len].decode()
                         qos = (header[0] >> 1) & 3
                         rest = body[2 + topic_len :]
+                        packet_id = b""
                         if qos:
                             packet_id, rest = rest[:2], rest[2:]
+                        self.published.append((topic, rest))  # before the PUBACK: the test reads it after
+                        if qos:
                             tls.sendall(bytes([0x40, 2]) + packet_id)
-                        self.published.append((topic, rest))
                     elif kind == 12:  # PINGREQ
                         tls.sendall(bytes([0xD0, 0]))
                     elif kind == 14:  # DISCONNECT

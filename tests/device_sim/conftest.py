@@ -1,0 +1,126 @@
+"""Fixtures of the simulator's end-to-end tests: one synthesized stack and one emulator process per xdist
+worker (group "device-sim-e2e"), a serial registry seeded through the emulator's DynamoDB API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The keys flow allowed (for its test); an inactive claim for the refused-claim test.
+FLEET_OVERRIDES = {
+    "allow_create_keys_and_certificate": True,
+    "claim_credentials": [
+        {"name": "line-a", "mode": "generated", "active": True},
+        {"name": "line-b", "mode": "generated", "active": False},
+    ],
+}
+
+
+@dataclass
+class Emulator:
+    endpoint_file: Path
+    data: dict[str, Any]
+    log_path: Path
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.data["aws_endpoint_url"],
+            region_name=self.data["region"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def import_serials(self, serials: list[str]) -> None:
+        """Serial items as the registry contract defines them (what `fleetctl registry import` writes)."""
+        now = datetime.now(UTC).isoformat()
+        dynamodb = self.client("dynamodb")
+        for start in range(0, len(serials), 25):
+            dynamodb.batch_write_item(
+                RequestItems={
+                    self.data["serial_table"]: [
+                        {
+                            "PutRequest": {
+                                "Item": {
+                                    "pk": {"S": f"serial#{s}"},
+                                    "serial": {"S": s},
+                                    "status": {"S": "AVAILABLE"},
+                                    "imported_at": {"S": now},
+                                    "updated_at": {"S": now},
+                                }
+                            }
+                        }
+                        for s in serials[start : start + 25]
+                    ]
+                }
+            )
+
+    def serial_item(self, serial: str) -> dict[str, Any] | None:
+        item = (
+            self.client("dynamodb")
+            .get_item(TableName=self.data["serial_table"], Key={"pk": {"S": f"serial#{serial}"}})
+            .get("Item")
+        )
+        return None if item is None else {k: next(iter(v.values())) for k, v in item.items()}
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    import app
+
+    assembly = app.synthesize(FLEET_OVERRIDES, tmp_path_factory.mktemp("sim-cdk") / "cdk.out")
+    state = tmp_path_factory.mktemp("sim-emulator")
+    log_path = state / "emulator.log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        env.pop(name, None)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "emulator",
+                "up",
+                "--state-dir",
+                str(state),
+                "--cloud-assembly",
+                str(assembly),
+                "--port",
+                "0",
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint_file = state / "endpoint.json"
+    deadline = time.monotonic() + 90
+    while not endpoint_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"emulator did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.1)
+    time.sleep(0.1)
+    try:
+        yield Emulator(endpoint_file, json.loads(endpoint_file.read_text()), log_path)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)

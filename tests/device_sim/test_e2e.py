@@ -1,0 +1,234 @@
+"""The simulator against the emulator over mTLS: each flow, the PKCS#11 key store, rejections,
+bad targets, and a fleet whose report agrees with what the registry holds afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from device_sim.cli import app
+from device_sim.pkcs11_store import find_softhsm
+from tests.device_sim.conftest import REPO_ROOT, Emulator
+from tests.device_sim.pki import Authority, cert_pem
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("device-sim-e2e")]
+runner = CliRunner()
+
+
+def serials(emulator: Emulator, n: int, *, imported: bool = True) -> list[str]:
+    tag = uuid.uuid4().hex[:8].upper()
+    made = [f"T{tag}{i:03d}" for i in range(n)]
+    if imported:
+        emulator.import_serials(made)
+    return made
+
+
+def provision(emulator: Emulator, serial: str, out_dir: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(
+        app,
+        [
+            "provision",
+            "--endpoint-file",
+            str(emulator.endpoint_file),
+            "--serial",
+            serial,
+            "--out-dir",
+            str(out_dir),
+            "--timeout-s",
+            "20",
+            *extra,
+        ],
+    )
+
+
+def assert_registered(emulator: Emulator, serial: str, thing_name: str, certificate_id: str) -> None:
+    iot = emulator.client("iot")
+    assert iot.describe_thing(thingName=thing_name)["thingName"] == thing_name
+    certificate = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
+    assert certificate["status"] == "ACTIVE"
+    assert certificate["certificateArn"] in iot.list_thing_principals(thingName=thing_name)["principals"]
+    item = emulator.serial_item(serial)
+    assert item is not None and item["status"] == "RESERVED" and item["certificate_id"] == certificate_id
+
+
+@pytest.mark.parametrize("fmt", ["json", "cbor"])
+def test_csr_flow(emulator: Emulator, tmp_path: Path, fmt: str) -> None:
+    (serial,) = serials(emulator, 1)
+    out = tmp_path / serial
+    result = provision(emulator, serial, out, "--format", fmt, "--param", "model=m7")
+    assert result.exit_code == 0, result.output
+    thing = result.stdout.strip()
+    assert thing == emulator.data["thing_name_prefix"] + serial
+    identity = json.loads((out / "identity.json").read_text())
+    assert (out / "thing_name").read_text().strip() == thing
+    assert stat.S_IMODE((out / "private.key").stat().st_mode) == 0o600
+    assert "PRIVATE KEY" not in (out / "identity.json").read_text() + (out / "certificate.pem").read_text()
+    assert_registered(emulator, serial, thing, identity["certificate_id"])
+    # The certificate certifies the device's own key, and its CSR carried CN = serial.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    certificate = x509.load_pem_x509_certificate((out / "certificate.pem").read_bytes())
+    key = serialization.load_pem_private_key((out / "private.key").read_bytes(), None)
+    assert certificate.public_key() == key.public_key()
+
+
+def test_keys_flow_warns_that_the_key_crossed_the_network(emulator: Emulator, tmp_path: Path) -> None:
+    (serial,) = serials(emulator, 1)
+    result = provision(emulator, serial, tmp_path / serial, "--flow", "keys")
+    assert result.exit_code == 0, result.output
+    assert "crossed the network" in result.stderr or "sent it over the network" in result.stderr
+    identity = json.loads((tmp_path / serial / "identity.json").read_text())
+    assert_registered(emulator, serial, result.stdout.strip(), identity["certificate_id"])
+
+
+@pytest.mark.skipif(find_softhsm() is None, reason="SoftHSM2 is not installed (apt-get install softhsm2)")
+def test_pkcs11_key_store(emulator: Emulator, tmp_path: Path) -> None:
+    (serial,) = serials(emulator, 1)
+    out = tmp_path / serial
+    # A subprocess: SoftHSM2 reads its configuration once per process.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "device_sim",
+            "provision",
+            "--endpoint-file",
+            str(emulator.endpoint_file),
+            "--serial",
+            serial,
+            "--out-dir",
+            str(out),
+            "--key-store",
+            "pkcs11",
+            "--format",
+            "cbor",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    thing = result.stdout.strip()
+    assert not (out / "private.key").exists()
+    saved = json.loads((out / "pkcs11.json").read_text())
+    assert set(saved) == {"module", "softhsm2_conf", "token_label", "key_label"}
+    for path in out.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".pem", ""):
+            assert b"PRIVATE KEY" not in path.read_bytes()
+    identity = json.loads((out / "identity.json").read_text())
+    assert_registered(emulator, serial, thing, identity["certificate_id"])
+
+
+def test_unknown_serial_is_rejected_with_aws_error(emulator: Emulator, tmp_path: Path) -> None:
+    (serial,) = serials(emulator, 1, imported=False)
+    result = provision(emulator, serial, tmp_path / serial)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rejected: RegisterThing: AccessDenied (403): ")
+    assert result.stdout == ""
+
+
+def test_cloned_serial_is_rejected(emulator: Emulator, tmp_path: Path) -> None:
+    (serial,) = serials(emulator, 1)
+    assert provision(emulator, serial, tmp_path / "original").exit_code == 0
+    clone = provision(emulator, serial, tmp_path / "clone", "--format", "cbor")
+    assert clone.exit_code == 1
+    assert clone.stderr.strip().startswith("rejected: RegisterThing: AccessDenied")
+
+
+def test_inactive_claim_certificate_is_refused(emulator: Emulator, tmp_path: Path) -> None:
+    (serial,) = serials(emulator, 1)
+    result = provision(emulator, serial, tmp_path / serial, "--claim", "line-b")
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output
+    assert lines[0].startswith("failed: the endpoint closed the claim connection after CONNECT")
+    assert "prov-" + serial in lines[0]
+    assert emulator.serial_item(serial)["status"] == "AVAILABLE"  # type: ignore[index]
+
+
+def test_wrong_ca_against_the_emulator(emulator: Emulator, tmp_path: Path) -> None:
+    data = dict(emulator.data)
+    ca = tmp_path / "other-ca.pem"
+    ca.write_bytes(cert_pem(Authority.create("not the emulator").cert))
+    data["ca_file"] = str(ca)
+    endpoint = tmp_path / "endpoint.json"
+    endpoint.write_text(json.dumps(data))
+    result = runner.invoke(app, ["provision", "--endpoint-file", str(endpoint), "--serial", "WRONGCA1"])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "is not trusted by the CA file" in result.stderr
+
+
+def test_fleet_report_matches_the_registry(emulator: Emulator, tmp_path: Path) -> None:
+    known = serials(emulator, 24)
+    unknown = serials(emulator, 4, imported=False)
+    serial_file = tmp_path / "serials.txt"
+    serial_file.write_text("\n".join(known + unknown) + "\n")
+    reports = []
+    for shard in ("1/2", "2/2"):
+        report = tmp_path / f"shard{shard[0]}.json"
+        result = runner.invoke(
+            app,
+            [
+                "fleet",
+                "--endpoint-file",
+                str(emulator.endpoint_file),
+                "--serials",
+                str(serial_file),
+                "--shard",
+                shard,
+                "--concurrency",
+                "8",
+                "--format",
+                "json" if shard == "1/2" else "cbor",
+                "--report",
+                str(report),
+                "--html",
+                str(tmp_path / "r.html"),
+                "--no-progress",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        reports.append(str(report))
+    merged_path = tmp_path / "merged.json"
+    result = runner.invoke(app, ["report", "merge", *reports, "--out", str(merged_path)])
+    assert result.exit_code == 0, result.output
+    merged = json.loads(merged_path.read_text())
+
+    iot = emulator.client("iot")
+    prefix = emulator.data["thing_name_prefix"]
+    provisioned = []
+    for serial in known + unknown:
+        item = emulator.serial_item(serial)
+        if item is None or item["status"] != "RESERVED":
+            continue
+        certificate = iot.describe_certificate(certificateId=item["certificate_id"])["certificateDescription"]
+        if certificate["status"] == "ACTIVE":
+            iot.describe_thing(thingName=prefix + serial)
+            provisioned.append(serial)
+    assert merged["devices"] == len(known) + len(unknown)
+    assert merged["provisioned"] == len(provisioned) == len(known)
+    assert merged["rejected"] == len(unknown) and merged["rejections"] == {"AccessDenied": len(unknown)}
+    assert merged["failed"] == 0 and merged["failures"] == {}
+    assert merged["latency_ms"]["total"]["p50"] > 0
+    assert merged["histograms"]["register_thing"]["count"] == len(
+        known
+    )  # rejected RegisterThings are not timed
+    assert merged["histograms"]["claim_connect"]["count"] >= len(known) + len(unknown)
+    assert {r["run"]["shard"] for r in map(lambda p: json.loads(Path(p).read_text()), reports)} == {
+        "1/2",
+        "2/2",
+    }
