@@ -64,6 +64,9 @@ def up(
         ),
     ] = "thread",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    service_workers: Annotated[int, typer.Option("--service-workers", min=1, hidden=True)] = 32,
+    hook_workers: Annotated[int, typer.Option("--hook-workers", min=1, hidden=True)] = 16,
+    switch_interval_ms: Annotated[float, typer.Option("--switch-interval-ms", min=0.1, hidden=True)] = 5.0,
 ) -> None:
     """Serve until SIGINT/SIGTERM; write STATE_DIR/endpoint.json once accepting connections."""
     # Plain lines on stderr: one per connection and per request outcome, easy to grep.
@@ -74,6 +77,9 @@ def up(
     )
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The event loop thread serves every socket: a shorter GIL switch interval lets it in sooner
+    # while worker threads run moto and the hook.
+    sys.setswitchinterval(switch_interval_ms / 1000)
     from emulator.assembly import AssemblyError
     from emulator.runtime import start_emulator
 
@@ -88,6 +94,8 @@ def up(
             hook_timeout_s=hook_timeout_s,
             stack_name=stack,
             hook_isolation=hook_isolation,
+            service_workers=service_workers,
+            hook_workers=hook_workers,
         )
     except (AssemblyError, ValueError, ImportError, AttributeError) as exc:
         err.print(f"emulator: {exc}", markup=False, highlight=False)

@@ -225,7 +225,11 @@ def _start(
             else:
                 aws.install_shortcut()
                 runner = hooks.in_process_lambda_hook(
-                    lambda_spec, aws_endpoint_url=aws.url, region=region, timeout_s=hook_timeout_s
+                    lambda_spec,
+                    aws_endpoint_url=aws.url,
+                    region=region,
+                    workers=hook_workers,
+                    timeout_s=hook_timeout_s,
                 )
         if runner is not None:
             cleanups.append(runner.close)
