@@ -34,7 +34,7 @@ class OneLineErrors(TyperGroup):
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
         except click_exceptions.NoArgsIsHelpError:
             code = 2  # typer has printed the help already
         except click_exceptions.ClickException as exc:
@@ -43,7 +43,7 @@ class OneLineErrors(TyperGroup):
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)
             code = 2
-        except (click_exceptions.Abort, KeyboardInterrupt):
+        except (typer.Abort, KeyboardInterrupt):
             print("interrupted", file=sys.stderr)
             code = 130
         code = code if isinstance(code, int) else 0

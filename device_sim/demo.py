@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -218,7 +219,7 @@ class Demo:
             mode = oct(key.stat().st_mode & 0o777) if key.exists() else "-"
             self.console.print(f"kept on the device in {out_dir}: {files} (private.key mode {mode})")
 
-    def fleet(self, endpoint: Path, name: str, serials_file: Path, fmt: str, title: str) -> dict[str, object]:
+    def fleet(self, endpoint: Path, name: str, serials_file: Path, fmt: str, title: str) -> dict[str, Any]:
         self.step(title)
         report = self.reports / f"demo-{name}.json"
         result = self.run(
@@ -257,6 +258,29 @@ class Demo:
         self.checks.expect(
             "the clone is rejected", result.returncode == 1 and line.startswith("rejected:"), line
         )
+
+    def hook_decisions(self, serials: list[str]) -> None:
+        """The hook's logged reason for each rejected serial (the device only ever sees AccessDenied)."""
+        wanted = set(serials)
+        reasons: dict[str, str] = {}
+        for line in (self.workdir / "emulator.log").read_text(errors="replace").splitlines():
+            if not line.startswith("{") or '"decision"' not in line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("serial") in wanted and record.get("decision") == "deny":
+                reasons[record["serial"]] = str(record.get("reason"))
+        if reasons:
+            table = Table(title="The hook's reasons (its log line per decision)", title_justify="left")
+            table.add_column("serial")
+            table.add_column("decision")
+            table.add_column("reason")
+            for serial in serials:
+                if serial in reasons:
+                    table.add_row(serial, "deny", reasons[serial])
+            self.console.print(table)
 
     def merged_report(self, names: list[str]) -> None:
         self.step("The report: every fleet run merged (histograms add up exactly)")
@@ -342,8 +366,9 @@ def run_demo(*, workdir: Path, reports: Path, devices: int, console: Console | N
             f"{UNKNOWN_DEVICES} unknown serials rejected",
             unknown["rejected"] == UNKNOWN_DEVICES,
             f"{unknown['rejected']} rejected {dict(unknown['rejections'])}",
-        )  # type: ignore[call-overload]
+        )
         demo.clone(endpoint, groups["first"][0])
+        demo.hook_decisions(groups["unknown"] + groups["first"])
         demo.merged_report(["fleet", "cbor", "unknown"])
         demo.registry_stats(endpoint)
     finally:

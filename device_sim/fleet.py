@@ -52,21 +52,21 @@ class GeneratedSerials(Sequence[str]):
     """`<prefix><index>` serials, computed on demand (10,000 of them need no list)."""
 
     def __init__(self, prefix: str, count: int, start: int = 0) -> None:
-        self.prefix, self.count, self.start = prefix, count, start
+        self.prefix, self.size, self.start = prefix, count, start
         self.width = max(6, len(str(start + count - 1)))
 
     def __len__(self) -> int:
-        return self.count
+        return self.size
 
     def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
         if isinstance(index, slice):
-            start, stop, step = index.indices(self.count)
+            start, stop, step = index.indices(self.size)
             if step != 1:
                 return [self[i] for i in range(start, stop, step)]
             return GeneratedSerials(self.prefix, max(0, stop - start), self.start + start)
-        if not -self.count <= index < self.count:
+        if not -self.size <= index < self.size:
             raise IndexError(index)
-        return f"{self.prefix}{self.start + index % self.count:0{self.width}d}"
+        return f"{self.prefix}{self.start + index % self.size:0{self.width}d}"
 
 
 SERIAL_HEADERS = ("serial", "serialnumber", "serial_number")

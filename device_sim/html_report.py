@@ -164,7 +164,7 @@ def _timeline_svg(stats: FleetStats) -> str:
     ]
     scale = (HEIGHT - 2 * PAD) / peak
     for i in range(seconds):
-        base = HEIGHT - PAD
+        base = float(HEIGHT - PAD)
         for outcome in OUTCOMES:
             n = counts[outcome][i] if i < len(counts[outcome]) else 0
             if n:

@@ -157,7 +157,11 @@ class CborIdentity:
 
         def on_message(topic: str, payload: bytes, **_: Any) -> None:
             # awscrt calls back on its event-loop thread; hand the message to asyncio's thread.
-            loop.call_soon_threadsafe(lambda: reply.done() or reply.set_result((topic, payload)))
+            loop.call_soon_threadsafe(deliver, topic, payload)
+
+        def deliver(topic: str, payload: bytes) -> None:
+            if not reply.done():  # the first reply wins; a duplicate (QoS 1 redelivery) is dropped
+                reply.set_result((topic, payload))
 
         accepted, rejected = f"{topic}/accepted", f"{topic}/rejected"
         try:
