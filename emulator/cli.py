@@ -77,9 +77,6 @@ def up(
     )
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    # The event loop thread serves every socket: a shorter GIL switch interval lets it in sooner
-    # while worker threads run moto and the hook.
-    sys.setswitchinterval(switch_interval_ms / 1000)
     from emulator.assembly import AssemblyError
     from emulator.runtime import start_emulator
 
@@ -98,12 +95,15 @@ def up(
             hook_workers=hook_workers,
         )
     except (AssemblyError, ValueError, ImportError, AttributeError) as exc:
-        err.print(f"emulator: {exc}", markup=False, highlight=False)
+        err.print(f"emulator: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as exc:
-        err.print(f"emulator: cannot start: {exc}", markup=False, highlight=False)
+        err.print(f"emulator: cannot start: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
+    # The event loop thread serves every socket: a shorter GIL switch interval lets it in sooner
+    # while worker threads run moto and the hook.
+    sys.setswitchinterval(switch_interval_ms / 1000)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: done.set())

@@ -421,3 +421,20 @@ def test_an_expired_token_is_rejected_and_its_certificate_deleted(fault_emulator
     while certificate_status(endpoint, certificate_id) is not None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert certificate_status(endpoint, certificate_id) is None
+
+
+def test_hook_lambda_in_worker_processes_and_clean_shutdown(cloud_assembly: Any, tmp_path: Any) -> None:
+    """`--hook-isolation process` (the Python API's default) runs the same Lambda; SIGTERM ends the
+    emulator cleanly and removes endpoint.json."""
+    process = EmulatorProcess(cloud_assembly, tmp_path / "state", "--hook-isolation", "process")
+    try:
+        serial = new_serial("PROC")
+        seed(process.endpoint, serial)
+        _, registered, _ = provision_json(process.endpoint, serial)
+        assert registered.thing_name == f"device-{serial}"
+        with pytest.raises(V2ServiceException):
+            provision_json(process.endpoint, new_serial("UNKNOWN"))
+    finally:
+        assert process.stop() == 0
+    assert not (tmp_path / "state" / "endpoint.json").exists()
+    assert "stopped" in process.log()
