@@ -1,0 +1,92 @@
+"""1,000 devices at once, 50 of them clones of another device's serial, through the simulator's fleet runner."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from device_sim.device import DeviceOptions
+from device_sim.fleet import FleetPlan, run_fleet
+from device_sim.report import FleetStats
+from device_sim.target import load_endpoint_file
+from device_sim.transport import Transport
+from tests.emulator.conftest import EmulatorProcess
+from tests.load.support import certificate_id_of, import_serials, snapshot, start_emulator
+
+pytestmark = [pytest.mark.load, pytest.mark.e2e]
+
+DEVICES = 1000
+CLONES = 50
+CONCURRENCY = 100
+
+
+@pytest.fixture
+def emulator(cloud_assembly: Path, tmp_path: Path) -> Iterator[EmulatorProcess]:
+    process = start_emulator(cloud_assembly, tmp_path / "state")
+    yield process
+    process.stop()
+
+
+def test_clones_are_rejected_and_both_registries_agree(emulator: EmulatorProcess) -> None:
+    """Nothing lost: every one of the 950 distinct serials is provisioned exactly once (one thing, one
+    ACTIVE certificate attached to it, its serial item RESERVED with that certificate); each of the 50
+    clones is rejected by the hook and keeps nothing (its certificate stays PENDING_ACTIVATION with no
+    thing and no policy); no device fails except one whose connection its twin took over (same client id,
+    DUPLICATE_CLIENTID); the IoT registry and the serial registry say the same."""
+    raw = emulator.raw
+    tag = uuid.uuid4().hex[:6].upper()
+    originals = [f"LD{tag}{i:04d}" for i in range(DEVICES - CLONES)]
+    rng = random.Random(6)
+    fleet = originals + rng.sample(originals, CLONES)
+    rng.shuffle(fleet)  # a clone may boot before, during or after its original
+    import_serials(raw, originals)
+
+    endpoint_file = emulator.state_dir / "endpoint.json"
+    transport = Transport(load_endpoint_file(endpoint_file), timeout_s=30)
+    stats = FleetStats()
+    started = time.monotonic()
+    asyncio.run(
+        run_fleet(transport, FleetPlan(serials=fleet, concurrency=CONCURRENCY), DeviceOptions(), stats)
+    )
+    print(f"{DEVICES} devices at concurrency {CONCURRENCY}: {time.monotonic() - started:.1f} s")
+
+    report = stats.to_json()
+    assert stats.provisioned == DEVICES - CLONES, report
+    assert stats.rejected + stats.failed == CLONES, report
+    assert set(stats.rejections) <= {"AccessDenied"}, report
+    # A clone uses its twin's client id (prov-<serial>): if both are connected at once, the broker drops the
+    # older connection (DUPLICATE_CLIENTID, as AWS IoT does), and the dropped device fails instead of
+    # being rejected. Only those may fail: never more failures than such disconnects.
+    kicked = emulator.log().count("reason=DUPLICATE_CLIENTID")
+    assert stats.failed <= kicked, (report["failures"], kicked)
+
+    state = snapshot(raw, policies=True)
+    prefix = raw["thing_name_prefix"]
+    assert set(state.things) == {prefix + s for s in originals}
+    thing_certificates: dict[str, str] = {}
+    for thing, principals in state.things.items():
+        assert len(principals) == 1, (thing, principals)
+        certificate_id = certificate_id_of(principals[0])
+        assert state.certificates[certificate_id] == "ACTIVE", thing
+        thing_certificates[thing] = certificate_id
+    # Exactly one ACTIVE certificate per thing and no ACTIVE certificate without a thing.
+    assert state.active() == set(thing_certificates.values())
+    assert len(state.active()) == DEVICES - CLONES
+    # The clones' certificates were issued but never activated, attached or given a policy.
+    pending = {c for c, status in state.certificates.items() if status != "ACTIVE"}
+    retries = sum(stats.retries_by_step.values())  # a retried CreateCertificateFromCsr leaves one more
+    assert len(pending) <= CLONES + retries and {state.certificates[c] for c in pending} <= {
+        "PENDING_ACTIVATION"
+    }
+    assert set(state.certificate_policies) == state.active()
+    assert set(state.serials) == set(originals)
+    for serial, item in state.serials.items():
+        assert item["status"] == "RESERVED", item
+        assert item["thing_name"] == prefix + serial
+        assert item["certificate_id"] == thing_certificates[prefix + serial], item
