@@ -273,7 +273,7 @@ class Demo:
             if record.get("serial") in wanted and record.get("decision") == "deny":
                 reasons[record["serial"]] = str(record.get("reason"))
         if reasons:
-            table = Table(title="The hook's reasons (its log line per decision)", title_justify="left")
+            table = Table(title="Why the hook denied (its log)", title_justify="left")
             table.add_column("serial")
             table.add_column("decision")
             table.add_column("reason")
