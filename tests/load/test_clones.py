@@ -1,4 +1,4 @@
-"""1,000 devices at once, 50 of them clones of another device's serial, through the simulator's fleet runner."""
+"""1,000 devices at once, 50 of them clones of other devices' serials, through the fleet runner."""
 
 from __future__ import annotations
 
