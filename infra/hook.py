@@ -17,6 +17,9 @@ from infra.retention import retention
 
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python312-x86_64"
+# The hook imports pydantic (v2) besides Powertools. AWS builds its public layer with the `[all]` extras
+# (powertools-lambda-python layer_v3/layer_constructors/helpers.py: include_extras defaults to True), which
+# bring pydantic v2, so the function needs no bundling and no Docker.
 HOOK_ASSET_EXCLUDES = ["claim_credential", "**/__pycache__", "*.pyc", ".pytest_cache", "**/tests"]
 
 
