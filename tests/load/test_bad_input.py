@@ -20,7 +20,7 @@ from tests.emulator.device import RawClient, connect, disconnect, encode
 from tests.load.garbage import CSR, Garbage, garbage, json_decoder_limits
 from tests.load.support import DeviceResult, import_serials, provision_all, snapshot, start_emulator
 
-pytestmark = [pytest.mark.load, pytest.mark.e2e]
+pytestmark = [pytest.mark.load, pytest.mark.e2e, pytest.mark.xdist_group("load-bad-input")]
 
 REQUESTS = 10_000
 CONNECTIONS = 4
