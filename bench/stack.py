@@ -1,0 +1,167 @@
+"""What the flow and memory benchmarks share: a synthesized stack, `python -m emulator up` in its own
+process, seeded serials, and the simulator's fleet run as a child process measured with wait4."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        env.pop(name, None)
+    return env
+
+
+def synthesize(workdir: Path) -> Path:
+    """The project's default stack (cdk.json), synthesized once per benchmark run."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import app
+
+    return Path(app.synthesize(None, workdir / "cdk.out"))
+
+
+@dataclass
+class Emulator:
+    process: subprocess.Popen[bytes]
+    state_dir: Path
+    endpoint: dict[str, Any]
+
+    @property
+    def endpoint_file(self) -> Path:
+        return self.state_dir / "endpoint.json"
+
+    def cpu_s(self) -> float:
+        """User + system CPU of the emulator process so far (all its threads)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def max_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_emulator(assembly: Path, state_dir: Path, *extra: str, prefix: list[str] | None = None) -> Emulator:
+    """`python -m emulator up` (thread hook isolation, the CLI default), stderr to STATE_DIR/emulator.log."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = (state_dir / "emulator.log").open("wb")
+    command = [*(prefix or [sys.executable]), "-m", "emulator", "up", "--state-dir", str(state_dir)]
+    process = subprocess.Popen(
+        [*command, "--cloud-assembly", str(assembly), *extra],
+        cwd=REPO_ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,  # the hook's EMF lines: CloudWatch's, not the benchmark's
+        stderr=log,
+    )
+    endpoint_file = state_dir / "endpoint.json"
+    deadline = time.monotonic() + 120
+    while not endpoint_file.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"emulator did not start; see {state_dir / 'emulator.log'}")
+        time.sleep(0.1)
+    return Emulator(process, state_dir, json.loads(endpoint_file.read_text()))
+
+
+def import_serials(endpoint: dict[str, Any], serials: list[str]) -> None:
+    import boto3
+
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint["aws_endpoint_url"],
+        region_name=endpoint["region"],
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    )
+    now = datetime.now(UTC).isoformat()
+    for start in range(0, len(serials), 25):
+        dynamodb.batch_write_item(
+            RequestItems={
+                endpoint["serial_table"]: [
+                    {
+                        "PutRequest": {
+                            "Item": {
+                                "pk": {"S": f"serial#{s}"},
+                                "serial": {"S": s},
+                                "status": {"S": "AVAILABLE"},
+                                "imported_at": {"S": now},
+                            }
+                        }
+                    }
+                    for s in serials[start : start + 25]
+                ]
+            }
+        )
+
+
+@dataclass
+class FleetRun:
+    report: dict[str, Any]
+    wall_s: float
+    max_rss_mb: float
+    cpu_s: float
+    command: list[str]
+
+
+def run_fleet(endpoint_file: Path, serials: list[str], concurrency: int, workdir: Path) -> FleetRun:
+    """`python -m device_sim fleet` as a child process; its peak RSS and CPU from wait4's rusage."""
+    serials_file = workdir / f"serials-{concurrency}-{len(serials)}.txt"
+    serials_file.write_text("\n".join(serials) + "\n")
+    report_file = workdir / f"fleet-{concurrency}-{len(serials)}.json"
+    command = [
+        sys.executable,
+        "-m",
+        "device_sim",
+        "fleet",
+        "--endpoint-file",
+        str(endpoint_file),
+        "--serials",
+        str(serials_file),
+        "--concurrency",
+        str(concurrency),
+        "--report",
+        str(report_file),
+        "--no-progress",
+    ]
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - started
+    if not report_file.exists():
+        raise RuntimeError(f"the fleet run wrote no report (exit {process.returncode})")
+    return FleetRun(
+        report=json.loads(report_file.read_text()),
+        wall_s=wall,
+        max_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        cpu_s=usage.ru_utime + usage.ru_stime,
+        command=["python", *command[1:]],
+    )
+
+
+def workdir() -> tempfile.TemporaryDirectory[str]:
+    return tempfile.TemporaryDirectory(prefix="bench-")
