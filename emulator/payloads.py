@@ -43,8 +43,10 @@ def decode_map(payload: bytes, fmt: PayloadFormat, *, allow_empty: bool = False)
     if fmt is PayloadFormat.JSON:
         try:
             value = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidPayload(f"Payload is not valid JSON: {exc}") from None
+        # ValueError covers JSONDecodeError, UnicodeDecodeError and Python's integer-digit limit
+        # (a 5,000-digit number); RecursionError is nesting deeper than the decoder's stack.
+        except (ValueError, RecursionError) as exc:
+            raise InvalidPayload(f"Payload is not valid JSON: {str(exc)[:200]}") from None
     else:
         try:
             value = cbor2.loads(payload)

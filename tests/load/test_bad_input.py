@@ -147,7 +147,6 @@ def test_every_bad_request_gets_exactly_one_rejection(emulator: EmulatorProcess)
     assert len(state.active()) == len(good)
 
 
-@pytest.mark.xfail(reason="emulator bug: json.loads' RecursionError/ValueError become 500 InternalFailure")
 @pytest.mark.parametrize("seed", [1, 2])  # seed 1: nesting 1,000+ deep; seed 2: a 5,000+ digit number
 def test_json_beyond_the_decoders_limits_is_a_400(emulator: EmulatorProcess, seed: int) -> None:
     """Nothing lost: JSON that Python's decoder refuses with RecursionError or ValueError (not a
