@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
+from emulator import moto_index
 from emulator.errors import InvalidParameters
 from emulator.template_engine import (
     ExistingThing,
@@ -67,6 +68,16 @@ class Registry:
         self.lock = threading.RLock()
         self.iot = iot_backends[account_id][region]
         self.dynamodb = dynamodb_backends[account_id][region]
+        # Lookups by certificate, thing or principal without scanning the fleet (emulator/moto_index.py).
+        moto_index.install(self.iot)
+
+    @property
+    def _policy_pairs(self) -> moto_index.PairIndex:
+        return cast(moto_index.PairIndex, self.iot.principal_policies)
+
+    @property
+    def _thing_pairs(self) -> moto_index.PairIndex:
+        return cast(moto_index.PairIndex, self.iot.principal_things)
 
     # ------------------------------------------------------------------ arns
     def thing_arn(self, thing_name: str) -> str:
@@ -93,9 +104,7 @@ class Registry:
             if cert is None or cert.status != PENDING_ACTIVATION:
                 return False
             arn = cert.arn
-            if any(k[0] == arn for k in self.iot.principal_things) or any(
-                k[0] == arn for k in self.iot.principal_policies
-            ):
+            if self._thing_pairs.keys_of_principal(arn) or self._policy_pairs.keys_of_principal(arn):
                 return False
             del self.iot.certificates[certificate_id]
             return True
@@ -110,12 +119,12 @@ class Registry:
             if cert is None:
                 return None
             arn = cert.arn
+            attached_policies = self._policy_pairs
             documents = tuple(
                 (policy.name, _document_text(policy.document))
-                for (principal, _), (_, policy) in self.iot.principal_policies.items()
-                if principal == arn
+                for _, policy in (attached_policies[key] for key in attached_policies.keys_of_principal(arn))
             )
-            things = tuple(name for (principal, name) in self.iot.principal_things if principal == arn)
+            things = tuple(name for _, name in self._thing_pairs.keys_of_principal(arn))
             thing_type, attributes = None, {}
             if client_id in things:
                 thing = self.iot.things.get(self.thing_arn(client_id))
