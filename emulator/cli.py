@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ app = typer.Typer(
     help="Local emulator of the AWS IoT fleet-provisioning endpoint, built from the CDK stack.",
 )
 err = Console(stderr=True)
+SHUTDOWN_LIMIT_S = 4.0  # SIGTERM to exit, at most (plus flushing the log)
 
 
 @app.callback()
@@ -105,15 +107,31 @@ def up(
     # while worker threads run moto and the hook.
     sys.setswitchinterval(switch_interval_ms / 1000)
     done = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        if done.is_set():
+            os._exit(1)  # a second signal while stopping: stop now
+        done.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: done.set())
+        signal.signal(signum, on_signal)
     try:
         while not done.wait(0.5):
             pass
     finally:
-        emulator.stop()
+        # Bounded: one SIGTERM ends the process within a few seconds even while hook threads and
+        # queued requests are still running (a Lambda runs on after its caller gave up, too).
+        stopper = threading.Thread(target=emulator.stop, name="emulator-stop", daemon=True)
+        stopper.start()
+        stopper.join(SHUTDOWN_LIMIT_S)
         (emulator.state_dir / "endpoint.json").unlink(missing_ok=True)
         logging.getLogger("emulator").info("stopped")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Worker threads (the hook's, moto's) are not daemons: the interpreter's exit would wait for
+        # every one of them. Everything worth keeping is flushed; leave without waiting.
+        os._exit(0)
 
 
 def main() -> None:

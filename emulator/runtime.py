@@ -31,6 +31,7 @@ log = logging.getLogger("emulator")
 ENV_SERIAL_TABLE = "SERIAL_TABLE_NAME"  # infra.constants.ENV_SERIAL_TABLE
 ENV_THING_NAME_PREFIX = "THING_NAME_PREFIX"  # infra.constants.ENV_THING_NAME_PREFIX
 HOOK_HANDLER = "provisioning_hook.handler.lambda_handler"  # infra.constants.HOOK_HANDLER
+STOP_GRACE_S = 2.0  # how long stop() lets requests already running finish
 
 
 @dataclass
@@ -277,8 +278,11 @@ def _start(
         started.set()
         await stopping.wait()
         sweeper.cancel()
+        # Queued requests are dropped (their connections close now, no reply could reach them);
+        # requests already running get a short grace, then are abandoned like a timed-out hook.
+        executor.shutdown(wait=False, cancel_futures=True)
         await broker.stop()
-        await topics.drain()
+        await topics.drain(timeout=STOP_GRACE_S)
 
     thread = threading.Thread(
         target=loop.run_until_complete, args=(main(),), name="emulator-loop", daemon=True
@@ -291,7 +295,7 @@ def _start(
     def stop() -> None:
         if stopping is not None:
             loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout=10)
+        thread.join(timeout=STOP_GRACE_S + 3)
         for cleanup in reversed(cleanups):
             try:
                 cleanup()

@@ -117,9 +117,18 @@ class ProvisioningTopics:
                 log.exception("%s failed for client=%s", operation, requester.client_id)
             return Rejected(error.status_code, error.error_code, error.message)
 
-    async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for the requests in flight, at most `timeout` s; those still running are cancelled
+        (their worker threads finish in the background, their replies are not sent)."""
+        if not self._tasks:
+            return
+        tasks = list(self._tasks)
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.info("shutdown: %d request(s) still running abandoned", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _operation(match: re.Match[str]) -> str:

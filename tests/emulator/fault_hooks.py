@@ -17,3 +17,9 @@ def hook(event: dict[str, Any]) -> dict[str, Any]:
     if serial.startswith("DENY"):
         return {"allowProvisioning": False}
     return {"allowProvisioning": True, "parameterOverrides": {"Batch": "fault-suite"}}
+
+
+def linger(event: dict[str, Any]) -> dict[str, Any]:
+    """A hook that keeps its thread busy for a minute (shutdown must not wait for it)."""
+    time.sleep(60)
+    return {"allowProvisioning": True}
