@@ -129,7 +129,8 @@ def render(summary: dict[str, Any]) -> str:
         f"The whole handler against in-process moto: p50 {handler['p50_ms']:.1f} ms, p99 "
         f"{handler['p99_ms']:.1f} ms (two GetItem, one conditional UpdateItem, the log line and metrics).",
         "",
-        f"### Simulator memory, {memory['devices']:,} devices at concurrency {memory['concurrency']}",
+        f"### Simulator memory, {memory['devices']:,} devices at concurrency {memory['concurrency']}"
+        + (" (from an earlier run: `--no-memory`)" if memory.get("reused_from_an_earlier_run") else ""),
         "",
         "| provisioned | failed | devices/s | simulator peak RSS | simulator CPU ms/device "
         "| emulator peak RSS |",
@@ -172,6 +173,10 @@ def main(
     concurrency: Annotated[
         list[int] | None, typer.Option(min=1, help="Flow concurrency levels (repeatable).")
     ] = None,
+    memory: Annotated[
+        bool,
+        typer.Option(help="Run the memory benchmark (--no-memory reuses bench/results/memory.json)."),
+    ] = True,
 ) -> None:
     """Run every benchmark; write bench/results/*.json and regenerate docs/benchmarks.md."""
     started = time.monotonic()
@@ -192,8 +197,13 @@ def main(
         for level in summary["flow"]["levels"]:
             level["share_of_tls_ceiling"] = round(level["devices_per_s"] / ceiling, 4)
         _save("flow", summary["flow"])
-        print(f"simulator memory: {memory_devices} devices at concurrency 200 ...", file=sys.stderr)
-        summary["memory"] = memory_bench.run(memory_devices, assembly=assembly)
+        previous = RESULTS_DIR / "memory.json"
+        if memory or not previous.exists():
+            print(f"simulator memory: {memory_devices} devices at concurrency 200 ...", file=sys.stderr)
+            summary["memory"] = memory_bench.run(memory_devices, assembly=assembly)
+        else:
+            summary["memory"] = json.loads(previous.read_text())
+            summary["memory"]["reused_from_an_earlier_run"] = True
     summary["wall_s"] = round(time.monotonic() - started, 1)
     summary["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     _save("summary", summary)
