@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
-from emulator import moto_index
+from emulator import moto_dynamodb, moto_index
 from emulator.errors import InvalidParameters
 from emulator.template_engine import (
     ExistingThing,
@@ -70,6 +70,7 @@ class Registry:
         self.dynamodb = dynamodb_backends[account_id][region]
         # Lookups by certificate, thing or principal without scanning the fleet (emulator/moto_index.py).
         moto_index.install(self.iot)
+        moto_dynamodb.install()  # UpdateItem without re-parsing the same expression (the hook's)
 
     @property
     def _policy_pairs(self) -> moto_index.PairIndex:
