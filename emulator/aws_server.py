@@ -82,10 +82,22 @@ class LocalAwsServer:
             self._thread.join(timeout=5)
 
 
-# Signing names whose moto backend has the same name: the shortcut calls their Flask app directly,
-# skipping moto's per-request service inference (a directory scan per request).
+# Signing names whose moto handler the shortcut calls directly (as moto's own `mock_aws` does), with
+# no WSGI environ, Flask app or per-request service inference (a directory scan per request).
 _DIRECT_SERVICES = frozenset({"dynamodb", "iot"})
 _SCOPE_RE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
+
+log = logging.getLogger("emulator.aws")
+
+
+def _direct_handler(service: str) -> Any:
+    if service == "dynamodb":
+        from moto.dynamodb.responses import DynamoHandler
+
+        return DynamoHandler.dispatch
+    from moto.iot.responses import IoTResponse
+
+    return IoTResponse.dispatch
 
 
 class _Shortcut:
@@ -94,32 +106,54 @@ class _Shortcut:
         self.app = app
         self.lock = lock
         self.enabled = True
-        self._apps: dict[str, Any] = {}
-
-    def _app_for(self, headers: dict[str, str]) -> Any:
-        match = _SCOPE_RE.search(headers.get("Authorization", ""))
-        service = match.group(1) if match else None
-        if service not in _DIRECT_SERVICES:
-            return self.app
-        app = self._apps.get(service)
-        if app is None:
-            from moto.moto_server.werkzeug_app import create_backend_app
-
-            backend_app = create_backend_app(service)  # type: ignore[arg-type]
-            lock = self.lock
-
-            def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-                with lock:
-                    return [b"".join(backend_app(environ, start_response))]
-
-            self._apps[service] = app
-        return app
+        self._handlers = {service: _direct_handler(service) for service in _DIRECT_SERVICES}
 
     def __call__(self, request: Any, **_: Any) -> Any:
         if not self.enabled or not str(request.url).startswith(self.url):
             return None  # any other endpoint: botocore sends it as usual
         from botocore.awsrequest import AWSResponse
         from moto.core.botocore_stubber import MockRawResponse
+
+        authorization = request.headers.get("Authorization", b"")
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode()
+        match = _SCOPE_RE.search(authorization)
+        handler = self._handlers.get(match.group(1)) if match else None
+        if handler is None:
+            code, response_headers, payload = self._through_wsgi(request)
+        else:
+            code, response_headers, payload = self._direct(handler, request)
+        return AWSResponse(request.url, code, response_headers, MockRawResponse(payload))
+
+    def _direct(self, handler: Any, request: Any) -> tuple[int, dict[str, str], bytes]:
+        """What moto's Flask view does for this request (moto.core.utils.convert_to_flask_response),
+        minus the WSGI round trip: the same handler, request, errors and response bytes."""
+        from botocore.exceptions import ClientError
+        from moto.core.request import normalize_request
+        from werkzeug.exceptions import HTTPException
+
+        normalized = normalize_request(request)
+        with self.lock:
+            try:
+                result = handler(normalized, normalized.raw_url, dict(normalized.headers))
+            except HTTPException as exc:  # moto's AWS errors (as Flask turns them into responses)
+                body = exc.get_body()
+                return int(exc.code or 500), dict(exc.get_headers()), body.encode()
+            except ClientError as exc:
+                return 400, {}, str(exc.response["Error"]["Message"]).encode()
+            except Exception:
+                log.exception("moto failed on %s %s", request.method, request.url)
+                return 500, {}, b'{"__type": "InternalFailure", "message": "moto raised"}'
+            status, headers, content = result if len(result) == 3 else (200, {}, result)
+            if not isinstance(content, (str, bytes)):
+                content = b"".join(c.encode() if isinstance(c, str) else c for c in content)
+        return (
+            int(status),
+            {k: str(v) for k, v in dict(headers).items()},
+            (content.encode() if isinstance(content, str) else content),
+        )
+
+    def _through_wsgi(self, request: Any) -> tuple[int, dict[str, str], bytes]:
         from werkzeug.test import EnvironBuilder
 
         parts = urlsplit(request.url)
@@ -140,6 +174,6 @@ class _Shortcut:
         def start_response(line: str, response_headers: list[tuple[str, str]], *_: Any) -> None:
             status.append((int(line.split(" ", 1)[0]), dict(response_headers)))
 
-        payload = b"".join(self._app_for(headers)(environ, start_response))
+        payload = b"".join(self.app(environ, start_response))
         code, response_headers = status[0]
-        return AWSResponse(request.url, code, response_headers, MockRawResponse(payload))
+        return code, response_headers, payload
