@@ -66,7 +66,7 @@ class HungDynamoDB:
     ) -> tuple[int, str, list[tuple[str, str]], bytes]:
         assert self.upstream is not None, "set upstream before the first request"
         parts = urlsplit(self.upstream)
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
         try:
             connection.request(method, path, body, {k: v for k, v in headers.items() if k.lower() != "host"})
             response = connection.getresponse()
