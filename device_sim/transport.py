@@ -40,6 +40,9 @@ _CONNECT_ERRORS: dict[str, tuple[str, bool]] = {
     "AWS_IO_BROKEN_PIPE": ("connection_closed", True),
     "AWS_ERROR_MQTT_TIMEOUT": ("timeout", True),
     "AWS_ERROR_MQTT_PROTOCOL_ERROR": ("connect_refused", True),  # what awscrt makes of a refusing CONNACK
+    # The connection was lost or taken over mid-request (clean session): the request never got its answer.
+    "AWS_ERROR_MQTT_CANCELLED_FOR_CLEAN_SESSION": ("connection_closed", True),
+    "AWS_ERROR_MQTT_REQUEST_RESPONSE_SUBSCRIBE_FAILURE": ("connection_closed", True),
 }
 
 
