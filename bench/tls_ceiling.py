@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, subject: str, key: ec.EllipticCurvePrivateKey,
-           *, is_ca: bool = False, san: bool = False) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
+def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, subject: str,
+           key: ec.EllipticCurvePrivateKey, *, is_ca: bool = False, san: bool = False) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -43,7 +43,8 @@ def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, subject: str,
         import ipaddress
 
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False)
     return builder.sign(ca_key, hashes.SHA256())
 
@@ -60,7 +61,8 @@ def _write_pki(directory: Path) -> dict[str, str]:
         cert = _issue(ca_key, ca.subject, role, key, san=role == "server")
         (directory / f"{role}.pem").write_bytes(cert.public_bytes(pem))
         key_path = directory / f"{role}.key"
-        key_path.write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        key_path.write_bytes(
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         key_path.chmod(0o600)
         files[role] = str(directory / f"{role}.pem")
         files[f"{role}_key"] = str(key_path)
