@@ -27,6 +27,7 @@ class LocalAwsServer:
         self._thread: threading.Thread | None = None
         self._app: Any = None
         self._shortcut: _Shortcut | None = None
+        self._routes: dict[str, str] = {}  # signing name -> URL of the server that holds it
 
     def start(self) -> None:
         from moto.moto_server.werkzeug_app import (
@@ -39,7 +40,12 @@ class LocalAwsServer:
         app = DomainDispatcherApplication(create_backend_app)
         lock = self._lock
 
+        routes = self._routes
+
         def locked(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            target = routes.get(_signing_name(environ.get("HTTP_AUTHORIZATION", ""))) if routes else None
+            if target is not None:
+                return [_forward(target, environ, start_response)]
             with lock:
                 # Materialise the body inside the lock: moto builds it lazily from backend state.
                 return [b"".join(app(environ, start_response))]
@@ -57,6 +63,11 @@ class LocalAwsServer:
         assert self._server is not None, "start() first"
         return f"http://{self._host}:{self._server.server_address[1]}"
 
+    def route(self, service: str, url: str) -> None:
+        """Forward requests signed for `service` (e.g. "dynamodb") to the moto server at `url`: one
+        endpoint for clients, the service's state held elsewhere (the hook process's serial table)."""
+        self._routes[service] = url.rstrip("/")
+
     def install_shortcut(self) -> None:
         """Let boto3 clients created in this process (the in-process hook's) reach this server without
         a socket: a botocore `before-send` handler hands requests for `url` straight to the same WSGI
@@ -64,7 +75,7 @@ class LocalAwsServer:
         import botocore.handlers
 
         if self._shortcut is None:
-            self._shortcut = _Shortcut(self.url, self._app, self._lock)
+            self._shortcut = _Shortcut(self.url, self._app, self._lock, self._routes)
             botocore.handlers.BUILTIN_HANDLERS.append(("before-send", self._shortcut))
 
     def stop(self) -> None:
@@ -89,6 +100,56 @@ _SCOPE_RE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 
 log = logging.getLogger("emulator.aws")
 
+# Request headers a proxy must not pass on (RFC 9110 7.6.1), and response headers it recomputes.
+_HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
+)
+
+
+def _signing_name(authorization: str) -> str:
+    """The service a SigV4 request is signed for ("dynamodb", "iot"...), from its credential scope."""
+    match = _SCOPE_RE.search(authorization)
+    return match.group(1) if match else ""
+
+
+def _forward(base_url: str, environ: dict[str, Any], start_response: Any) -> bytes:
+    """Send one WSGI request on to `base_url` as it came (method, path, query, headers, body) and
+    relay the answer. A dead target is a 503 the SDKs retry, not a hang."""
+    import http.client
+
+    target = urlsplit(base_url)
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    headers = {
+        key[5:].replace("_", "-").title(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_") and key[5:].replace("_", "-").lower() not in _HOP_BY_HOP
+    }
+    if environ.get("CONTENT_TYPE"):
+        headers["Content-Type"] = environ["CONTENT_TYPE"]
+    path = environ.get("RAW_URI") or (
+        environ.get("PATH_INFO", "/") + ("?" + environ["QUERY_STRING"] if environ.get("QUERY_STRING") else "")
+    )
+    connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port, timeout=30)
+    try:
+        connection.request(environ["REQUEST_METHOD"], path, body=body, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+        relayed = [
+            (k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP | {"content-length"}
+        ]
+        start_response(
+            f"{response.status} {response.reason}", [*relayed, ("Content-Length", str(len(payload)))]
+        )
+        return payload
+    except OSError as exc:
+        log.error("cannot reach %s for %s: %s", base_url, environ.get("PATH_INFO"), exc)
+        payload = b'{"__type": "ServiceUnavailable", "message": "the service\'s process is not answering"}'
+        start_response("503 Service Unavailable", [("Content-Type", "application/x-amz-json-1.0")])
+        return payload
+    finally:
+        connection.close()
+
 
 def _direct_handler(service: str) -> Any:
     if service == "dynamodb":
@@ -101,12 +162,13 @@ def _direct_handler(service: str) -> Any:
 
 
 class _Shortcut:
-    def __init__(self, url: str, app: Any, lock: threading.RLock) -> None:
+    def __init__(self, url: str, app: Any, lock: threading.RLock, routes: dict[str, str]) -> None:
         self.url = url
         self.app = app
         self.lock = lock
         self.enabled = True
         self._handlers = {service: _direct_handler(service) for service in _DIRECT_SERVICES}
+        self._routes = routes  # services held elsewhere go through the WSGI app, which forwards them
 
     def __call__(self, request: Any, **_: Any) -> Any:
         if not self.enabled or not str(request.url).startswith(self.url):
@@ -117,8 +179,8 @@ class _Shortcut:
         authorization = request.headers.get("Authorization", b"")
         if isinstance(authorization, bytes):
             authorization = authorization.decode()
-        match = _SCOPE_RE.search(authorization)
-        handler = self._handlers.get(match.group(1)) if match else None
+        service = _signing_name(authorization)
+        handler = None if service in self._routes else self._handlers.get(service)
         if handler is None:
             code, response_headers, payload = self._through_wsgi(request)
         else:

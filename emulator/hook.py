@@ -1,22 +1,22 @@
 """The pre-provisioning hook: AWS's event in, `allowProvisioning` out, within AWS's 5 s.
 
 Two runners: the stack's hook Lambda, loaded from its asset directory with its environment from the
-template, and any Python callable (tests inject hooks that raise, sleep or deny). The Lambda runs in a
-small pool of worker processes, as on AWS a function runs apart from IoT: its environment
-(AWS_ENDPOINT_URL, table name...) never leaks into the host process, and its boto3 work does not
-compete for the emulator's GIL. A deny, an error, a malformed answer or a timeout is AccessDenied.
+template, and any Python callable (tests inject hooks that raise, sleep or deny). The Lambda runs in
+the hook process (`emulator.hook_host`), as on AWS a function runs apart from IoT: its environment
+(AWS_ENDPOINT_URL, table name...) never leaks into the emulator's process, and its boto3 work, with the
+serial table behind it, does not compete for the emulator's GIL; or, on request, on threads of the
+emulator's own process. A deny, an error, a malformed answer or a timeout is AccessDenied.
 """
 
 from __future__ import annotations
 
 import importlib
-import multiprocessing
 import os
 import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
@@ -143,29 +143,14 @@ def lambda_environment(spec: LambdaSpec, *, aws_endpoint_url: str, region: str) 
     }
 
 
-def lambda_hook(
-    spec: LambdaSpec,
-    *,
-    aws_endpoint_url: str,
-    region: str,
-    workers: int = 4,
-    timeout_s: float = HOOK_TIMEOUT_S,
-) -> Hook:
-    """The Lambda in worker processes: isolated from the host process's environment."""
-    environment = lambda_environment(spec, aws_endpoint_url=aws_endpoint_url, region=region)
-    executor = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_worker_init,
-        initargs=(spec, environment),
+def hosted_lambda_hook(host: Any, spec: LambdaSpec, *, timeout_s: float = HOOK_TIMEOUT_S) -> Hook:
+    """The Lambda in the hook process (`emulator.hook_host.HookHost`), next to the serial table."""
+    from emulator.hook_host import invoker
+
+    executor, function = invoker(host, spec.function_arn)
+    return Hook(
+        executor, function, timeout_s=timeout_s, description=f"lambda {spec.function_name} (hook process)"
     )
-    hook = Hook(executor, _worker_invoke, timeout_s=timeout_s, description=f"lambda {spec.function_name}")
-    # Start and warm every worker now (importing boto3 and the handler takes a second): the first
-    # devices must not pay for it inside their 5 s.
-    warmups = [executor.submit(_worker_warm, 0.3) for _ in range(workers)]
-    for warm in warmups:
-        warm.result(timeout=60)
-    return hook
 
 
 def in_process_lambda_hook(
@@ -177,36 +162,32 @@ def in_process_lambda_hook(
     timeout_s: float = HOOK_TIMEOUT_S,
 ) -> Hook:
     """The Lambda on threads of this process: its environment becomes the process's (the CLI's process
-    is the emulator's alone). Cheaper than worker processes: with `LocalAwsServer.install_shortcut` its
-    AWS calls skip the TCP hop; the cost is the shared GIL."""
-    _worker_init(spec, lambda_environment(spec, aws_endpoint_url=aws_endpoint_url, region=region))
+    is the emulator's alone). With `LocalAwsServer.install_shortcut` its AWS calls skip the TCP hop;
+    the cost is the shared GIL."""
+    function = load_lambda(spec, lambda_environment(spec, aws_endpoint_url=aws_endpoint_url, region=region))
     return Hook(
         ThreadPoolExecutor(workers, thread_name_prefix="hook"),
-        _worker_invoke,
+        function,
         timeout_s=timeout_s,
         description=f"lambda {spec.function_name} (in-process)",
     )
 
 
-_handler: Callable[[dict[str, Any], Any], Any] | None = None
-_spec: LambdaSpec | None = None
-
-
-def _worker_init(spec: LambdaSpec, environment: dict[str, str]) -> None:
-    global _handler, _spec
+def load_lambda(spec: LambdaSpec, environment: dict[str, str]) -> Callable[[dict[str, Any]], Any]:
+    """Set the Lambda's environment in this process, import its handler, and return a function that
+    invokes it as the Lambda runtime would (event, context with the remaining time)."""
     for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         os.environ.pop(name, None)
     os.environ.update(environment)
     if spec.asset_dir not in sys.path:
         sys.path.insert(0, spec.asset_dir)
     module_name, _, function_name = spec.handler.rpartition(".")
-    _handler = getattr(importlib.import_module(module_name), function_name)
-    _spec = spec
+    handler = getattr(importlib.import_module(module_name), function_name)
 
+    def invoke(event: dict[str, Any]) -> Any:
+        return handler(event, _LambdaContext(spec, time.monotonic() + HOOK_TIMEOUT_S))
 
-def _worker_warm(pause_s: float) -> int:
-    time.sleep(pause_s)
-    return os.getpid()
+    return invoke
 
 
 class _LambdaContext:
@@ -222,8 +203,3 @@ class _LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-def _worker_invoke(event: dict[str, Any]) -> Any:
-    assert _handler is not None and _spec is not None
-    return _handler(event, _LambdaContext(_spec, time.monotonic() + HOOK_TIMEOUT_S))

@@ -19,6 +19,7 @@ from emulator import hook as hooks
 from emulator.assembly import AssemblyError, ClaimIdentity, ClaimSpec, StackModel, load_stack
 from emulator.aws_server import LocalAwsServer
 from emulator.ca import CertificateAuthority, write_private
+from emulator.hook_host import HookHost
 from emulator.mqtt.auth import IotGatekeeper
 from emulator.mqtt.broker import Broker
 from emulator.mqtt.provisioning import Outcome, ProvisioningTopics
@@ -85,7 +86,7 @@ def start_emulator(
     use_stack_hook: bool = True,
     token_ttl_s: float = DEFAULT_TTL_S,
     hook_timeout_s: float = hooks.HOOK_TIMEOUT_S,
-    hook_workers: int = 4,
+    hook_workers: int = 16,
     service_workers: int = 32,
     stack_name: str | None = None,
     record_outcomes: bool = False,
@@ -95,8 +96,9 @@ def start_emulator(
 
     `hook` replaces the stack's hook Lambda with a Python callable (tests: raise, sleep, deny);
     `use_stack_hook=False` runs the template without any hook. `hook_isolation`: "process" runs the
-    stack's Lambda in worker processes (nothing leaks into the caller's process: the default for the
-    Python API), "thread" on threads of this process with its environment set here (faster: the CLI).
+    stack's Lambda in the hook process, next to the serial table (emulator/hook_host.py: nothing leaks
+    into the caller's process, and the hook's CPU is not under this process's GIL); "thread" runs it on
+    threads of this process, with its environment set here and the table in this process's moto.
     """
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -186,7 +188,6 @@ def _start(
         return ClaimIdentity(credential.certificate_id)
 
     model = load_stack(assembly_path, issue_claim, stack_name=stack_name)
-    _create_resources(model, aws.url)
     hook_arns = {spec.hook_function_arn for spec in model.templates}
     unused = [(f.logical_id, "AWS::Lambda::Function") for f in model.functions if f.arn not in hook_arns]
     # One line per resource the local run leaves out: nothing is skipped silently.
@@ -195,34 +196,29 @@ def _start(
     if not model.templates:
         raise AssemblyError("the stack has no AWS::IoT::ProvisioningTemplate")
 
+    lambdas = _lambda_specs(model) if hook is None and use_stack_hook else {}
+    hook_host: HookHost | None = None
+    if lambdas and hook_isolation == "process":
+        # The serial table lives with the hook (emulator/hook_host.py); this endpoint forwards to it.
+        hook_host = HookHost(
+            list(lambdas.values()), iot_endpoint_url=aws.url, region=region, workers=hook_workers
+        )
+        cleanups.append(hook_host.shutdown)
+        aws.route("dynamodb", hook_host.dynamodb_url)
+        log.info(
+            "hook process %s: the hook Lambda, and DynamoDB at %s", hook_host.pid, hook_host.dynamodb_url
+        )
+    _create_resources(model, aws.url)
+
     templates: dict[str, ProvisioningTemplate] = {}
     for spec in model.templates:
         runner: hooks.Hook | None = None
         if hook is not None:
             runner = hooks.callable_hook(hook, timeout_s=hook_timeout_s)
-        elif use_stack_hook and spec.hook_function_arn:
-            function = model.hook_for(spec)
-            if function is None or function.asset_dir is None or not function.asset_dir.is_dir():
-                raise AssemblyError(
-                    f"template {spec.name}: hook {spec.hook_function_arn} has no code asset "
-                    "in the cloud assembly"
-                )
-            lambda_spec = hooks.LambdaSpec(
-                asset_dir=str(function.asset_dir),
-                handler=function.handler,
-                environment=function.environment,
-                function_name=function.name,
-                function_arn=function.arn,
-                memory_mb=function.memory_mb,
-            )
-            if hook_isolation == "process":
-                runner = hooks.lambda_hook(
-                    lambda_spec,
-                    aws_endpoint_url=aws.url,
-                    region=region,
-                    workers=hook_workers,
-                    timeout_s=hook_timeout_s,
-                )
+        elif spec.hook_function_arn in lambdas:
+            lambda_spec = lambdas[spec.hook_function_arn]
+            if hook_host is not None:
+                runner = hooks.hosted_lambda_hook(hook_host, lambda_spec, timeout_s=hook_timeout_s)
             else:
                 aws.install_shortcut()
                 runner = hooks.in_process_lambda_hook(
@@ -313,6 +309,29 @@ def _start(
         state,
     )
     return emulator
+
+
+def _lambda_specs(model: StackModel) -> dict[str, hooks.LambdaSpec]:
+    """The hook functions the templates name, by ARN, each with its code asset."""
+    specs: dict[str, hooks.LambdaSpec] = {}
+    for template in model.templates:
+        if not template.hook_function_arn or template.hook_function_arn in specs:
+            continue
+        function = model.hook_for(template)
+        if function is None or function.asset_dir is None or not function.asset_dir.is_dir():
+            raise AssemblyError(
+                f"template {template.name}: hook {template.hook_function_arn} has no code asset "
+                "in the cloud assembly"
+            )
+        specs[template.hook_function_arn] = hooks.LambdaSpec(
+            asset_dir=str(function.asset_dir),
+            handler=function.handler,
+            environment=function.environment,
+            function_name=function.name,
+            function_arn=function.arn,
+            memory_mb=function.memory_mb,
+        )
+    return specs
 
 
 def _server_ssl_context(state: Path, authority: CertificateAuthority) -> ssl.SSLContext:

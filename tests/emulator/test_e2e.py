@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -423,18 +424,37 @@ def test_an_expired_token_is_rejected_and_its_certificate_deleted(fault_emulator
     assert certificate_status(endpoint, certificate_id) is None
 
 
-def test_hook_lambda_in_worker_processes_and_clean_shutdown(cloud_assembly: Any, tmp_path: Any) -> None:
-    """`--hook-isolation process` (the Python API's default) runs the same Lambda; SIGTERM ends the
-    emulator cleanly and removes endpoint.json."""
+def test_hook_lambda_in_the_hook_process_and_clean_shutdown(cloud_assembly: Any, tmp_path: Any) -> None:
+    """`--hook-isolation process` (the Python API's default) runs the same Lambda in the hook process,
+    with the serial table there: the reservation the hook wrote is read back through the emulator's
+    one AWS endpoint. SIGTERM ends the emulator and its hook process, and removes endpoint.json."""
     process = EmulatorProcess(cloud_assembly, tmp_path / "state", "--hook-isolation", "process")
     try:
         serial = new_serial("PROC")
         seed(process.endpoint, serial)
         _, registered, _ = provision_json(process.endpoint, serial)
         assert registered.thing_name == f"device-{serial}"
+        item = aws(process.endpoint, "dynamodb").get_item(
+            TableName=process.endpoint.serial_table, Key={"pk": {"S": f"serial#{serial}"}}
+        )["Item"]
+        assert item["status"]["S"] == "RESERVED"
+        assert item["thing_name"]["S"] == registered.thing_name
         with pytest.raises(V2ServiceException):
             provision_json(process.endpoint, new_serial("UNKNOWN"))
+        children = (
+            Path(f"/proc/{process.process.pid}/task/{process.process.pid}/children").read_text().split()
+        )
+        assert children, "no hook process under the emulator"
     finally:
         assert process.stop() == 0
     assert not (tmp_path / "state" / "endpoint.json").exists()
     assert "stopped" in process.log()
+    assert "hook process" in process.log()
+    for child in children:  # the hook process ended with the emulator
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        status = Path(f"/proc/{child}/status")
+        assert not status.exists() or "zombie" in status.read_text(), (
+            f"hook process {child} outlived the emulator"
+        )

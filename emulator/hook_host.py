@@ -1,0 +1,263 @@
+"""The stack's hook Lambda and the serial registry it reads, together in a second process.
+
+On AWS the hook runs in Lambda and its table in DynamoDB, both apart from IoT Core. Locally the hook's
+work (botocore's client side, moto's DynamoDB behind it, Powertools) was half of the emulator's CPU,
+under the one GIL that also serves every MQTT connection. Here that half runs in a child process with
+its own GIL:
+
+- the child holds moto's DynamoDB (the serial table) behind its own lock and HTTP server, and runs the
+  Lambda on a thread pool; the Lambda reaches DynamoDB without a socket (the `before-send` shortcut of
+  `LocalAwsServer`) and IoT (DescribeCertificate, on a take-over) at the emulator's AWS endpoint;
+- the emulator sends each invocation (AWS's event, a few KB) over a pipe and gets the answer back;
+- the emulator's AWS endpoint forwards DynamoDB requests (fleetctl, tests, boto3) to the child, so
+  `aws_endpoint_url` in endpoint.json still serves every API.
+
+The Lambda's environment (AWS_ENDPOINT_URL, the table name...) is set in the child only. If the child
+dies, every invocation pending or later is a failure, which `Hook.invoke` turns into AccessDenied.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any
+
+log = logging.getLogger("emulator.hook_host")
+
+START_TIMEOUT_S = 60.0  # spawning Python, importing moto, boto3 and the handler: ~2-4 s here
+
+
+class HookHostError(RuntimeError):
+    pass
+
+
+class HookHost(Executor):
+    """The child process, seen from the emulator as an `Executor` of invocations.
+
+    `submit(function_arn, event)` returns a future of the Lambda's answer (or its exception). The
+    future is already running when returned: `Hook.invoke` giving up on it cannot cancel the call,
+    as a Lambda invocation runs on after its caller stops waiting.
+    """
+
+    def __init__(
+        self,
+        specs: list[Any],  # emulator.hook.LambdaSpec
+        *,
+        iot_endpoint_url: str,
+        region: str,
+        workers: int = 16,
+    ) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._connection, child_end = context.Pipe()
+        self._process = context.Process(
+            target=_child_main,
+            args=(child_end, specs, iot_endpoint_url, region, workers),
+            name="emulator-hook-host",
+            daemon=True,
+        )
+        self._send_lock = threading.Lock()
+        self._pending: dict[int, Future[Any]] = {}
+        self._pending_lock = threading.Lock()
+        self._ids = itertools.count()
+        self._closed = False
+        self._failure: str | None = None
+        self._process.start()
+        child_end.close()
+        if not self._connection.poll(START_TIMEOUT_S):
+            self._process.kill()
+            raise HookHostError(f"the hook process did not start within {START_TIMEOUT_S:g} s")
+        try:
+            ready = self._connection.recv()
+        except EOFError:
+            self._process.join(5)
+            raise HookHostError(
+                f"the hook process exited while starting (exit {self._process.exitcode})"
+            ) from None
+        if ready[0] != "ready":
+            self._process.kill()
+            raise HookHostError(f"the hook process failed to start: {ready[1]}")
+        self.dynamodb_url: str = ready[1]
+        self.pid = self._process.pid
+        self._reader = threading.Thread(target=self._read_replies, name="hook-host-replies", daemon=True)
+        self._reader.start()
+
+    # -- Executor ------------------------------------------------------------------------------
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:  # type: ignore[override]
+        """`fn` is the function ARN to invoke, `args[0]` the event."""
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        if self._closed or self._failure is not None:
+            future.set_exception(HookHostError(self._failure or "the hook process is stopped"))
+            return future
+        call_id = next(self._ids)
+        with self._pending_lock:
+            self._pending[call_id] = future
+        try:
+            with self._send_lock:
+                self._connection.send((call_id, str(fn), args[0]))
+        except (OSError, ValueError) as exc:
+            with self._pending_lock:
+                self._pending.pop(call_id, None)
+            future.set_exception(HookHostError(f"the hook process is gone: {exc}"))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            with self._send_lock:
+                self._connection.send(None)
+        except (OSError, ValueError):
+            pass
+        self._process.join(2.0 if wait else 0.5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(2.0)
+        self._connection.close()
+        self._fail_pending("the hook process was stopped")
+
+    # -- replies -------------------------------------------------------------------------------
+
+    def _read_replies(self) -> None:
+        while True:
+            try:
+                call_id, ok, payload = self._connection.recv()
+            except (EOFError, OSError):
+                break
+            with self._pending_lock:
+                future = self._pending.pop(call_id, None)
+            if future is None:
+                continue
+            if ok:
+                future.set_result(payload)
+            else:
+                future.set_exception(
+                    payload if isinstance(payload, BaseException) else HookHostError(str(payload))
+                )
+        if not self._closed:
+            self._failure = f"the hook process exited (exit {self._process.exitcode})"
+            log.error("%s: every hook invocation is now denied", self._failure)
+        self._fail_pending(self._failure or "the hook process was stopped")
+
+    def _fail_pending(self, reason: str) -> None:
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(HookHostError(reason))
+
+
+def invoker(host: HookHost, function_arn: str) -> tuple[Executor, Callable[[dict[str, Any]], Any]]:
+    """What `emulator.hook.Hook` needs for one function of the host: an executor and a function
+    whose `submit(function, event)` the host turns into an invocation of `function_arn`."""
+
+    class _Bound(Executor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:  # type: ignore[override]
+            return host.submit(function_arn, *args)
+
+        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+            host.shutdown(wait, cancel_futures=cancel_futures)
+
+    def placeholder(event: dict[str, Any]) -> Any:  # never called: _Bound.submit ignores it
+        raise AssertionError("invoked outside the hook host")
+
+    return _Bound(), placeholder
+
+
+# ------------------------------------------------------------------------------- the child
+
+
+def _child_main(
+    connection: Connection, specs: list[Any], iot_endpoint_url: str, region: str, workers: int
+) -> None:
+    # Ctrl-C reaches the whole process group; the emulator decides when this process ends (it closes
+    # the pipe, or sends None).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        handlers, server = _child_setup(specs, iot_endpoint_url, region)
+    except BaseException as exc:  # reported to the parent, which raises it as a start failure
+        connection.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    connection.send(("ready", server.url))
+    send_lock = threading.Lock()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="hook")
+
+    def run(call_id: int, function_arn: str, event: dict[str, Any]) -> None:
+        invoke = handlers.get(function_arn)
+        try:
+            if invoke is None:
+                raise HookHostError(f"no function {function_arn} in the hook process")
+            reply: tuple[int, bool, Any] = (call_id, True, invoke(event))
+        except Exception as exc:
+            reply = (call_id, False, _picklable(exc))
+        try:
+            with send_lock:
+                connection.send(reply)
+        except (OSError, ValueError):
+            pass  # the emulator is gone; the read loop below ends too
+
+    while True:
+        try:
+            message = connection.recv()
+        except (EOFError, OSError):
+            break
+        if message is None:
+            break
+        pool.submit(run, *message)
+    pool.shutdown(wait=False, cancel_futures=True)
+    server.stop()
+    os._exit(0)  # hook threads still running (a hung call) must not hold the process
+
+
+def _child_setup(specs: list[Any], iot_endpoint_url: str, region: str) -> tuple[dict[str, Any], Any]:
+    from moto.backends import get_backend
+
+    from emulator import hook as hooks
+    from emulator import moto_dynamodb
+    from emulator.aws_server import LocalAwsServer
+
+    get_backend("dynamodb").reset()
+    moto_dynamodb.install()
+    server = LocalAwsServer(threading.RLock())
+    server.start()
+    server.install_shortcut()
+    handlers: dict[str, Any] = {}
+    environment_seen: dict[str, str] = {}
+    for spec in specs:
+        environment = hooks.lambda_environment(spec, aws_endpoint_url=iot_endpoint_url, region=region)
+        # Service-specific endpoint (botocore >= 1.31): DynamoDB here, everything else at the emulator.
+        environment["AWS_ENDPOINT_URL_DYNAMODB"] = server.url
+        clashes = {k for k, v in environment.items() if environment_seen.get(k, v) != v}
+        if clashes - {"AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"}:
+            # One process, one environment: two hook functions that disagree on a variable would see
+            # the later one's value. Say so rather than guess.
+            logging.getLogger("emulator.hook_host").warning(
+                "hook functions disagree on %s; %s's values apply", sorted(clashes), spec.function_name
+            )
+        environment_seen.update(environment)
+        handlers[spec.function_arn] = hooks.load_lambda(spec, environment)
+    return handlers, server
+
+
+def _picklable(exc: Exception) -> Exception:
+    """The exception itself if it crosses the pipe, else one of its type name and message."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return HookHostError(f"{type(exc).__name__}: {exc}")
