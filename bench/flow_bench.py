@@ -28,9 +28,10 @@ def measure(assembly: Path, scratch: Path, concurrency: int, devices: int = DEVI
     try:
         serials = [f"BENCH{concurrency:03d}{i:06d}" for i in range(devices)]
         import_serials(emulator.endpoint, serials)
-        cpu_before = emulator.cpu_s()
+        cpu_before = emulator.cpu_by_process_s()
         fleet = run_fleet(emulator.endpoint_file, serials, concurrency, scratch)
-        emulator_cpu = emulator.cpu_s() - cpu_before
+        cpu_after = emulator.cpu_by_process_s()
+        emulator_cpu = {part: cpu_after[part] - cpu_before[part] for part in cpu_after}
         emulator_rss = emulator.max_rss_mb()
     finally:
         emulator.stop()
@@ -50,7 +51,9 @@ def measure(assembly: Path, scratch: Path, concurrency: int, devices: int = DEVI
         "devices_per_s": report["throughput_per_s"],
         "latency_ms": {step: report["latency_ms"][step] for step in STEPS},
         "cpu_ms_per_device": {
-            "emulator": round(1000 * emulator_cpu / max(1, provisioned), 1),
+            "emulator": round(1000 * sum(emulator_cpu.values()) / max(1, provisioned), 1),
+            "emulator_main": round(1000 * emulator_cpu["emulator"] / max(1, provisioned), 1),
+            "hook_process": round(1000 * emulator_cpu["hook"] / max(1, provisioned), 1),
             "simulator": round(1000 * fleet.cpu_s / max(1, provisioned), 1),
         },
         "peak_rss_mb": {"emulator": round(emulator_rss, 1), "simulator": round(fleet.max_rss_mb, 1)},

@@ -45,9 +45,13 @@ class Emulator:
         return self.state_dir / "endpoint.json"
 
     def cpu_s(self) -> float:
-        """User + system CPU of the emulator process so far (all its threads)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        """User + system CPU so far of the emulator process and its children (the hook process)."""
+        return sum(_process_cpu_s(pid) for pid in [self.process.pid, *_descendants(self.process.pid)])
+
+    def cpu_by_process_s(self) -> dict[str, float]:
+        """The same, per process: "emulator" (MQTT, IoT registry, template) and "hook" (its children)."""
+        main = _process_cpu_s(self.process.pid)
+        return {"emulator": main, "hook": sum(_process_cpu_s(p) for p in _descendants(self.process.pid))}
 
     def max_rss_mb(self) -> float:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -63,6 +67,26 @@ class Emulator:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+def _process_cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0  # it has exited
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
 
 
 def start_emulator(assembly: Path, state_dir: Path, *extra: str, prefix: list[str] | None = None) -> Emulator:
