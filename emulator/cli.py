@@ -62,9 +62,12 @@ def up(
         str,
         typer.Option(
             "--hook-isolation",
-            help="Run the hook Lambda on threads of this process (fast) or in worker processes.",
+            help=(
+                "process: the hook Lambda and the serial table in a second process (uses a second "
+                "core); thread: on threads of this process."
+            ),
         ),
-    ] = "thread",
+    ] = "process",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     service_workers: Annotated[int, typer.Option("--service-workers", min=1, hidden=True)] = 32,
     hook_workers: Annotated[int, typer.Option("--hook-workers", min=1, hidden=True)] = 16,
@@ -82,6 +85,9 @@ def up(
     from emulator.assembly import AssemblyError
     from emulator.runtime import start_emulator
 
+    if hook_isolation not in ("process", "thread"):
+        err.print(f"emulator: --hook-isolation must be process or thread, not {hook_isolation!r}")
+        raise typer.Exit(2)
     try:
         hook_function = _load_hook(hook) if hook else None
         emulator = start_emulator(

@@ -239,7 +239,9 @@ def _child_setup(specs: list[Any], iot_endpoint_url: str, region: str) -> tuple[
     for spec in specs:
         environment = hooks.lambda_environment(spec, aws_endpoint_url=iot_endpoint_url, region=region)
         # Service-specific endpoint (botocore >= 1.31): DynamoDB here, everything else at the emulator.
-        environment["AWS_ENDPOINT_URL_DYNAMODB"] = server.url
+        # An AWS_ENDPOINT_URL_DYNAMODB given to the emulator wins, as on the thread runner (fault
+        # injection: a proxy that hangs some requests and relays the rest to aws_endpoint_url).
+        environment["AWS_ENDPOINT_URL_DYNAMODB"] = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or server.url
         clashes = {k for k, v in environment.items() if environment_seen.get(k, v) != v}
         if clashes - {"AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"}:
             # One process, one environment: two hook functions that disagree on a variable would see

@@ -458,3 +458,25 @@ def test_hook_lambda_in_the_hook_process_and_clean_shutdown(cloud_assembly: Any,
         assert not status.exists() or "zombie" in status.read_text(), (
             f"hook process {child} outlived the emulator"
         )
+
+
+def test_hook_lambda_on_the_emulators_threads(cloud_assembly: Any, tmp_path: Any) -> None:
+    """`--hook-isolation thread`: the same Lambda on the emulator's own threads, the serial table in
+    the emulator's moto, no child process."""
+    process = EmulatorProcess(cloud_assembly, tmp_path / "state", "--hook-isolation", "thread")
+    try:
+        pid = process.process.pid
+        assert not Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        serial = new_serial("THRD")
+        seed(process.endpoint, serial)
+        _, registered, _ = provision_json(process.endpoint, serial)
+        assert registered.thing_name == f"device-{serial}"
+        item = aws(process.endpoint, "dynamodb").get_item(
+            TableName=process.endpoint.serial_table, Key={"pk": {"S": f"serial#{serial}"}}
+        )["Item"]
+        assert item["status"]["S"] == "RESERVED"
+        with pytest.raises(V2ServiceException):
+            provision_json(process.endpoint, new_serial("UNKNOWN"))
+    finally:
+        assert process.stop() == 0
+    assert "(in-process)" in process.log()
