@@ -92,17 +92,34 @@ def render(summary: dict[str, Any]) -> str:
         "",
         f"### Full flow, {flow['levels'][0]['devices']:,} devices per level",
         "",
-        "| concurrency | provisioned | failed | devices/s | share of the TLS ceiling | p50 total ms "
-        "| p99 total ms | emulator CPU ms/device | simulator CPU ms/device |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| concurrency | hook | provisioned | failed | devices/s | share of the TLS ceiling | p50 total ms "
+        "| p99 total ms | emulator CPU ms/device (front end + hook process) | simulator CPU ms/device |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for lv in flow["levels"]:
+    comparison = flow.get("comparison")
+    for lv in [*flow["levels"], *([comparison] if comparison else [])]:
         total = lv["latency_ms"]["total"]
+        cpu = lv["cpu_ms_per_device"]
+        split = f" ({cpu['emulator_main']} + {cpu['hook_process']})" if "hook_process" in cpu else ""
         lines.append(
-            f"| {lv['concurrency']} | {lv['provisioned']:,} | {lv['failed']} | {lv['devices_per_s']:.1f} "
+            f"| {lv['concurrency']} | {lv.get('hook_isolation', 'thread')} | {lv['provisioned']:,} "
+            f"| {lv['failed']} | {lv['devices_per_s']:.1f} "
             f"| {lv['devices_per_s'] / ceiling:.1%} | {_ms(total['p50'])} | {_ms(total['p99'])} "
-            f"| {lv['cpu_ms_per_device']['emulator']} | {lv['cpu_ms_per_device']['simulator']} |"
+            f"| {cpu['emulator']}{split} | {cpu['simulator']} |"
         )
+    at_target = (
+        next((lv for lv in flow["levels"] if lv["concurrency"] == comparison["concurrency"]), None)
+        if comparison
+        else None
+    )
+    if comparison and at_target:
+        lines += [
+            "",
+            f"At concurrency {comparison['concurrency']} in this run, the hook process "
+            f"(`--hook-isolation process`, the default) provisioned "
+            f"**{at_target['devices_per_s'] / comparison['devices_per_s']:.2f}x** the devices per second "
+            f"of the hook on the emulator's own threads (`thread`).",
+        ]
     lines += ["", "Per step, p50 / p99 in ms:", ""]
     steps = [s for s in flow_bench.STEPS if s != "total"]
     lines += ["| concurrency | " + " | ".join(steps) + " |", "|---:|" + "---:|" * len(steps)]
@@ -194,7 +211,8 @@ def main(
         print(f"full flow: {devices} devices at concurrency {levels} ...", file=sys.stderr)
         summary["flow"] = flow_bench.run(levels, devices, assembly=assembly)
         ceiling = summary["tls"]["device_ceiling_per_s"]
-        for level in summary["flow"]["levels"]:
+        comparison = summary["flow"].get("comparison")
+        for level in [*summary["flow"]["levels"], *([comparison] if comparison else [])]:
             level["share_of_tls_ceiling"] = round(level["devices_per_s"] / ceiling, 4)
         _save("flow", summary["flow"])
         previous = RESULTS_DIR / "memory.json"
