@@ -26,8 +26,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, subject: str,
-           key: ec.EllipticCurvePrivateKey, *, is_ca: bool = False, san: bool = False) -> x509.Certificate:
+def _issue(
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    is_ca: bool = False,
+    san: bool = False,
+) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -44,8 +51,10 @@ def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, subject: str,
 
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
     return builder.sign(ca_key, hashes.SHA256())
 
 
@@ -62,7 +71,8 @@ def _write_pki(directory: Path) -> dict[str, str]:
         (directory / f"{role}.pem").write_bytes(cert.public_bytes(pem))
         key_path = directory / f"{role}.key"
         key_path.write_bytes(
-            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+            key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
         key_path.chmod(0o600)
         files[role] = str(directory / f"{role}.pem")
         files[f"{role}_key"] = str(key_path)
@@ -134,8 +144,13 @@ def measure(duration_s: float = 5.0, threads: int = 4) -> dict[str, float]:
                 server.kill()
     handshakes = sum(counts)
     per_s = handshakes / elapsed
-    return {"handshakes": handshakes, "errors": sum(errors), "duration_s": round(elapsed, 3),
-            "handshakes_per_s": round(per_s, 1), "device_ceiling_per_s": round(per_s / 2, 1)}
+    return {
+        "handshakes": handshakes,
+        "errors": sum(errors),
+        "duration_s": round(elapsed, 3),
+        "handshakes_per_s": round(per_s, 1),
+        "device_ceiling_per_s": round(per_s / 2, 1),
+    }
 
 
 def run() -> dict[str, float]:
