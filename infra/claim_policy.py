@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Stack
 from aws_cdk import aws_iot as iot
 from constructs import Construct
 
@@ -32,11 +31,6 @@ def claim_reply_topics(config: FleetConfig) -> list[str]:
 class ClaimPolicy(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: FleetConfig) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
-
-        def iot_arn(resource: str, name: str) -> str:
-            return stack.format_arn(service="iot", resource=resource, resource_name=name)
-
         replies = claim_reply_topics(config)
         document: dict[str, Any] = {
             "Version": "2012-10-17",
@@ -44,22 +38,22 @@ class ClaimPolicy(Construct):
                 {
                     "Effect": "Allow",
                     "Action": "iot:Connect",
-                    "Resource": iot_arn("client", config.claim_client_id_pattern),
+                    "Resource": names.iot_arn(self, "client", config.claim_client_id_pattern),
                 },
                 {
                     "Effect": "Allow",
                     "Action": "iot:Publish",
-                    "Resource": [iot_arn("topic", t) for t in claim_request_topics(config)],
+                    "Resource": [names.iot_arn(self, "topic", t) for t in claim_request_topics(config)],
                 },
                 {
                     "Effect": "Allow",
                     "Action": "iot:Receive",
-                    "Resource": [iot_arn("topic", t) for t in replies],
+                    "Resource": [names.iot_arn(self, "topic", t) for t in replies],
                 },
                 {
                     "Effect": "Allow",
                     "Action": "iot:Subscribe",
-                    "Resource": [iot_arn("topicfilter", t) for t in replies],
+                    "Resource": [names.iot_arn(self, "topicfilter", t) for t in replies],
                 },
             ],
         }

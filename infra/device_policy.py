@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Stack
 from aws_cdk import aws_iot as iot
 from constructs import Construct
 
@@ -29,11 +28,6 @@ def device_topics(config: FleetConfig) -> list[str]:
 class DevicePolicy(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, config: FleetConfig) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
-
-        def iot_arn(resource: str, name: str) -> str:
-            return stack.format_arn(service="iot", resource=resource, resource_name=name)
-
         topics = device_topics(config)
         document: dict[str, Any] = {
             "Version": "2012-10-17",
@@ -43,18 +37,18 @@ class DevicePolicy(Construct):
                     # a certificate alone (stolen before provisioning finished) cannot connect.
                     "Effect": "Allow",
                     "Action": "iot:Connect",
-                    "Resource": iot_arn("client", THING_NAME),
+                    "Resource": names.iot_arn(self, "client", THING_NAME),
                     "Condition": {"Bool": {IS_ATTACHED: "true"}},
                 },
                 {
                     "Effect": "Allow",
                     "Action": ["iot:Publish", "iot:Receive"],
-                    "Resource": [iot_arn("topic", t) for t in topics],
+                    "Resource": [names.iot_arn(self, "topic", t) for t in topics],
                 },
                 {
                     "Effect": "Allow",
                     "Action": "iot:Subscribe",
-                    "Resource": [iot_arn("topicfilter", t) for t in topics],
+                    "Resource": [names.iot_arn(self, "topicfilter", t) for t in topics],
                 },
             ],
         }

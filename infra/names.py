@@ -5,6 +5,9 @@ Shared names live in `infra.constants` (which only the foundation edits); these 
 
 from __future__ import annotations
 
+from aws_cdk import Stack
+from constructs import Construct
+
 from infra.config import FleetConfig
 
 # Construct ids beside those in infra.constants.
@@ -46,3 +49,8 @@ def claim_secret_name(config: FleetConfig, claim_name: str) -> str:
 def pascal(name: str) -> str:
     """`line-a` -> `LineA`, for output names and construct ids."""
     return "".join(part[:1].upper() + part[1:] for part in name.replace("_", "-").split("-"))
+
+
+def iot_arn(scope: Construct, resource: str, name: str) -> str:
+    """arn:<partition>:iot:<region>:<account>:<resource>/<name> in the stack of `scope` (policy resources)."""
+    return Stack.of(scope).format_arn(service="iot", resource=resource, resource_name=name)
