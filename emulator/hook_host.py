@@ -39,12 +39,12 @@ class HookHostError(RuntimeError):
     pass
 
 
-class HookHost(Executor):
-    """The child process, seen from the emulator as an `Executor` of invocations.
+class HookHost:
+    """The child process, seen from the emulator.
 
-    `submit(function_arn, event)` returns a future of the Lambda's answer (or its exception). The
+    `invoke(function_arn, event)` returns a future of the Lambda's answer (or its exception). The
     future is already running when returned: `Hook.invoke` giving up on it cannot cancel the call,
-    as a Lambda invocation runs on after its caller stops waiting.
+    as a Lambda invocation runs on after its caller stops waiting. `close()` ends the child.
     """
 
     def __init__(
@@ -89,10 +89,7 @@ class HookHost(Executor):
         self._reader = threading.Thread(target=self._read_replies, name="hook-host-replies", daemon=True)
         self._reader.start()
 
-    # -- Executor ------------------------------------------------------------------------------
-
-    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:  # type: ignore[override]
-        """`fn` is the function ARN to invoke, `args[0]` the event."""
+    def invoke(self, function_arn: str, event: dict[str, Any]) -> Future[Any]:
         future: Future[Any] = Future()
         future.set_running_or_notify_cancel()
         if self._closed or self._failure is not None:
@@ -103,14 +100,14 @@ class HookHost(Executor):
             self._pending[call_id] = future
         try:
             with self._send_lock:
-                self._connection.send((call_id, str(fn), args[0]))
+                self._connection.send((call_id, function_arn, event))
         except (OSError, ValueError) as exc:
             with self._pending_lock:
                 self._pending.pop(call_id, None)
             future.set_exception(HookHostError(f"the hook process is gone: {exc}"))
         return future
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def close(self) -> None:
         if self._closed:
             return
         self._closed = True
@@ -119,7 +116,7 @@ class HookHost(Executor):
                 self._connection.send(None)
         except (OSError, ValueError):
             pass
-        self._process.join(2.0 if wait else 0.5)
+        self._process.join(2.0)
         if self._process.is_alive():
             self._process.kill()
             self._process.join(2.0)
@@ -159,14 +156,15 @@ class HookHost(Executor):
 
 def invoker(host: HookHost, function_arn: str) -> tuple[Executor, Callable[[dict[str, Any]], Any]]:
     """What `emulator.hook.Hook` needs for one function of the host: an executor and a function
-    whose `submit(function, event)` the host turns into an invocation of `function_arn`."""
+    whose `submit(function, event)` the host turns into an invocation of `function_arn`. Closing the
+    executor leaves the host running: it serves every template's hook, and its owner closes it."""
 
     class _Bound(Executor):
         def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:  # type: ignore[override]
-            return host.submit(function_arn, *args)
+            return host.invoke(function_arn, args[0])
 
         def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-            host.shutdown(wait, cancel_futures=cancel_futures)
+            pass
 
     def placeholder(event: dict[str, Any]) -> Any:  # never called: _Bound.submit ignores it
         raise AssertionError("invoked outside the hook host")

@@ -203,7 +203,7 @@ def _start(
         hook_host = HookHost(
             list(lambdas.values()), iot_endpoint_url=aws.url, region=region, workers=hook_workers
         )
-        cleanups.append(hook_host.shutdown)
+        cleanups.append(hook_host.close)
         aws.route("dynamodb", hook_host.dynamodb_url)
         log.info(
             "hook process %s: the hook Lambda, and DynamoDB at %s", hook_host.pid, hook_host.dynamodb_url
