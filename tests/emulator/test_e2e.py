@@ -424,26 +424,34 @@ def test_an_expired_token_is_rejected_and_its_certificate_deleted(fault_emulator
     assert certificate_status(endpoint, certificate_id) is None
 
 
+def children_of(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+
+
+def provision_one_and_read_its_reservation(endpoint: Endpoint, prefix: str) -> None:
+    """A known serial provisions and its item reads back RESERVED for its thing through the one AWS
+    endpoint; an unknown serial is denied."""
+    serial = new_serial(prefix)
+    seed(endpoint, serial)
+    _, registered, _ = provision_json(endpoint, serial)
+    assert registered.thing_name == f"device-{serial}"
+    item = aws(endpoint, "dynamodb").get_item(
+        TableName=endpoint.serial_table, Key={"pk": {"S": f"serial#{serial}"}}
+    )["Item"]
+    assert item["status"]["S"] == "RESERVED"
+    assert item["thing_name"]["S"] == registered.thing_name
+    with pytest.raises(V2ServiceException):
+        provision_json(endpoint, new_serial("UNKNOWN"))
+
+
 def test_hook_lambda_in_the_hook_process_and_clean_shutdown(cloud_assembly: Any, tmp_path: Any) -> None:
     """`--hook-isolation process` (the Python API's default) runs the same Lambda in the hook process,
     with the serial table there: the reservation the hook wrote is read back through the emulator's
     one AWS endpoint. SIGTERM ends the emulator and its hook process, and removes endpoint.json."""
     process = EmulatorProcess(cloud_assembly, tmp_path / "state", "--hook-isolation", "process")
     try:
-        serial = new_serial("PROC")
-        seed(process.endpoint, serial)
-        _, registered, _ = provision_json(process.endpoint, serial)
-        assert registered.thing_name == f"device-{serial}"
-        item = aws(process.endpoint, "dynamodb").get_item(
-            TableName=process.endpoint.serial_table, Key={"pk": {"S": f"serial#{serial}"}}
-        )["Item"]
-        assert item["status"]["S"] == "RESERVED"
-        assert item["thing_name"]["S"] == registered.thing_name
-        with pytest.raises(V2ServiceException):
-            provision_json(process.endpoint, new_serial("UNKNOWN"))
-        children = (
-            Path(f"/proc/{process.process.pid}/task/{process.process.pid}/children").read_text().split()
-        )
+        provision_one_and_read_its_reservation(process.endpoint, "PROC")
+        children = children_of(process.process.pid)
         assert children, "no hook process under the emulator"
     finally:
         assert process.stop() == 0
@@ -465,18 +473,8 @@ def test_hook_lambda_on_the_emulators_threads(cloud_assembly: Any, tmp_path: Any
     the emulator's moto, no child process."""
     process = EmulatorProcess(cloud_assembly, tmp_path / "state", "--hook-isolation", "thread")
     try:
-        pid = process.process.pid
-        assert not Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        serial = new_serial("THRD")
-        seed(process.endpoint, serial)
-        _, registered, _ = provision_json(process.endpoint, serial)
-        assert registered.thing_name == f"device-{serial}"
-        item = aws(process.endpoint, "dynamodb").get_item(
-            TableName=process.endpoint.serial_table, Key={"pk": {"S": f"serial#{serial}"}}
-        )["Item"]
-        assert item["status"]["S"] == "RESERVED"
-        with pytest.raises(V2ServiceException):
-            provision_json(process.endpoint, new_serial("UNKNOWN"))
+        assert not children_of(process.process.pid)
+        provision_one_and_read_its_reservation(process.endpoint, "THRD")
     finally:
         assert process.stop() == 0
     assert "(in-process)" in process.log()

@@ -58,18 +58,26 @@ def client(service: str, url: str) -> Any:
     )
 
 
+def probe_spec(asset_dir: Path, handler: str = "probe_handler.handler", **environment: str) -> LambdaSpec:
+    return LambdaSpec(
+        asset_dir=str(asset_dir),
+        handler=handler,
+        environment=environment,
+        function_name="probe",
+        function_arn=ARN,
+    )
+
+
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookHost]:
     asset = tmp_path_factory.mktemp("asset")
     (asset / "probe_handler.py").write_text(textwrap.dedent(HANDLER))
-    spec = LambdaSpec(
-        asset_dir=str(asset),
-        handler="probe_handler.handler",
-        environment={"TABLE": "serials"},
-        function_name="probe",
-        function_arn=ARN,
+    host = HookHost(
+        [probe_spec(asset, TABLE="serials")],
+        iot_endpoint_url="http://127.0.0.1:9",
+        region="eu-west-1",
+        workers=4,
     )
-    host = HookHost([spec], iot_endpoint_url="http://127.0.0.1:9", region="eu-west-1", workers=4)
     client("dynamodb", host.dynamodb_url).create_table(
         TableName="serials",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
@@ -77,12 +85,11 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookHost]:
         BillingMode="PAY_PER_REQUEST",
     )
     yield host
-    host.shutdown()
+    host.close()
 
 
 def hook(host: HookHost, timeout_s: float = 5.0) -> Hook:
-    spec = LambdaSpec(asset_dir="", handler="", environment={}, function_name="probe", function_arn=ARN)
-    return hosted_lambda_hook(host, spec, timeout_s=timeout_s)
+    return hosted_lambda_hook(host, probe_spec(Path("unused")), timeout_s=timeout_s)
 
 
 def test_the_lambda_runs_in_the_child_with_its_own_environment(host: HookHost) -> None:
@@ -127,7 +134,7 @@ def test_concurrent_invocations_each_get_their_own_answer(host: HookHost) -> Non
 
 def test_an_unknown_function_is_a_failure(host: HookHost) -> None:
     with pytest.raises(HookHostError, match="no function"):
-        host.submit("arn:aws:lambda:eu-west-1:000000000000:function:other", {}).result(5)
+        host.invoke("arn:aws:lambda:eu-west-1:000000000000:function:other", {}).result(5)
 
 
 def test_the_emulator_endpoint_forwards_dynamodb_and_keeps_iot(host: HookHost) -> None:
@@ -180,32 +187,24 @@ def test_a_dead_target_is_a_503_not_a_hang() -> None:
 
 def test_a_dead_hook_process_denies_pending_and_later_calls(tmp_path: Path) -> None:
     (tmp_path / "probe_handler.py").write_text(textwrap.dedent(HANDLER))
-    spec = LambdaSpec(
-        asset_dir=str(tmp_path),
-        handler="probe_handler.handler",
-        environment={},
-        function_name="probe",
-        function_arn=ARN,
+    host = HookHost(
+        [probe_spec(tmp_path)], iot_endpoint_url="http://127.0.0.1:9", region="eu-west-1", workers=2
     )
-    host = HookHost([spec], iot_endpoint_url="http://127.0.0.1:9", region="eu-west-1", workers=2)
     try:
-        pending = host.submit(ARN, {"action": "sleep", "seconds": 30})
+        pending = host.invoke(ARN, {"action": "sleep", "seconds": 30})
         os.kill(host.pid, signal.SIGKILL)
         with pytest.raises(HookHostError, match="exited"):
             pending.result(10)
         with pytest.raises(AccessDenied, match="failed: HookHostError"):
             hook(host).invoke({"action": "allow"})
     finally:
-        host.shutdown()
+        host.close()
 
 
 def test_a_handler_that_cannot_load_fails_the_start(tmp_path: Path) -> None:
-    spec = LambdaSpec(
-        asset_dir=str(tmp_path),
-        handler="missing_module.handler",
-        environment={},
-        function_name="probe",
-        function_arn=ARN,
-    )
     with pytest.raises(HookHostError, match="ModuleNotFoundError"):
-        HookHost([spec], iot_endpoint_url="http://127.0.0.1:9", region="eu-west-1")
+        HookHost(
+            [probe_spec(tmp_path, "missing_module.handler")],
+            iot_endpoint_url="http://127.0.0.1:9",
+            region="eu-west-1",
+        )
