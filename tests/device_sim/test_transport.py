@@ -1,0 +1,100 @@
+"""The simulator's TLS trusts the target's CA file and nothing else, however the system trust store is set.
+
+`Transport` points SSL_CERT_FILE (what s2n's default system-store load reads for every new TLS context) at
+the target's CA file, so that throw-away load parses one certificate instead of the whole system bundle.
+These tests hold the two things that rests on: the variable names the CA file, and a certificate trusted
+only through the system store (SSL_CERT_FILE as the user had it) is still refused, on claim and device
+connections alike. Real sockets and real awscrt against a minimal mTLS MQTT endpoint; no emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from awscrt import io as crt_io
+
+from device_sim.errors import DeviceFailure
+from device_sim.target import Target
+from device_sim.transport import Transport
+from tests.device_sim.pki import Authority, Files, MiniBroker, write_pki
+
+
+def target_for(files: Files, port: int) -> Target:
+    return Target(
+        host="127.0.0.1",
+        port=port,
+        ca_file=files.ca_file,
+        claim_cert_file=files.claim_cert_file,
+        claim_key_file=files.claim_key_file,
+        template_name="FleetProvisioningTemplate",
+    )
+
+
+def device_tls(files: Files) -> crt_io.TlsContextOptions:
+    return crt_io.TlsContextOptions.create_client_with_mtls(
+        files.claim_cert_file.read_bytes(), files.claim_key_file.read_bytes()
+    )
+
+
+async def connect_and_leave(transport: Transport, files: Files, client_id: str, device: bool) -> None:
+    if device:
+        connection = transport.device_connection(device_tls(files), client_id)
+    else:
+        connection = transport.claim_connection(client_id)
+    await transport.connect(connection, "connect")
+    await transport.disconnect(connection)
+
+
+@pytest.fixture
+def endpoint(tmp_path: Path):  # type: ignore[no-untyped-def]
+    authority = Authority.create("endpoint CA")
+    broker = MiniBroker(tmp_path, authority)
+    yield authority, broker
+    broker.close()
+
+
+def test_ssl_cert_file_names_the_ca_file(tmp_path: Path, endpoint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    authority, broker = endpoint
+    files = write_pki(tmp_path / "pki", authority)
+    monkeypatch.setenv("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")
+    monkeypatch.chdir(tmp_path)
+    relative = Files(Path("pki/ca.pem"), files.claim_cert_file, files.claim_key_file)
+
+    Transport(target_for(relative, broker.port), threads=1, timeout_s=5)
+
+    assert os.environ["SSL_CERT_FILE"] == str(files.ca_file.resolve())
+
+
+@pytest.mark.parametrize("device", [False, True], ids=["claim", "device"])
+def test_the_ca_file_is_trusted(tmp_path: Path, endpoint, device: bool) -> None:  # type: ignore[no-untyped-def]
+    authority, broker = endpoint
+    files = write_pki(tmp_path / "pki", authority)
+    transport = Transport(target_for(files, broker.port), threads=1, timeout_s=5)
+
+    asyncio.run(connect_and_leave(transport, files, "trusted-1", device))
+
+    assert broker.client_ids == ["trusted-1"]
+
+
+@pytest.mark.parametrize("device", [False, True], ids=["claim", "device"])
+def test_a_ca_only_in_the_system_store_is_not_trusted(  # type: ignore[no-untyped-def]
+    tmp_path: Path, endpoint, monkeypatch, device: bool
+) -> None:
+    authority, broker = endpoint
+    # The endpoint's CA is in the system store the user configured, but the target names another CA.
+    right = write_pki(tmp_path / "right", authority)
+    monkeypatch.setenv("SSL_CERT_FILE", str(right.ca_file))
+    wrong = write_pki(tmp_path / "wrong", Authority.create("someone else"), client_authority=authority)
+    transport = Transport(target_for(wrong, broker.port), threads=1, timeout_s=2)
+
+    # s2n refuses the server's certificate ("Certificate is untrusted"); awscrt 0.36 may then hold the
+    # connect future until our time-out, so the failure is either kind. What matters is that no MQTT
+    # CONNECT ever crossed: the trusted tests above show one arrives at once when TLS succeeds.
+    with pytest.raises(DeviceFailure) as failure:
+        asyncio.run(connect_and_leave(transport, wrong, "untrusted-1", device))
+
+    assert failure.value.kind in ("tls_negotiation", "timeout"), failure.value
+    assert broker.client_ids == []
