@@ -86,6 +86,7 @@ def _serve(files: dict[str, str], port_queue: mp.Queue, stop: mp.Event) -> None:
     context.load_cert_chain(files["server"], files["server_key"])
     context.load_verify_locations(files["ca"])
     context.verify_mode = ssl.CERT_REQUIRED
+    context.num_tickets = 0  # as the emulator's server context (emulator/runtime.py)
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.close()
