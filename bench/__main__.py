@@ -6,7 +6,9 @@ around them is kept).
 2. the full flow through the emulator at concurrency 50, 100, 200 (bench/flow_bench.py), and its
    throughput as a share of the ceiling;
 3. the hook's decision time (bench/hook_bench.py) and the simulator's peak memory at 10,000 devices
-   (bench/memory_bench.py).
+   (bench/memory_bench.py);
+4. the simulator's CPU per device TLS context, with the system trust store and as `Transport` sets it up
+   (bench/tls_context.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bench import flow_bench, hook_bench, memory_bench, tls_ceiling
+from bench import flow_bench, hook_bench, memory_bench, tls_ceiling, tls_context
 from bench.stack import REPO_ROOT, synthesize, workdir
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -70,6 +72,7 @@ def _ms(value: float) -> str:
 
 def render(summary: dict[str, Any]) -> str:
     m, tls, flow, hook, memory = (summary[k] for k in ("machine", "tls", "flow", "hook", "memory"))
+    context = summary.get("tls_context")
     ceiling = tls["device_ceiling_per_s"]
     lines = [
         BEGIN,
@@ -156,8 +159,23 @@ def render(summary: dict[str, Any]) -> str:
         f"| {memory['simulator_peak_rss_mb']:.0f} MB | {memory['simulator_cpu_ms_per_device']} "
         f"| {memory['emulator_peak_rss_mb']:.0f} MB |",
         "",
-        END,
     ]
+    if context:
+        cpu = context["cpu_ms_per_context"]
+        lines += [
+            "### Simulator: CPU per device TLS context (awscrt)",
+            "",
+            "| system trust store | CPU ms per context | |",
+            "|---|---:|---:|",
+            f"| as the machine has it ({context['system_store']}) | {cpu['system_store']} | |",
+            f"| SSL_CERT_FILE at the target's CA file (what `Transport` sets) | {cpu['ca_file_only']} "
+            f"| **{context['ratio']}x** less |",
+            "",
+            f"{context['contexts']} contexts, the two settings in alternating rounds; each simulated device "
+            "builds one for its reconnect.",
+            "",
+        ]
+    lines.append(END)
     return "\n".join(lines)
 
 
@@ -205,6 +223,8 @@ def main(
     _save("tls_ceiling", summary["tls"])
     print("hook decision time ...", file=sys.stderr)
     summary["hook"] = hook_bench.run()
+    print("simulator: CPU per device TLS context ...", file=sys.stderr)
+    summary["tls_context"] = tls_context.run()
     with workdir() as tmp:
         assembly = synthesize(Path(tmp))
         levels = tuple(concurrency or flow_bench.CONCURRENCIES)

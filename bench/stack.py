@@ -90,7 +90,9 @@ def _descendants(pid: int) -> list[int]:
 
 
 def start_emulator(assembly: Path, state_dir: Path, *extra: str, prefix: list[str] | None = None) -> Emulator:
-    """`python -m emulator up` (the hook process by default; EXTRA adds options), stderr to STATE_DIR/emulator.log."""
+    """`python -m emulator up` (the hook process by default; EXTRA adds options).
+
+    Its stderr goes to STATE_DIR/emulator.log."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log = (state_dir / "emulator.log").open("wb")
     command = [*(prefix or [sys.executable]), "-m", "emulator", "up", "--state-dir", str(state_dir)]
