@@ -79,8 +79,34 @@ def classify(exc: BaseException, step: str) -> DeviceFailure:
 
 
 async def wait(future: Future[T], timeout_s: float) -> T:
-    """Await an awscrt (concurrent.futures) future from asyncio, with a time-out."""
-    return await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+    """Await an awscrt (concurrent.futures) future from asyncio, with a time-out.
+
+    A time-out stops the waiting, not awscrt's operation: its future is never cancelled. awscrt completes
+    it later from its own thread (a refused TLS handshake takes ~17 s to report), and `set_exception`
+    on a cancelled future raises InvalidStateError there, printed as an ignored exception long after the
+    device has failed. `asyncio.wrap_future` would cancel it; this relay only drops a late answer.
+    """
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[T] = loop.create_future()
+
+    def settle(done: Future[T]) -> None:
+        if waiter.done():  # timed out (cancelled) already: nobody wants the answer
+            return
+        if done.cancelled():
+            waiter.cancel()
+        elif (exc := done.exception()) is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(done.result())
+
+    def relay(done: Future[T]) -> None:
+        try:
+            loop.call_soon_threadsafe(settle, done)
+        except RuntimeError:  # the event loop is closed: the run is over
+            pass
+
+    future.add_done_callback(relay)
+    return await asyncio.wait_for(waiter, timeout_s)
 
 
 class Transport:

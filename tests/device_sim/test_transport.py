@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from awscrt import io as crt_io
 
 from device_sim.errors import DeviceFailure
 from device_sim.target import Target
-from device_sim.transport import Transport
+from device_sim.transport import Transport, wait
 from tests.device_sim.pki import Authority, Files, MiniBroker, write_pki
 
 
@@ -98,3 +100,47 @@ def test_a_ca_only_in_the_system_store_is_not_trusted(  # type: ignore[no-untype
 
     assert failure.value.kind in ("tls_negotiation", "timeout"), failure.value
     assert broker.client_ids == []
+
+
+# -- wait(): awaiting awscrt's concurrent futures from asyncio ------------------------------------------
+
+
+def test_wait_returns_the_result_and_raises_the_exception() -> None:
+    async def scenario() -> None:
+        done: Future[str] = Future()
+        threading.Timer(0.05, done.set_result, ["ok"]).start()  # awscrt answers from its own thread
+        assert await wait(done, 5) == "ok"
+        failed: Future[str] = Future()
+        threading.Timer(0.05, failed.set_exception, [ValueError("refused")]).start()
+        with pytest.raises(ValueError, match="refused"):
+            await wait(failed, 5)
+
+    asyncio.run(scenario())
+
+
+def test_a_timed_out_wait_leaves_awscrts_future_to_awscrt(caplog: pytest.LogCaptureFixture) -> None:
+    late: Future[str] = Future()
+    after_close: Future[str] = Future()
+
+    async def scenario() -> None:
+        with pytest.raises(TimeoutError):
+            await wait(late, 0.05)
+        assert not late.cancelled()  # what asyncio.wrap_future would have done
+        late.set_exception(ValueError("answered after the time-out"))  # no InvalidStateError
+        await asyncio.sleep(0.05)  # the relay runs, finds nobody waiting, drops it
+        with pytest.raises(TimeoutError):
+            await wait(after_close, 0.05)
+
+    asyncio.run(scenario())
+    after_close.set_result("answered after the event loop closed")  # no RuntimeError either
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_a_cancelled_awscrt_future_cancels_the_wait() -> None:
+    async def scenario() -> None:
+        cancelled: Future[str] = Future()
+        threading.Timer(0.05, cancelled.cancel).start()
+        with pytest.raises(asyncio.CancelledError):
+            await wait(cancelled, 5)
+
+    asyncio.run(scenario())
