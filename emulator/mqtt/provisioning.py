@@ -53,9 +53,15 @@ class ProvisioningTopics:
         service: ProvisioningService,
         executor: Executor,
         on_outcome: Callable[[Outcome], None] | None = None,
+        *,
+        register_executor: Executor | None = None,
     ) -> None:
+        """`executor` runs CreateCertificateFromCsr and CreateKeysAndCertificate (CPU work);
+        `register_executor` (default: the same) runs RegisterThing, whose thread mostly waits for the
+        hook (up to its time-out), so that certificate requests never queue behind those waits."""
         self._service = service
         self._executor = executor
+        self._register_executor = register_executor or executor
         self._on_outcome = on_outcome
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -81,8 +87,9 @@ class ProvisioningTopics:
         requester = Requester(session.client_id, session.certificate_id)
         loop = asyncio.get_running_loop()
         try:
+            executor = self._register_executor if operation == "RegisterThing" else self._executor
             reply: Reply = await loop.run_in_executor(
-                self._executor, self._call, operation, requester, match, message.payload, fmt
+                executor, self._call, operation, requester, match, message.payload, fmt
             )
         except Exception as exc:  # run_in_executor itself failing (shutdown): still one reply
             error = as_provisioning_error(exc)

@@ -478,3 +478,53 @@ def test_hook_lambda_on_the_emulators_threads(cloud_assembly: Any, tmp_path: Any
     finally:
         assert process.stop() == 0
     assert "(in-process)" in process.log()
+
+
+def test_a_register_thing_waiting_for_its_hook_holds_up_no_other_device(
+    cloud_assembly: Any, tmp_path: Any
+) -> None:
+    """RegisterThing waits for its hook on a pool of its own. With room for one at a time
+    (`--service-workers 1`) and that one in a hook that sleeps past AWS's 5 s, another device still
+    connects and gets its certificate while the first is waiting; the first then gets its one reply."""
+    process = EmulatorProcess(
+        cloud_assembly,
+        tmp_path / "state",
+        "--hook",
+        "tests.emulator.fault_hooks:hook",
+        "--service-workers",
+        "1",
+    )
+    endpoint = process.endpoint
+    waiting = connect(endpoint, "prov-SLEEPpool")
+    try:
+        client = identity_client(waiting)
+        created = client.create_certificate_from_csr(
+            iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=make_csr("SLEEPpool")[1])
+        ).result(TIMEOUT_S)
+        stuck = client.register_thing(
+            iotidentity.RegisterThingRequest(
+                template_name=endpoint.template_name,
+                certificate_ownership_token=created.certificate_ownership_token,
+                parameters={"SerialNumber": "SLEEPpool"},
+            )
+        )
+        deadline = time.monotonic() + 5
+        while "SLEEPpool" not in process.log() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the emulator has the request (its log names the client)
+        other = connect(endpoint, "prov-OTHERpool")  # CONNECT admission: its own pool
+        try:
+            other_client = identity_client(other)  # kept: a collected client shuts its requests down
+            other_client.create_certificate_from_csr(
+                iotidentity.CreateCertificateFromCsrRequest(
+                    certificate_signing_request=make_csr("OTHERpool")[1]
+                )
+            ).result(TIMEOUT_S)
+            assert not stuck.done(), "the other device was served only after the hook's wait ended"
+        finally:
+            disconnect(other)
+        with pytest.raises(V2ServiceException) as refused:
+            stuck.result(TIMEOUT_S)
+        assert refused.value.modeled_error.error_code == "AccessDenied"
+    finally:
+        disconnect(waiting)
+        process.stop()
