@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,15 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from emulator import process as emulator_process
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        env.pop(name, None)
-    return env
 
 
 def synthesize(workdir: Path) -> Path:
@@ -36,13 +30,20 @@ def synthesize(workdir: Path) -> Path:
 
 @dataclass
 class Emulator:
-    process: subprocess.Popen[bytes]
-    state_dir: Path
+    child: emulator_process.EmulatorSubprocess
     endpoint: dict[str, Any]
 
     @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.child.process
+
+    @property
+    def state_dir(self) -> Path:
+        return self.child.state_dir
+
+    @property
     def endpoint_file(self) -> Path:
-        return self.state_dir / "endpoint.json"
+        return self.child.endpoint_file
 
     def cpu_s(self) -> float:
         """User + system CPU so far of the emulator process and its children (the hook process)."""
@@ -60,13 +61,7 @@ class Emulator:
         return 0.0
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        self.child.stop(timeout_s=30)
 
 
 def _process_cpu_s(pid: int) -> float:
@@ -89,28 +84,16 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def start_emulator(assembly: Path, state_dir: Path, *extra: str, prefix: list[str] | None = None) -> Emulator:
+def start_emulator(assembly: Path, state_dir: Path, *extra: str) -> Emulator:
     """`python -m emulator up` (the hook process by default; EXTRA adds options).
 
-    Its stderr goes to STATE_DIR/emulator.log."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log = (state_dir / "emulator.log").open("wb")
-    command = [*(prefix or [sys.executable]), "-m", "emulator", "up", "--state-dir", str(state_dir)]
-    process = subprocess.Popen(
-        [*command, "--cloud-assembly", str(assembly), *extra],
-        cwd=REPO_ROOT,
-        env=_env(),
-        stdout=subprocess.DEVNULL,  # the hook's EMF lines: CloudWatch's, not the benchmark's
-        stderr=log,
-    )
-    endpoint_file = state_dir / "endpoint.json"
-    deadline = time.monotonic() + 120
-    while not endpoint_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"emulator did not start; see {state_dir / 'emulator.log'}")
-        time.sleep(0.1)
-    return Emulator(process, state_dir, json.loads(endpoint_file.read_text()))
+    Its stderr goes to STATE_DIR/emulator.log; its stdout (the hook's EMF metric lines: CloudWatch's,
+    not the benchmark's) is dropped."""
+    try:
+        child = emulator_process.start(assembly, state_dir, *extra, stdout_to_log=False)
+    except emulator_process.EmulatorStartError as exc:
+        raise RuntimeError(f"{exc}; see {Path(state_dir) / 'emulator.log'}") from None
+    return Emulator(child, child.endpoint())
 
 
 def import_serials(endpoint: dict[str, Any], serials: list[str]) -> None:
@@ -174,7 +157,9 @@ def run_fleet(endpoint_file: Path, serials: list[str], concurrency: int, workdir
         "--no-progress",
     ]
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=emulator_process.child_environment(), stdout=subprocess.DEVNULL
+    )
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - started

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from device_sim.errors import UserError
+from emulator import process as emulator_process
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMULATOR_START_TIMEOUT_S = 120
@@ -52,7 +53,7 @@ class Demo:
         self.devices = devices
         self.console = console
         self.checks = Checks()
-        self.emulator: subprocess.Popen[bytes] | None = None
+        self.emulator: emulator_process.EmulatorSubprocess | None = None
         self.step_number = 0
         self.env = {
             **os.environ,
@@ -106,58 +107,29 @@ class Demo:
         self.step("Start the local AWS IoT endpoint (emulator) from the synthesized stack")
         state = self.workdir / "emulator"
         shutil.rmtree(state, ignore_errors=True)
-        state.mkdir(parents=True)
-        endpoint = state / "endpoint.json"
-        log = (self.workdir / "emulator.log").open("wb")
-        argv = [
-            sys.executable,
-            "-m",
-            "emulator",
-            "up",
-            "--state-dir",
-            str(state),
-            "--cloud-assembly",
-            str(assembly),
-            "--port",
-            "0",
-        ]
-        self.show(argv)
-        self.emulator = subprocess.Popen(
-            argv, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        deadline = time.monotonic() + EMULATOR_START_TIMEOUT_S
-        with self.console.status("waiting for endpoint.json"):
-            while not endpoint.exists():
-                if self.emulator.poll() is not None:
-                    tail = (
-                        (self.workdir / "emulator.log").read_text(errors="replace").strip().splitlines()[-1:]
-                    )
-                    raise UserError(
-                        f"demo: the emulator exited {self.emulator.returncode}"
-                        + (f": {tail[0]}" if tail else "")
-                    )
-                if time.monotonic() > deadline:
-                    raise UserError(
-                        f"demo: the emulator wrote no {endpoint} within {EMULATOR_START_TIMEOUT_S} s"
-                    )
-                time.sleep(0.2)
-        time.sleep(0.2)  # endpoint.json is written once; let the writer finish
-        data = json.loads(endpoint.read_text())
+        self.show(emulator_process.command(assembly, state))
+        try:
+            with self.console.status("waiting for endpoint.json"):
+                self.emulator = emulator_process.start(
+                    assembly,
+                    state,
+                    log_path=self.workdir / "emulator.log",
+                    env=emulator_process.child_environment(self.env),
+                    new_session=True,  # Ctrl-C reaches the demo, which stops the emulator itself
+                    timeout_s=EMULATOR_START_TIMEOUT_S,
+                )
+        except emulator_process.EmulatorStartError as exc:
+            raise UserError(f"demo: {exc}") from None
+        data = self.emulator.endpoint()
         self.console.print(
             f"MQTT over mTLS on {data['host']}:{data['port']}, AWS APIs at {data['aws_endpoint_url']}, "
             f"template {data['template_name']}; log in {self.workdir / 'emulator.log'}"
         )
-        return endpoint
+        return self.emulator.endpoint_file
 
     def stop_emulator(self) -> None:
-        if self.emulator is None or self.emulator.poll() is not None:
-            return
-        self.emulator.send_signal(signal.SIGINT)
-        try:
-            self.emulator.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.emulator.kill()
-            self.emulator.wait()
+        if self.emulator is not None:
+            self.emulator.stop(signal.SIGINT)
 
     def import_serials(self, endpoint: Path) -> dict[str, list[str]]:
         total = self.devices + CBOR_DEVICES + 1

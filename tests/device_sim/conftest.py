@@ -3,12 +3,6 @@ worker (group "device-sim-e2e"), a serial registry seeded through the emulator's
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from emulator import process as emulator_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The keys flow allowed (for its test); an inactive claim for the refused-claim test.
@@ -84,43 +80,8 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
 
     assembly = app.synthesize(FLEET_OVERRIDES, tmp_path_factory.mktemp("sim-cdk") / "cdk.out")
     state = tmp_path_factory.mktemp("sim-emulator")
-    log_path = state / "emulator.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")])}
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-        env.pop(name, None)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "emulator",
-                "up",
-                "--state-dir",
-                str(state),
-                "--cloud-assembly",
-                str(assembly),
-                "--port",
-                "0",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    endpoint_file = state / "endpoint.json"
-    deadline = time.monotonic() + 90
-    while not endpoint_file.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"emulator did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
-    time.sleep(0.1)
+    process = emulator_process.start(assembly, state)
     try:
-        yield Emulator(endpoint_file, json.loads(endpoint_file.read_text()), log_path)
+        yield Emulator(process.endpoint_file, process.endpoint(), process.log_path)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+        process.stop()

@@ -3,17 +3,12 @@ process per xdist worker (group "emulator-e2e")."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from emulator import process as emulator_process
 from emulator.ca import CertificateAuthority
 from tests.emulator.device import Endpoint
 
@@ -41,59 +36,26 @@ def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class EmulatorProcess:
-    """`python -m emulator up` in a subprocess: its own moto state, its own environment."""
+    """`python -m emulator up` in a subprocess (`emulator.process`): its own moto state, its own
+    environment (this process's at start, as `tests.load.support.environment` sets it)."""
 
     def __init__(self, assembly: Path, state_dir: Path, *extra: str) -> None:
         self.state_dir = state_dir
-        self.log_path = state_dir / "emulator.log"
-        state_dir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
-        }
-        for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
-            env.pop(name, None)
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "emulator",
-                "up",
-                "--state-dir",
-                str(state_dir),
-                "--cloud-assembly",
-                str(assembly),
-                *extra,
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        endpoint_file = state_dir / "endpoint.json"
-        deadline = time.monotonic() + 90
-        while not endpoint_file.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"emulator did not start:\n{self.log_path.read_text()[-4000:]}")
-            time.sleep(0.1)
-        self.endpoint = Endpoint.load(endpoint_file)
-        self.raw = json.loads(endpoint_file.read_text())
+        try:
+            self._child = emulator_process.start(assembly, state_dir, *extra, timeout_s=90)
+        except emulator_process.EmulatorStartError as exc:
+            log = (state_dir / "emulator.log").read_text(errors="replace")[-4000:]
+            raise RuntimeError(f"{exc}\n{log}") from None
+        self.process = self._child.process
+        self.log_path = self._child.log_path
+        self.endpoint = Endpoint.load(self._child.endpoint_file)
+        self.raw = self._child.endpoint()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self._child.log()
 
     def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
-        return self.process.returncode
+        return self._child.stop()
 
 
 @pytest.fixture(scope="session")
