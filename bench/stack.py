@@ -10,11 +10,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from emulator import process as emulator_process
+from fleetctl.registry_store import RegistryStore
+from fleetctl.serial_csv import SerialRow
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -97,6 +98,7 @@ def start_emulator(assembly: Path, state_dir: Path, *extra: str) -> Emulator:
 
 
 def import_serials(endpoint: dict[str, Any], serials: list[str]) -> None:
+    """AVAILABLE serial items, written by fleetctl's registry store (what `registry import` does)."""
     import boto3
 
     dynamodb = boto3.client(
@@ -106,25 +108,8 @@ def import_serials(endpoint: dict[str, Any], serials: list[str]) -> None:
         aws_access_key_id="bench",
         aws_secret_access_key="bench",
     )
-    now = datetime.now(UTC).isoformat()
-    for start in range(0, len(serials), 25):
-        dynamodb.batch_write_item(
-            RequestItems={
-                endpoint["serial_table"]: [
-                    {
-                        "PutRequest": {
-                            "Item": {
-                                "pk": {"S": f"serial#{s}"},
-                                "serial": {"S": s},
-                                "status": {"S": "AVAILABLE"},
-                                "imported_at": {"S": now},
-                            }
-                        }
-                    }
-                    for s in serials[start : start + 25]
-                ]
-            }
-        )
+    store = RegistryStore(dynamodb, endpoint["serial_table"])
+    store.put_new(SerialRow(line, serial, None) for line, serial in enumerate(serials, 1))
 
 
 @dataclass

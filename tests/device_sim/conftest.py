@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from emulator import process as emulator_process
+from fleetctl.registry_store import RegistryStore
+from fleetctl.serial_csv import SerialRow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The keys flow allowed (for its test); an inactive claim for the refused-claim test.
@@ -42,28 +43,9 @@ class Emulator:
         )
 
     def import_serials(self, serials: list[str]) -> None:
-        """Serial items as the registry contract defines them (what `fleetctl registry import` writes)."""
-        now = datetime.now(UTC).isoformat()
-        dynamodb = self.client("dynamodb")
-        for start in range(0, len(serials), 25):
-            dynamodb.batch_write_item(
-                RequestItems={
-                    self.data["serial_table"]: [
-                        {
-                            "PutRequest": {
-                                "Item": {
-                                    "pk": {"S": f"serial#{s}"},
-                                    "serial": {"S": s},
-                                    "status": {"S": "AVAILABLE"},
-                                    "imported_at": {"S": now},
-                                    "updated_at": {"S": now},
-                                }
-                            }
-                        }
-                        for s in serials[start : start + 25]
-                    ]
-                }
-            )
+        """AVAILABLE serial items, written by fleetctl's registry store (what `registry import` does)."""
+        store = RegistryStore(self.client("dynamodb"), self.data["serial_table"])
+        store.put_new(SerialRow(line, serial, None) for line, serial in enumerate(serials, 1))
 
     def serial_item(self, serial: str) -> dict[str, Any] | None:
         item = (

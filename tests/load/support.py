@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ from device_sim.device import DeviceOptions, RetryPolicy, provision_device
 from device_sim.errors import DeviceFailure, Rejected
 from device_sim.target import load_endpoint_file
 from device_sim.transport import Transport
+from fleetctl.registry_store import RegistryStore
+from fleetctl.serial_csv import SerialRow
 from tests.emulator.conftest import EmulatorProcess
 
 DEVICE_POLICY = "FleetProvisioning-DevicePolicy"
@@ -57,29 +58,10 @@ def aws(raw: dict[str, Any], service: str) -> Any:
 
 
 def import_serials(raw: dict[str, Any], serials: Sequence[str]) -> None:
-    """AVAILABLE serial items as `fleetctl registry import` writes them (the registry contract)."""
-    now = datetime.now(UTC).isoformat()
-    dynamodb = aws(raw, "dynamodb")
+    """AVAILABLE serial items, written by fleetctl's registry store (what `registry import` does)."""
     unique = list(dict.fromkeys(serials))
-    for start in range(0, len(unique), 25):
-        dynamodb.batch_write_item(
-            RequestItems={
-                raw["serial_table"]: [
-                    {
-                        "PutRequest": {
-                            "Item": {
-                                "pk": {"S": f"serial#{s}"},
-                                "serial": {"S": s},
-                                "status": {"S": "AVAILABLE"},
-                                "imported_at": {"S": now},
-                                "updated_at": {"S": now},
-                            }
-                        }
-                    }
-                    for s in unique[start : start + 25]
-                ]
-            }
-        )
+    store = RegistryStore(aws(raw, "dynamodb"), raw["serial_table"])
+    store.put_new(SerialRow(line, serial, None) for line, serial in enumerate(unique, 1))
 
 
 @dataclass
