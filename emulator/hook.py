@@ -16,9 +16,10 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from emulator.errors import AccessDenied
@@ -67,23 +68,25 @@ def interpret(answer: Any) -> HookDecision:
 
 
 class Hook:
-    """Runs a hook function in `executor`; `invoke` waits at most `timeout_s`."""
+    """Runs a hook: `submit(event)` starts one invocation and returns its future; `invoke` waits at
+    most `timeout_s` for it. `close` releases what the runner owns (a thread pool; nothing for the
+    hook process, which its owner closes)."""
 
     def __init__(
         self,
-        executor: Executor,
-        function: Callable[[dict[str, Any]], Any],
+        submit: Callable[[dict[str, Any]], Future[Any]],
         *,
+        close: Callable[[], None] = lambda: None,
         timeout_s: float = HOOK_TIMEOUT_S,
         description: str = "hook",
     ) -> None:
-        self._executor = executor
-        self._function = function
+        self._submit = submit
+        self._close = close
         self.timeout_s = timeout_s
         self.description = description
 
     def invoke(self, event: dict[str, Any]) -> HookDecision:
-        future: Future[Any] = self._executor.submit(self._function, event)
+        future = self._submit(event)
         try:
             answer = future.result(timeout=self.timeout_s)
         except FutureTimeout:
@@ -99,15 +102,23 @@ class Hook:
         return decision
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._close()
+
+
+def _on_threads(function: HookFunction, workers: int, *, timeout_s: float, description: str) -> Hook:
+    """FUNCTION on a pool of WORKERS threads of this process."""
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="hook")
+    return Hook(
+        lambda event: pool.submit(function, event),
+        close=partial(pool.shutdown, wait=False, cancel_futures=True),
+        timeout_s=timeout_s,
+        description=description,
+    )
 
 
 def callable_hook(function: HookFunction, *, timeout_s: float = HOOK_TIMEOUT_S, workers: int = 16) -> Hook:
-    return Hook(
-        ThreadPoolExecutor(workers, thread_name_prefix="hook"),
-        function,
-        timeout_s=timeout_s,
-        description=getattr(function, "__qualname__", "hook"),
+    return _on_threads(
+        function, workers, timeout_s=timeout_s, description=getattr(function, "__qualname__", "hook")
     )
 
 
@@ -145,11 +156,10 @@ def lambda_environment(spec: LambdaSpec, *, aws_endpoint_url: str, region: str) 
 
 def hosted_lambda_hook(host: Any, spec: LambdaSpec, *, timeout_s: float = HOOK_TIMEOUT_S) -> Hook:
     """The Lambda in the hook process (`emulator.hook_host.HookHost`), next to the serial table."""
-    from emulator.hook_host import invoker
-
-    executor, function = invoker(host, spec.function_arn)
     return Hook(
-        executor, function, timeout_s=timeout_s, description=f"lambda {spec.function_name} (hook process)"
+        partial(host.invoke, spec.function_arn),
+        timeout_s=timeout_s,
+        description=f"lambda {spec.function_name} (hook process)",
     )
 
 
@@ -165,11 +175,8 @@ def in_process_lambda_hook(
     is the emulator's alone). With `LocalAwsServer.install_shortcut` its AWS calls skip the TCP hop;
     the cost is the shared GIL."""
     function = load_lambda(spec, lambda_environment(spec, aws_endpoint_url=aws_endpoint_url, region=region))
-    return Hook(
-        ThreadPoolExecutor(workers, thread_name_prefix="hook"),
-        function,
-        timeout_s=timeout_s,
-        description=f"lambda {spec.function_name} (in-process)",
+    return _on_threads(
+        function, workers, timeout_s=timeout_s, description=f"lambda {spec.function_name} (in-process)"
     )
 
 

@@ -25,8 +25,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -152,24 +151,6 @@ class HookHost:
         for future in pending.values():
             if not future.done():
                 future.set_exception(HookHostError(reason))
-
-
-def invoker(host: HookHost, function_arn: str) -> tuple[Executor, Callable[[dict[str, Any]], Any]]:
-    """What `emulator.hook.Hook` needs for one function of the host: an executor and a function
-    whose `submit(function, event)` the host turns into an invocation of `function_arn`. Closing the
-    executor leaves the host running: it serves every template's hook, and its owner closes it."""
-
-    class _Bound(Executor):
-        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:  # type: ignore[override]
-            return host.invoke(function_arn, args[0])
-
-        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-            pass
-
-    def placeholder(event: dict[str, Any]) -> Any:  # never called: _Bound.submit ignores it
-        raise AssertionError("invoked outside the hook host")
-
-    return _Bound(), placeholder
 
 
 # ------------------------------------------------------------------------------- the child

@@ -249,9 +249,9 @@ def _start(
     # ~10 % fewer devices/s than with threads to spare). The RegisterThing pool's size also bounds how
     # many invocations wait at the hook at once, which is where the hook's clock runs.
     register = ThreadPoolExecutor(service_workers, thread_name_prefix="register-thing")
-    executor = ThreadPoolExecutor(CERTIFICATE_WORKERS, thread_name_prefix="certificates")
+    certificates = ThreadPoolExecutor(CERTIFICATE_WORKERS, thread_name_prefix="certificates")
     admission = ThreadPoolExecutor(ADMISSION_WORKERS, thread_name_prefix="admission")
-    pools = (register, executor, admission)
+    pools = (register, certificates, admission)
 
     def stop_pools() -> None:
         for pool in pools:
@@ -260,7 +260,7 @@ def _start(
     cleanups.append(stop_pools)
     emulator = Emulator(state_dir=state, endpoint={}, registry=registry, service=service, model=model)
     on_outcome = emulator.outcomes.append if record_outcomes else None
-    topics = ProvisioningTopics(service, executor, on_outcome, register_executor=register)
+    topics = ProvisioningTopics(service, certificates, on_outcome, register_executor=register)
     gatekeeper = IotGatekeeper(
         region=region, account_id=registry.account_id, identity=registry.identity, executor=admission
     )
@@ -286,7 +286,7 @@ def _start(
             failure.append(exc)
             started.set()
             return
-        sweeper = asyncio.create_task(_expire_tokens(service, registry, executor, token_ttl_s))
+        sweeper = asyncio.create_task(_expire_tokens(service, registry, certificates, token_ttl_s))
         started.set()
         await stopping.wait()
         sweeper.cancel()
