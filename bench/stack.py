@@ -46,12 +46,9 @@ class Emulator:
     def endpoint_file(self) -> Path:
         return self.child.endpoint_file
 
-    def cpu_s(self) -> float:
-        """User + system CPU so far of the emulator process and its children (the hook process)."""
-        return sum(_process_cpu_s(pid) for pid in [self.process.pid, *_descendants(self.process.pid)])
-
     def cpu_by_process_s(self) -> dict[str, float]:
-        """The same, per process: "emulator" (MQTT, IoT registry, template) and "hook" (its children)."""
+        """User + system CPU so far, per process: "emulator" (MQTT, IoT registry, template) and "hook"
+        (its children: the hook process)."""
         main = _process_cpu_s(self.process.pid)
         return {"emulator": main, "hook": sum(_process_cpu_s(p) for p in _descendants(self.process.pid))}
 

@@ -58,7 +58,8 @@ def _issue(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def _write_pki(directory: Path) -> dict[str, str]:
+def write_pki(directory: Path) -> dict[str, str]:
+    """A P-256 CA and a server and a client certificate it signed, with their keys, made for this run."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = _issue(ca_key, x509.Name([]), "bench-ca", ca_key, is_ca=True)
     files: dict[str, str] = {}
@@ -104,7 +105,7 @@ def _serve(files: dict[str, str], port_queue: mp.Queue, stop: mp.Event) -> None:
 def measure(duration_s: float = 5.0, threads: int = 4) -> dict[str, float]:
     """Handshakes per second for `duration_s`, the client in this process, the server in another."""
     with tempfile.TemporaryDirectory() as tmp:
-        files = _write_pki(Path(tmp))
+        files = write_pki(Path(tmp))
         ctx = mp.get_context("spawn")
         port_queue: mp.Queue = ctx.Queue()
         stop = ctx.Event()

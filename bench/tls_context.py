@@ -10,7 +10,6 @@ settings run in alternating rounds in this process, so they compare as a ratio o
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import statistics
@@ -20,44 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from bench.tls_ceiling import write_pki
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "bench" / "results" / "tls_context.json"
 ROUNDS = 5
 CONTEXTS_PER_ROUND = 40
-
-
-def _device_credential(ca_file: Path) -> tuple[bytes, bytes]:
-    """A CA (written to CA_FILE) and a device certificate and key it signed, made for this run only."""
-    now = dt.datetime.now(dt.UTC)
-
-    def certificate(
-        subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, signer: Any
-    ) -> x509.Certificate:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=1))
-            .not_valid_after(now + dt.timedelta(hours=1))
-            .sign(signer, hashes.SHA256())
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_file.write_bytes(
-        certificate("bench CA", ca_key, "bench CA", ca_key).public_bytes(serialization.Encoding.PEM)
-    )
-    device_key = ec.generate_private_key(ec.SECP256R1())
-    device = certificate("bench device", device_key, "bench CA", ca_key)
-    return device.public_bytes(serialization.Encoding.PEM), device_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 def _cpu_ms_per_context(cert: bytes, key: bytes, ca: bytes) -> float:
@@ -80,8 +47,9 @@ def run() -> dict[str, Any]:
     samples: dict[str, list[float]] = {"system_store": [], "ca_file_only": []}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-tls-context-") as tmp:
-            ca_file = Path(tmp) / "ca.pem"
-            cert, key = _device_credential(ca_file)
+            files = write_pki(Path(tmp))  # the client certificate stands for a device's
+            ca_file = Path(files["ca"])
+            cert, key = Path(files["client"]).read_bytes(), Path(files["client_key"]).read_bytes()
             ca = ca_file.read_bytes()
             for _ in range(ROUNDS):
                 if saved is None:
