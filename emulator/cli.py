@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from emulator.tokens import DEFAULT_TTL_S
+from emulator.provisioning.tokens import DEFAULT_TTL_S
 
 app = typer.Typer(
     add_completion=False,
@@ -82,7 +82,7 @@ def up(
     )
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from emulator.assembly import AssemblyError
+    from emulator.assembly.reader import AssemblyError
     from emulator.runtime import start_emulator
 
     if hook_isolation not in ("process", "thread"):

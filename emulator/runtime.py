@@ -15,17 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulator import hook as hooks
-from emulator.assembly import AssemblyError, ClaimIdentity, ClaimSpec, StackModel, load_stack
-from emulator.aws_server import LocalAwsServer
-from emulator.ca import CertificateAuthority, write_private
-from emulator.hook_host import HookHost
+from emulator.assembly.reader import AssemblyError, ClaimIdentity, ClaimSpec, StackModel, load_stack
+from emulator.awsapi.server import LocalAwsServer
 from emulator.mqtt.auth import IotGatekeeper
 from emulator.mqtt.broker import Broker
 from emulator.mqtt.provisioning import Outcome, ProvisioningTopics
-from emulator.registry import ACTIVE, Registry, use_der_certificate_ids
-from emulator.service import ProvisioningService, ProvisioningTemplate
-from emulator.tokens import DEFAULT_TTL_S, TokenStore
+from emulator.provisioning import hook as hooks
+from emulator.provisioning.ca import CertificateAuthority, write_private
+from emulator.provisioning.hook_host import HookHost
+from emulator.provisioning.service import ProvisioningService, ProvisioningTemplate
+from emulator.provisioning.tokens import DEFAULT_TTL_S, TokenStore
+from emulator.registry.store import ACTIVE, Registry, use_der_certificate_ids
 
 log = logging.getLogger("emulator")
 
@@ -99,7 +99,7 @@ def start_emulator(
     `service_workers` is how many RegisterThing requests are served at once (each waits for its hook).
     `hook` replaces the stack's hook Lambda with a Python callable (tests: raise, sleep, deny);
     `use_stack_hook=False` runs the template without any hook. `hook_isolation`: "process" runs the
-    stack's Lambda in the hook process, next to the serial table (emulator/hook_host.py: nothing leaks
+    stack's Lambda in the hook process, next to the serial table (provisioning/hook_host.py: nothing leaks
     into the caller's process, and the hook's CPU is not under this process's GIL); "thread" runs it on
     threads of this process, with its environment set here and the table in this process's moto.
     """
@@ -164,7 +164,7 @@ def _start(
     record_outcomes: bool,
     hook_isolation: str,
 ) -> Emulator:
-    from emulator.assembly import find_stack_template, stack_region
+    from emulator.assembly.reader import find_stack_template, stack_region
 
     assembly_path = Path(assembly_dir).resolve()
     region = stack_region(assembly_path, find_stack_template(assembly_path, stack_name))
@@ -202,7 +202,7 @@ def _start(
     lambdas = _lambda_specs(model) if hook is None and use_stack_hook else {}
     hook_host: HookHost | None = None
     if lambdas and hook_isolation == "process":
-        # The serial table lives with the hook (emulator/hook_host.py); this endpoint forwards to it.
+        # The serial table lives with the hook (provisioning/hook_host.py); this endpoint forwards to it.
         hook_host = HookHost(
             list(lambdas.values()), iot_endpoint_url=aws.url, region=region, workers=hook_workers
         )

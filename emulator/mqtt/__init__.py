@@ -1,1 +1,1 @@
-"""A thin MQTT 3.1.1 front end (asyncio + TLS): broker, AWS IoT authorisation, provisioning topics."""
+"""The MQTT front end (asyncio + TLS): codec, broker, AWS IoT authorisation, provisioning topics."""

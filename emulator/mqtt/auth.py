@@ -16,8 +16,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 from emulator.mqtt.broker import Admission, Refused, Session
-from emulator.policy_engine import ConnectionContext, PolicyEngine, client_arn, topic_arn, topicfilter_arn
-from emulator.registry import ACTIVE, ConnectionIdentity
+from emulator.mqtt.policy_engine import (
+    ConnectionContext,
+    PolicyEngine,
+    client_arn,
+    topic_arn,
+    topicfilter_arn,
+)
+from emulator.registry.store import ACTIVE, ConnectionIdentity
 
 
 @dataclass

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from emulator.errors import as_provisioning_error
 from emulator.mqtt import codec
 from emulator.mqtt.broker import Session
-from emulator.payloads import (
+from emulator.provisioning.errors import as_provisioning_error
+from emulator.provisioning.payloads import (
     CreateCertificateFromCsrRequest,
     PayloadFormat,
     RegisterThingRequest,
@@ -27,7 +27,7 @@ from emulator.payloads import (
     encode,
     reply_topic,
 )
-from emulator.service import ProvisioningService, Requester
+from emulator.provisioning.service import ProvisioningService, Requester
 
 log = logging.getLogger("emulator.provisioning")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from emulator import process as emulator_process
-from emulator.ca import CertificateAuthority
+from emulator.provisioning.ca import CertificateAuthority
 from tests.emulator.device import Endpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

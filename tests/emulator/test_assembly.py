@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from emulator.assembly import AssemblyError, ClaimIdentity, ClaimSpec, load_stack
+from emulator.assembly.reader import AssemblyError, ClaimIdentity, ClaimSpec, load_stack
 from emulator.cli import app
 
 TEMPLATE: dict[str, Any] = {

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from emulator.ca import CertificateAuthority, IssuedCredential, write_private
 from emulator.mqtt import codec
 from emulator.mqtt.broker import Admission, Broker, Refused, Session
+from emulator.provisioning.ca import CertificateAuthority, IssuedCredential, write_private
 
 
 class FakeGatekeeper:

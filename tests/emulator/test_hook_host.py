@@ -1,4 +1,4 @@
-"""The hook process (emulator/hook_host.py): a Lambda and moto's DynamoDB in a child process, invoked
+"""The hook process (provisioning/hook_host.py): a Lambda and moto's DynamoDB in a child process, invoked
 over a pipe; the emulator's AWS endpoint forwarding DynamoDB to it."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from emulator.aws_server import LocalAwsServer
-from emulator.errors import AccessDenied
-from emulator.hook import Hook, LambdaSpec, hosted_lambda_hook
-from emulator.hook_host import HookHost, HookHostError
+from emulator.awsapi.server import LocalAwsServer
+from emulator.provisioning.errors import AccessDenied
+from emulator.provisioning.hook import Hook, LambdaSpec, hosted_lambda_hook
+from emulator.provisioning.hook_host import HookHost, HookHostError
 
 ARN = "arn:aws:lambda:eu-west-1:000000000000:function:probe"
 

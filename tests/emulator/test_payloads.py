@@ -7,13 +7,13 @@ import json
 import cbor2
 import pytest
 
-from emulator.errors import (
+from emulator.provisioning.errors import (
     InvalidCertificateOwnershipToken,
     InvalidParameters,
     InvalidPayload,
     PayloadTooLarge,
 )
-from emulator.payloads import (
+from emulator.provisioning.payloads import (
     MAX_PAYLOAD_BYTES,
     CreateCertificateFromCsrRequest,
     PayloadFormat,

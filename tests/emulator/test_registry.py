@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from emulator.ca import CertificateAuthority
-from emulator.errors import InvalidParameters
-from emulator.registry import Registry
-from emulator.template_engine import evaluate_template
-from emulator.template_errors import ResourceConflictError
+from emulator.provisioning.ca import CertificateAuthority
+from emulator.provisioning.errors import InvalidParameters
+from emulator.provisioning.template_engine import evaluate_template
+from emulator.provisioning.template_errors import ResourceConflictError
+from emulator.registry.store import Registry
 from tests.emulator.test_service import BODY
 
 DEVICE_POLICY = {
@@ -133,7 +133,7 @@ def test_token_expiry_deletes_only_unactivated_unattached_certificates(
 
 
 def test_certificate_ids_are_sha256_of_der(registry: Registry, authority: CertificateAuthority) -> None:
-    from emulator.ca import certificate_id
+    from emulator.provisioning.ca import certificate_id
 
     credential = authority.issue_client_credential("x")
     record = registry.register_certificate(credential.certificate_pem, "ACTIVE")

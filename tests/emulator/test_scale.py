@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from emulator.ca import CertificateAuthority
-from emulator.moto_index import PairIndex
-from emulator.registry import Registry
+from emulator.provisioning.ca import CertificateAuthority
+from emulator.registry.moto_index import PairIndex
+from emulator.registry.store import Registry
 from tests.emulator.test_registry import plan_for, registry  # noqa: F401 - the fixture
 
 SMALL, LARGE = 20, 4000

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.ca import CertificateAuthority, write_private
+from emulator.provisioning.ca import CertificateAuthority, write_private
 from emulator.runtime import _server_ssl_context
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from emulator import hook as hooks
-from emulator.ca import CertificateAuthority, certificate_id
-from emulator.errors import (
+from emulator.provisioning import hook as hooks
+from emulator.provisioning.ca import CertificateAuthority, certificate_id
+from emulator.provisioning.errors import (
     AccessDenied,
     InvalidCertificateOwnershipToken,
     InvalidCertificateSigningRequest,
@@ -18,12 +18,12 @@ from emulator.errors import (
     TemplateDisabled,
     TemplateNotFound,
 )
-from emulator.payloads import CreateCertificateFromCsrRequest, RegisterThingRequest
-from emulator.registry import CertificateRecord
-from emulator.service import ProvisioningService, ProvisioningTemplate, Requester
-from emulator.template_engine import ProvisioningPlan
-from emulator.template_errors import TemplateEngineError
-from emulator.tokens import TokenStore
+from emulator.provisioning.payloads import CreateCertificateFromCsrRequest, RegisterThingRequest
+from emulator.provisioning.service import ProvisioningService, ProvisioningTemplate, Requester
+from emulator.provisioning.template_engine import ProvisioningPlan
+from emulator.provisioning.template_errors import TemplateEngineError
+from emulator.provisioning.tokens import TokenStore
+from emulator.registry.store import CertificateRecord
 from tests.emulator.device import make_csr
 
 TEMPLATE_NAME = "Fleet"

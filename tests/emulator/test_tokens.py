@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.errors import InvalidCertificateOwnershipToken
-from emulator.tokens import TokenStore
+from emulator.provisioning.errors import InvalidCertificateOwnershipToken
+from emulator.provisioning.tokens import TokenStore
 
 
 class Clock:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.policy_engine import (
+from emulator.mqtt.policy_engine import (
     ConnectionContext,
     Decision,
     PolicyDocumentError,
@@ -40,10 +40,12 @@ def topicfilter(name: str) -> str:
     return topicfilter_arn(REGION, ACCOUNT, name)
 
 
-def device(client_id: str = "device-1", thing: str | None = "device-1", attached: bool = True,
-           **extra: Any) -> ConnectionContext:
-    return ConnectionContext(client_id=client_id, thing_name=thing, is_attached=attached,
-                             certificate_id=CERT_ID, **extra)
+def device(
+    client_id: str = "device-1", thing: str | None = "device-1", attached: bool = True, **extra: Any
+) -> ConnectionContext:
+    return ConnectionContext(
+        client_id=client_id, thing_name=thing, is_attached=attached, certificate_id=CERT_ID, **extra
+    )
 
 
 def claim(client_id: str = "prov-SN1") -> ConnectionContext:
@@ -67,8 +69,11 @@ DEVICE_TOPICS = [f"devices/{THING}/*", f"$aws/things/{THING}/shadow/*", f"$aws/t
 DEVICE_POLICY = {
     "Version": "2012-10-17",
     "Statement": [
-        allow("iot:Connect", f"{ARN}:client/{THING}",
-              Condition={"Bool": {"iot:Connection.Thing.IsAttached": "true"}}),
+        allow(
+            "iot:Connect",
+            f"{ARN}:client/{THING}",
+            Condition={"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
+        ),
         allow(["iot:Publish", "iot:Receive"], [f"{ARN}:topic/{t}" for t in DEVICE_TOPICS]),
         allow("iot:Subscribe", [f"{ARN}:topicfilter/{t}" for t in DEVICE_TOPICS]),
     ],
@@ -76,7 +81,8 @@ DEVICE_POLICY = {
 
 # The claim policy the stack synthesizes (infra/claim_policy.py): exact topics, client ids `prov-*`.
 CLAIM_REQUESTS = [f"$aws/certificates/create-from-csr/{fmt}" for fmt in ("json", "cbor")] + [
-    f"$aws/provisioning-templates/{TEMPLATE}/provision/{fmt}" for fmt in ("json", "cbor")]
+    f"$aws/provisioning-templates/{TEMPLATE}/provision/{fmt}" for fmt in ("json", "cbor")
+]
 CLAIM_REPLIES = [f"{request}/{reply}" for request in CLAIM_REQUESTS for reply in ("accepted", "rejected")]
 CLAIM_POLICY = {
     "Version": "2012-10-17",
@@ -106,31 +112,48 @@ def test_device_connects_as_its_own_attached_thing(device_policy: PolicyEngine) 
     assert device_policy.evaluate("iot:Connect", client("device-1"), device()) is Decision.ALLOW
 
 
-@pytest.mark.parametrize("ctx, reason", [
-    (device(attached=False), "certificate not attached to the thing"),
-    (device(client_id="device-2", thing=None), "client id is not a thing of this certificate"),
-    (device(client_id="device-2", thing="device-1"), "client id differs from the thing name"),
-    (claim("device-1"), "a claim certificate has no thing"),
-])
+@pytest.mark.parametrize(
+    "ctx, reason",
+    [
+        (device(attached=False), "certificate not attached to the thing"),
+        (device(client_id="device-2", thing=None), "client id is not a thing of this certificate"),
+        (device(client_id="device-2", thing="device-1"), "client id differs from the thing name"),
+        (claim("device-1"), "a claim certificate has no thing"),
+    ],
+)
 def test_device_connect_refusals(device_policy: PolicyEngine, ctx: ConnectionContext, reason: str) -> None:
     assert not device_policy.is_allowed("iot:Connect", client(ctx.client_id), ctx), reason
 
 
-@pytest.mark.parametrize("name", [
-    "devices/device-1/telemetry", "devices/device-1/a/b/c", "devices/device-1/",
-    "$aws/things/device-1/shadow/update", "$aws/things/device-1/shadow/name/x/get",
-    "$aws/things/device-1/jobs/notify-next",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "devices/device-1/telemetry",
+        "devices/device-1/a/b/c",
+        "devices/device-1/",
+        "$aws/things/device-1/shadow/update",
+        "$aws/things/device-1/shadow/name/x/get",
+        "$aws/things/device-1/jobs/notify-next",
+    ],
+)
 def test_device_publishes_and_receives_on_its_own_topics(device_policy: PolicyEngine, name: str) -> None:
     assert device_policy.is_allowed("iot:Publish", topic(name), device())
     assert device_policy.is_allowed("iot:Receive", topic(name), device())
 
 
-@pytest.mark.parametrize("name", [
-    "devices/device-2/telemetry", "devices/device-1", "devices/device-10/x", "devices/device-/x",
-    "$aws/things/device-2/shadow/update", "$aws/certificates/create-from-csr/json", "other/device-1/x",
-    "Devices/device-1/x",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "devices/device-2/telemetry",
+        "devices/device-1",
+        "devices/device-10/x",
+        "devices/device-/x",
+        "$aws/things/device-2/shadow/update",
+        "$aws/certificates/create-from-csr/json",
+        "other/device-1/x",
+        "Devices/device-1/x",
+    ],
+)
 def test_device_cannot_publish_elsewhere(device_policy: PolicyEngine, name: str) -> None:
     assert not device_policy.is_allowed("iot:Publish", topic(name), device())
     assert not device_policy.is_allowed("iot:Receive", topic(name), device())
@@ -165,10 +188,18 @@ def test_device_policy_does_not_grant_subscribe_as_publish(device_policy: Policy
 # ------------------------------------------------------------------------------------------- claim policy
 
 
-@pytest.mark.parametrize("client_id, allowed", [
-    ("prov-SN1", True), ("prov-", True), ("prov-a/b:c", True),
-    ("device-1", False), ("PROV-SN1", False), ("xprov-SN1", False), ("prov", False),
-])
+@pytest.mark.parametrize(
+    "client_id, allowed",
+    [
+        ("prov-SN1", True),
+        ("prov-", True),
+        ("prov-a/b:c", True),
+        ("device-1", False),
+        ("PROV-SN1", False),
+        ("xprov-SN1", False),
+        ("prov", False),
+    ],
+)
 def test_claim_connect_client_id_pattern(claim_policy: PolicyEngine, client_id: str, allowed: bool) -> None:
     assert claim_policy.is_allowed("iot:Connect", client(client_id), claim(client_id)) is allowed
 
@@ -178,12 +209,17 @@ def test_claim_publishes_its_requests(claim_policy: PolicyEngine, name: str) -> 
     assert claim_policy.is_allowed("iot:Publish", topic(name), claim())
 
 
-@pytest.mark.parametrize("name", [
-    "$aws/certificates/create/json",  # CreateKeysAndCertificate is not enabled in this configuration
-    "$aws/provisioning-templates/OtherTemplate/provision/json",
-    f"$aws/provisioning-templates/{TEMPLATE}/provision/json/accepted",  # replies are the service's
-    "devices/prov-SN1/x", "$aws/things/x/shadow/update", "#",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "$aws/certificates/create/json",  # CreateKeysAndCertificate is not enabled in this configuration
+        "$aws/provisioning-templates/OtherTemplate/provision/json",
+        f"$aws/provisioning-templates/{TEMPLATE}/provision/json/accepted",  # replies are the service's
+        "devices/prov-SN1/x",
+        "$aws/things/x/shadow/update",
+        "#",
+    ],
+)
 def test_claim_cannot_publish_elsewhere(claim_policy: PolicyEngine, name: str) -> None:
     assert not claim_policy.is_allowed("iot:Publish", topic(name), claim())
 
@@ -194,11 +230,17 @@ def test_claim_subscribes_to_and_receives_its_replies(claim_policy: PolicyEngine
     assert claim_policy.is_allowed("iot:Receive", topic(name), claim())
 
 
-@pytest.mark.parametrize("name", [
-    "#", "$aws/#", "$aws/certificates/create-from-csr/+/accepted", "$aws/certificates/create-from-csr/json/#",
-    f"$aws/provisioning-templates/{TEMPLATE}/provision/json",  # a request topic, not a reply
-    "$aws/certificates/create/json/accepted",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "#",
+        "$aws/#",
+        "$aws/certificates/create-from-csr/+/accepted",
+        "$aws/certificates/create-from-csr/json/#",
+        f"$aws/provisioning-templates/{TEMPLATE}/provision/json",  # a request topic, not a reply
+        "$aws/certificates/create/json/accepted",
+    ],
+)
 def test_claim_cannot_subscribe_widely(claim_policy: PolicyEngine, name: str) -> None:
     assert not claim_policy.is_allowed("iot:Subscribe", topicfilter(name), claim())
 
@@ -207,10 +249,20 @@ def test_aws_doc_claim_policy_with_wildcards() -> None:
     # The provision-wo-cert example: `*` after the API path covers formats and replies.
     policy = engine(
         allow("iot:Connect", "*"),
-        allow(["iot:Publish", "iot:Receive"], [f"{ARN}:topic/$aws/certificates/create/*",
-                                               f"{ARN}:topic/$aws/provisioning-templates/{TEMPLATE}/provision/*"]),
-        allow("iot:Subscribe", [f"{ARN}:topicfilter/$aws/certificates/create/*",
-                                f"{ARN}:topicfilter/$aws/provisioning-templates/{TEMPLATE}/provision/*"]),
+        allow(
+            ["iot:Publish", "iot:Receive"],
+            [
+                f"{ARN}:topic/$aws/certificates/create/*",
+                f"{ARN}:topic/$aws/provisioning-templates/{TEMPLATE}/provision/*",
+            ],
+        ),
+        allow(
+            "iot:Subscribe",
+            [
+                f"{ARN}:topicfilter/$aws/certificates/create/*",
+                f"{ARN}:topicfilter/$aws/provisioning-templates/{TEMPLATE}/provision/*",
+            ],
+        ),
     )
     ctx = claim("anything")
     assert policy.is_allowed("iot:Connect", client("anything"), ctx)
@@ -236,10 +288,12 @@ def test_explicit_deny_wins_over_allow() -> None:
 
 
 def test_deny_in_one_policy_wins_over_allow_in_another() -> None:
-    policies = PolicyEngine([
-        {"Version": "2012-10-17", "Statement": [allow("iot:Connect", "*")]},
-        {"Version": "2012-10-17", "Statement": [deny("iot:Connect", f"{ARN}:client/blocked-*")]},
-    ])
+    policies = PolicyEngine(
+        [
+            {"Version": "2012-10-17", "Statement": [allow("iot:Connect", "*")]},
+            {"Version": "2012-10-17", "Statement": [deny("iot:Connect", f"{ARN}:client/blocked-*")]},
+        ]
+    )
     assert policies.is_allowed("iot:Connect", client("fine"), claim("fine"))
     assert policies.evaluate("iot:Connect", client("blocked-1"), claim("blocked-1")) is Decision.EXPLICIT_DENY
 
@@ -253,12 +307,20 @@ def test_deny_with_an_unresolved_variable_does_not_apply() -> None:
 # ------------------------------------------------------------------------------------------------ actions
 
 
-@pytest.mark.parametrize("pattern, action, hit", [
-    ("iot:*", "iot:Publish", True), ("*", "iot:Connect", True), ("iot:Pub*", "iot:Publish", True),
-    ("iot:?ublish", "iot:Publish", True), ("IOT:PUBLISH", "iot:Publish", True),
-    ("iot:Publish", "iot:Subscribe", False), ("iot:Pub*", "iot:Receive", False),
-    ("greengrass:*", "iot:Connect", False), ("iot:Publish", "iot:PublishRetain", False),
-])
+@pytest.mark.parametrize(
+    "pattern, action, hit",
+    [
+        ("iot:*", "iot:Publish", True),
+        ("*", "iot:Connect", True),
+        ("iot:Pub*", "iot:Publish", True),
+        ("iot:?ublish", "iot:Publish", True),
+        ("IOT:PUBLISH", "iot:Publish", True),
+        ("iot:Publish", "iot:Subscribe", False),
+        ("iot:Pub*", "iot:Receive", False),
+        ("greengrass:*", "iot:Connect", False),
+        ("iot:Publish", "iot:PublishRetain", False),
+    ],
+)
 def test_action_matching(pattern: str, action: str, hit: bool) -> None:
     assert engine(allow(pattern, "*")).is_allowed(action, topic("a"), claim()) is hit
 
@@ -275,20 +337,40 @@ def test_action_list_and_not_action() -> None:
 # ---------------------------------------------------------------------------------------------- resources
 
 
-@pytest.mark.parametrize("pattern, name, hit", [
-    ("a/?/c", "a/b/c", True), ("a/?/c", "a/bb/c", False), ("a/?/c", "a//c", False),
-    ("a/*", "a/b/c/d", True), ("a/*", "a", False), ("*/c", "a/b/c", True),
-    ("a/+/c", "a/b/c", False), ("a/+/c", "a/+/c", True),  # MQTT wildcards are literal in a policy
-    ("a/#", "a/b", False), ("a/#", "a/#", True),
-    ("a.b", "axb", False), ("a(b)|c", "a(b)|c", True), ("x[1]", "x[1]", True),  # no regex leaks
-    ("A/b", "a/b", False),  # resources are case-sensitive
-    ("a*a", "a", False), ("ab*b", "ab", False), ("ab*b", "abb", True), ("a*", "a", True), ("*a*", "a", True),
-    ("a*b*c", "abc", True), ("a*b*c", "acb", False), ("a*b*b", "abb", True), ("a*b*b", "ab", False),
-    ("**", "", True),
-])
+@pytest.mark.parametrize(
+    "pattern, name, hit",
+    [
+        ("a/?/c", "a/b/c", True),
+        ("a/?/c", "a/bb/c", False),
+        ("a/?/c", "a//c", False),
+        ("a/*", "a/b/c/d", True),
+        ("a/*", "a", False),
+        ("*/c", "a/b/c", True),
+        ("a/+/c", "a/b/c", False),
+        ("a/+/c", "a/+/c", True),  # MQTT wildcards are literal in a policy
+        ("a/#", "a/b", False),
+        ("a/#", "a/#", True),
+        ("a.b", "axb", False),
+        ("a(b)|c", "a(b)|c", True),
+        ("x[1]", "x[1]", True),  # no regex leaks
+        ("A/b", "a/b", False),  # resources are case-sensitive
+        ("a*a", "a", False),
+        ("ab*b", "ab", False),
+        ("ab*b", "abb", True),
+        ("a*", "a", True),
+        ("*a*", "a", True),
+        ("a*b*c", "abc", True),
+        ("a*b*c", "acb", False),
+        ("a*b*b", "abb", True),
+        ("a*b*b", "ab", False),
+        ("**", "", True),
+    ],
+)
 def test_resource_wildcards(pattern: str, name: str, hit: bool) -> None:
-    assert engine(allow("iot:Publish", f"{ARN}:topic/{pattern}")).is_allowed(
-        "iot:Publish", topic(name), claim()) is hit
+    assert (
+        engine(allow("iot:Publish", f"{ARN}:topic/{pattern}")).is_allowed("iot:Publish", topic(name), claim())
+        is hit
+    )
 
 
 def test_star_spans_arn_parts() -> None:
@@ -324,10 +406,15 @@ def test_certificate_id_variable() -> None:
 
 
 def test_thing_type_and_attribute_variables() -> None:
-    policy = engine(allow("iot:Publish", [
-        f"{ARN}:topic/types/${{iot:Connection.Thing.ThingTypeName}}",
-        f"{ARN}:topic/lines/${{iot:Connection.Thing.Attributes[line]}}/*",
-    ]))
+    policy = engine(
+        allow(
+            "iot:Publish",
+            [
+                f"{ARN}:topic/types/${{iot:Connection.Thing.ThingTypeName}}",
+                f"{ARN}:topic/lines/${{iot:Connection.Thing.Attributes[line]}}/*",
+            ],
+        )
+    )
     ctx = device(thing_type_name="sensor", thing_attributes={"line": "l3"})
     assert policy.is_allowed("iot:Publish", topic("types/sensor"), ctx)
     assert policy.is_allowed("iot:Publish", topic("lines/l3/x"), ctx)
@@ -340,25 +427,39 @@ def test_thing_type_and_attribute_variables() -> None:
     assert not policy.is_allowed("iot:Publish", topic("lines/l3/x"), other)
 
 
-@pytest.mark.parametrize("variable", [
-    "${iot:Nope}", "${aws:SourceIp}", "${iot:Connection.Thing.Attributes[]}", "${}",
-])
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "${iot:Nope}",
+        "${aws:SourceIp}",
+        "${iot:Connection.Thing.Attributes[]}",
+        "${}",
+    ],
+)
 def test_unknown_variables_match_nothing(variable: str) -> None:
     policy = engine(allow("iot:Publish", [f"{ARN}:topic/x/{variable}", f"{ARN}:topic/y/{variable}*"]))
     for name in ("x/", f"x/{variable}", "y/anything"):
         assert not policy.is_allowed("iot:Publish", topic(name), device())
 
 
-@pytest.mark.parametrize("pattern, name, hit", [
-    ("a${*}", "a*", True), ("a${*}", "ab", False),
-    ("a${?}", "a?", True), ("a${?}", "ab", False),
-    ("a${$}{x}", "a${x}", True),
-    ("a$(*)", "a*", True), ("a$(*)", "ab", False),  # the IoT guide's spelling of the same escapes
-    ("$aws/x", "$aws/x", True),  # a `$` not followed by `{` is just a character
-])
+@pytest.mark.parametrize(
+    "pattern, name, hit",
+    [
+        ("a${*}", "a*", True),
+        ("a${*}", "ab", False),
+        ("a${?}", "a?", True),
+        ("a${?}", "ab", False),
+        ("a${$}{x}", "a${x}", True),
+        ("a$(*)", "a*", True),
+        ("a$(*)", "ab", False),  # the IoT guide's spelling of the same escapes
+        ("$aws/x", "$aws/x", True),  # a `$` not followed by `{` is just a character
+    ],
+)
 def test_special_character_escapes(pattern: str, name: str, hit: bool) -> None:
-    assert engine(allow("iot:Publish", f"{ARN}:topic/{pattern}")).is_allowed(
-        "iot:Publish", topic(name), claim()) is hit
+    assert (
+        engine(allow("iot:Publish", f"{ARN}:topic/{pattern}")).is_allowed("iot:Publish", topic(name), claim())
+        is hit
+    )
 
 
 def test_substituted_values_are_literal_not_wildcards() -> None:
@@ -399,25 +500,28 @@ def test_bool_false_selects_unattached_connections() -> None:
     assert not connects(policy, device())
 
 
-@pytest.mark.parametrize("operator, value, client_id, hit", [
-    ("StringEquals", "prov-SN1", "prov-SN1", True),
-    ("StringEquals", "prov-SN1", "prov-sn1", False),
-    ("StringEquals", ["a", "prov-SN1"], "prov-SN1", True),  # any value matches (OR)
-    ("StringEquals", "prov-*", "prov-SN1", False),  # no wildcards in *Equals
-    ("StringNotEquals", "prov-SN1", "prov-SN1", False),
-    ("StringNotEquals", ["a", "b"], "prov-SN1", True),
-    ("StringEqualsIgnoreCase", "PROV-sn1", "prov-SN1", True),
-    ("StringNotEqualsIgnoreCase", "PROV-sn1", "prov-SN1", False),
-    ("StringLike", "prov-*", "prov-SN1", True),
-    ("StringLike", "prov-???", "prov-SN1", True),
-    ("StringLike", "prov-??", "prov-SN1", False),
-    ("StringNotLike", "prov-*", "prov-SN1", False),
-    ("StringNotLike", "device-*", "prov-SN1", True),
-    ("ArnLike", "arn:aws:iot:*:*:client/*", "prov-SN1", False),  # not an ARN
-    ("ArnLike", "arn:aws:iot:*:*:client/p*", f"{ARN}:client/prov-1", True),
-    ("ArnEquals", f"{ARN}:client/prov-1", f"{ARN}:client/prov-1", True),
-    ("ArnLike", "arn:aws:iot:*:*:client/p*", f"{ARN}:client/other", False),
-])
+@pytest.mark.parametrize(
+    "operator, value, client_id, hit",
+    [
+        ("StringEquals", "prov-SN1", "prov-SN1", True),
+        ("StringEquals", "prov-SN1", "prov-sn1", False),
+        ("StringEquals", ["a", "prov-SN1"], "prov-SN1", True),  # any value matches (OR)
+        ("StringEquals", "prov-*", "prov-SN1", False),  # no wildcards in *Equals
+        ("StringNotEquals", "prov-SN1", "prov-SN1", False),
+        ("StringNotEquals", ["a", "b"], "prov-SN1", True),
+        ("StringEqualsIgnoreCase", "PROV-sn1", "prov-SN1", True),
+        ("StringNotEqualsIgnoreCase", "PROV-sn1", "prov-SN1", False),
+        ("StringLike", "prov-*", "prov-SN1", True),
+        ("StringLike", "prov-???", "prov-SN1", True),
+        ("StringLike", "prov-??", "prov-SN1", False),
+        ("StringNotLike", "prov-*", "prov-SN1", False),
+        ("StringNotLike", "device-*", "prov-SN1", True),
+        ("ArnLike", "arn:aws:iot:*:*:client/*", "prov-SN1", False),  # not an ARN
+        ("ArnLike", "arn:aws:iot:*:*:client/p*", f"{ARN}:client/prov-1", True),
+        ("ArnEquals", f"{ARN}:client/prov-1", f"{ARN}:client/prov-1", True),
+        ("ArnLike", "arn:aws:iot:*:*:client/p*", f"{ARN}:client/other", False),
+    ],
+)
 def test_string_and_arn_operators_on_client_id(operator: str, value: Any, client_id: str, hit: bool) -> None:
     policy = conditioned({operator: {"iot:ClientId": value}})
     assert connects(policy, claim(client_id)) is hit
@@ -437,16 +541,23 @@ def test_thing_name_condition_key() -> None:
 
 
 def test_attribute_condition_key() -> None:
-    policy = conditioned({"StringEquals": {"iot:Connection.Thing.Attributes[batch]": "b1",
-                                           "iot:Connection.Thing.ThingTypeName": "sensor"}})
+    policy = conditioned(
+        {
+            "StringEquals": {
+                "iot:Connection.Thing.Attributes[batch]": "b1",
+                "iot:Connection.Thing.ThingTypeName": "sensor",
+            }
+        }
+    )
     assert connects(policy, device(thing_type_name="sensor", thing_attributes={"batch": "b1"}))
     assert not connects(policy, device(thing_type_name="sensor", thing_attributes={"batch": "b2"}))
     assert not connects(policy, device(thing_attributes={"batch": "b1"}))  # both keys must hold (AND)
 
 
 def test_every_operator_must_hold() -> None:
-    policy = conditioned({"Bool": {"iot:Connection.Thing.IsAttached": "true"},
-                          "StringLike": {"iot:ClientId": "device-*"}})
+    policy = conditioned(
+        {"Bool": {"iot:Connection.Thing.IsAttached": "true"}, "StringLike": {"iot:ClientId": "device-*"}}
+    )
     assert connects(policy, device())
     assert not connects(policy, device(client_id="x-1", thing="x-1"))
 
@@ -473,15 +584,17 @@ def test_null_operator() -> None:
 def test_unknown_operator_means_the_statement_does_not_apply(operator: str) -> None:
     assert not connects(conditioned({operator: {"iot:ClientId": "prov-SN1"}}), claim())
     # ...for a Deny as well: it does not take effect.
-    policy = engine(allow("iot:Connect", "*"),
-                    deny("iot:Connect", "*", Condition={operator: {"iot:ClientId": "x"}}))
+    policy = engine(
+        allow("iot:Connect", "*"), deny("iot:Connect", "*", Condition={operator: {"iot:ClientId": "x"}})
+    )
     assert connects(policy, claim())
 
 
 def test_conditional_deny() -> None:
-    policy = engine(allow("iot:Connect", "*"),
-                    deny("iot:Connect", "*",
-                         Condition={"Bool": {"iot:Connection.Thing.IsAttached": "false"}}))
+    policy = engine(
+        allow("iot:Connect", "*"),
+        deny("iot:Connect", "*", Condition={"Bool": {"iot:Connection.Thing.IsAttached": "false"}}),
+    )
     assert connects(policy, device())
     assert policy.evaluate("iot:Connect", client("prov-SN1"), claim()) is Decision.EXPLICIT_DENY
 
@@ -494,27 +607,38 @@ def test_documents_as_json_strings_and_single_statement_objects() -> None:
     assert connects(policy, claim())
 
 
-@pytest.mark.parametrize("document, match", [
-    ("{nope", "not valid JSON"),
-    ({"Version": "2012-10-17"}, "no Statement"),
-    ([allow("iot:Connect", "*")], "no Statement"),
-    ({"Statement": "x"}, "Statement must be a list"),
-    ({"Statement": ["x"]}, "a statement must be an object"),
-    ({"Statement": [{"Action": "iot:Connect", "Resource": "*"}]}, "Effect must be"),
-    ({"Statement": [{"Effect": "allow", "Action": "iot:Connect", "Resource": "*"}]}, "Effect must be"),
-    ({"Statement": [{"Effect": "Allow", "Resource": "*"}]}, "exactly one of Action and NotAction"),
-    ({"Statement": [{"Effect": "Allow", "Action": "a", "NotAction": "b", "Resource": "*"}]},
-     "exactly one of Action"),
-    ({"Statement": [{"Effect": "Allow", "Action": "iot:Connect"}]},
-     "exactly one of Resource and NotResource"),
-    ({"Statement": [allow([], "*")]}, "non-empty list of strings"),
-    ({"Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": ["*", 1]}]},
-     "non-empty list of strings"),
-    ({"Statement": [allow("iot:Connect", "*", Condition=["x"])]}, "Condition must be an object"),
-    ({"Statement": [allow("iot:Connect", "*", Condition={"Bool": "x"})]}, "must be an object of key"),
-    ({"Statement": [allow("iot:Connect", "*", Condition={"Bool": {"k": []}})]},
-     "a value or a non-empty list"),
-])
+@pytest.mark.parametrize(
+    "document, match",
+    [
+        ("{nope", "not valid JSON"),
+        ({"Version": "2012-10-17"}, "no Statement"),
+        ([allow("iot:Connect", "*")], "no Statement"),
+        ({"Statement": "x"}, "Statement must be a list"),
+        ({"Statement": ["x"]}, "a statement must be an object"),
+        ({"Statement": [{"Action": "iot:Connect", "Resource": "*"}]}, "Effect must be"),
+        ({"Statement": [{"Effect": "allow", "Action": "iot:Connect", "Resource": "*"}]}, "Effect must be"),
+        ({"Statement": [{"Effect": "Allow", "Resource": "*"}]}, "exactly one of Action and NotAction"),
+        (
+            {"Statement": [{"Effect": "Allow", "Action": "a", "NotAction": "b", "Resource": "*"}]},
+            "exactly one of Action",
+        ),
+        (
+            {"Statement": [{"Effect": "Allow", "Action": "iot:Connect"}]},
+            "exactly one of Resource and NotResource",
+        ),
+        ({"Statement": [allow([], "*")]}, "non-empty list of strings"),
+        (
+            {"Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": ["*", 1]}]},
+            "non-empty list of strings",
+        ),
+        ({"Statement": [allow("iot:Connect", "*", Condition=["x"])]}, "Condition must be an object"),
+        ({"Statement": [allow("iot:Connect", "*", Condition={"Bool": "x"})]}, "must be an object of key"),
+        (
+            {"Statement": [allow("iot:Connect", "*", Condition={"Bool": {"k": []}})]},
+            "a value or a non-empty list",
+        ),
+    ],
+)
 def test_malformed_documents_are_refused_at_construction(document: Any, match: str) -> None:
     with pytest.raises(PolicyDocumentError, match=match):
         PolicyEngine([document])
@@ -534,8 +658,9 @@ def test_evaluation_is_cheap(device_policy: PolicyEngine) -> None:
     ctx = device()
     resource = topic("devices/device-1/telemetry")
     calls = 2000
-    seconds = min(timeit.repeat(lambda: device_policy.is_allowed("iot:Publish", resource, ctx),
-                                number=calls, repeat=3))
+    seconds = min(
+        timeit.repeat(lambda: device_policy.is_allowed("iot:Publish", resource, ctx), number=calls, repeat=3)
+    )
     assert seconds / calls < 200e-6
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from emulator.template_engine import (
+from emulator.provisioning.template_engine import (
     CERTIFICATE_ID_PARAMETER,
     CertificatePlan,
     ExistingThing,
@@ -18,7 +18,7 @@ from emulator.template_engine import (
     certificate_status_change,
     evaluate_template,
 )
-from emulator.template_errors import ResourceConflictError, TemplateEngineError, TemplateError
+from emulator.provisioning.template_errors import ResourceConflictError, TemplateEngineError, TemplateError
 
 CERT_ID = "a" * 64
 
@@ -69,8 +69,9 @@ def evaluate(body: Any, **parameters: str) -> ProvisioningPlan:
 def device_config(value: Any, parameters: dict[str, str] | None = None, **sections: Any) -> dict[str, str]:
     """Evaluate `value` as a DeviceConfiguration entry; returns the whole device configuration."""
     body = template(DeviceConfiguration={"value": value}, **sections)
-    return evaluate_template(body, {"SerialNumber": "SN1", **(parameters or {})},
-                             certificate_id=CERT_ID).device_configuration
+    return evaluate_template(
+        body, {"SerialNumber": "SN1", **(parameters or {})}, certificate_id=CERT_ID
+    ).device_configuration
 
 
 def value_of(node: Any, parameters: dict[str, str] | None = None, **sections: Any) -> str:
@@ -87,8 +88,9 @@ def fails(body: Any, parameters: dict[str, str] | None = None, match: str | None
 
 
 def test_project_template_evaluates_to_a_plan() -> None:
-    plan = evaluate_template(json.dumps(PROJECT_TEMPLATE), {"SerialNumber": "SN-0001", "Batch": "b7"},
-                             certificate_id=CERT_ID)
+    plan = evaluate_template(
+        json.dumps(PROJECT_TEMPLATE), {"SerialNumber": "SN-0001", "Batch": "b7"}, certificate_id=CERT_ID
+    )
     thing = plan.thing
     assert thing is not None
     assert thing.logical_id == "thing"
@@ -120,8 +122,11 @@ def test_aws_documented_fleet_example_evaluates() -> None:
                     "ThingGroups": ["v1-lightbulbs", "WA"],
                     "BillingGroup": "LightBulbBillingGroup",
                 },
-                "OverrideSettings": {"AttributePayload": "MERGE", "ThingTypeName": "REPLACE",
-                                     "ThingGroups": "DO_NOTHING"},
+                "OverrideSettings": {
+                    "AttributePayload": "MERGE",
+                    "ThingTypeName": "REPLACE",
+                    "ThingGroups": "DO_NOTHING",
+                },
             },
             "certificate": {
                 "Type": "AWS::IoT::Certificate",
@@ -129,11 +134,18 @@ def test_aws_documented_fleet_example_evaluates() -> None:
             },
             "policy": {
                 "Type": "AWS::IoT::Policy",
-                "Properties": {"PolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [{"Effect": "Allow", "Action": ["iot:Publish"],
-                                   "Resource": ["arn:aws:iot:us-east-1:123456789012:topic/foo/bar"]}],
-                }},
+                "Properties": {
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Allow",
+                                "Action": ["iot:Publish"],
+                                "Resource": ["arn:aws:iot:us-east-1:123456789012:topic/foo/bar"],
+                            }
+                        ],
+                    }
+                },
             },
         },
         "DeviceConfiguration": {
@@ -149,7 +161,7 @@ def test_aws_documented_fleet_example_evaluates() -> None:
     assert plan.policies[0].policy_document is not None
 
 
-@pytest.mark.parametrize("body", ["{not json", "[]", "\"a string\"", 42])
+@pytest.mark.parametrize("body", ["{not json", "[]", '"a string"', 42])
 def test_body_must_be_a_json_object(body: Any) -> None:
     with pytest.raises(TemplateError, match="JSON"):
         evaluate_template(body, {})
@@ -163,7 +175,9 @@ def test_errors_carry_status_and_code() -> None:
     assert "SerialNumber" in caught.value.message
     assert issubclass(ResourceConflictError, TemplateEngineError)
     assert (ResourceConflictError.status_code, ResourceConflictError.error_code) == (
-        409, "ResourceConflictsException")
+        409,
+        "ResourceConflictsException",
+    )
 
 
 @pytest.mark.parametrize("section", ["Conditions", "Outputs", "Transform"])
@@ -189,19 +203,25 @@ def test_default_applies_only_when_the_request_omits_the_parameter() -> None:
 
 def test_undeclared_request_parameters_are_ignored() -> None:
     assert value_of({"Ref": "SerialNumber"}, {"Extra": "x"}) == "SN1"
-    fails(template(DeviceConfiguration={"v": {"Ref": "Extra"}}), {"Extra": "x"},
-          match="Cannot resolve reference value: Extra")
+    fails(
+        template(DeviceConfiguration={"v": {"Ref": "Extra"}}),
+        {"Extra": "x"},
+        match="Cannot resolve reference value: Extra",
+    )
 
 
 def test_request_values_must_be_strings() -> None:
     fails(template(), {"Batch": 7}, match="'Batch' must be a string")  # type: ignore[dict-item]
 
 
-@pytest.mark.parametrize("declaration, match", [
-    ({"Type": "Number"}, "Type 'Number' is not supported"),
-    ({"Type": "String", "Default": 3}, "Default must be a string"),
-    ("String", "must be an object"),
-])
+@pytest.mark.parametrize(
+    "declaration, match",
+    [
+        ({"Type": "Number"}, "Type 'Number' is not supported"),
+        ({"Type": "String", "Default": 3}, "Default must be a string"),
+        ("String", "must be an object"),
+    ],
+)
 def test_bad_parameter_declarations(declaration: Any, match: str) -> None:
     body = template()
     body["Parameters"]["Odd"] = declaration
@@ -213,8 +233,9 @@ def test_parameters_section_must_be_an_object() -> None:
 
 
 def test_certificate_id_comes_from_the_service_not_the_device() -> None:
-    plan = evaluate_template(PROJECT_TEMPLATE, {"SerialNumber": "S", CERTIFICATE_ID_PARAMETER: "b" * 64},
-                             certificate_id=CERT_ID)
+    plan = evaluate_template(
+        PROJECT_TEMPLATE, {"SerialNumber": "S", CERTIFICATE_ID_PARAMETER: "b" * 64}, certificate_id=CERT_ID
+    )
     assert plan.certificate is not None and plan.certificate.certificate_id == CERT_ID
 
 
@@ -243,13 +264,16 @@ def test_join() -> None:
     assert value_of({"Fn::Join": ["+", {"Fn::Split": [",", "a,b"]}]}) == "a+b"
 
 
-@pytest.mark.parametrize("argument, match", [
-    ("a", r"Fn::Join takes \[delimiter, \[values...\]\]"),
-    (["-", "ab"], "expected a list"),
-    (["-", ["a", 1]], r"\[1\]: expected a string, got int 1"),
-    (["-", ["a", None]], "expected a string, got null"),
-    ([1, ["a"]], "expected a string"),
-])
+@pytest.mark.parametrize(
+    "argument, match",
+    [
+        ("a", r"Fn::Join takes \[delimiter, \[values...\]\]"),
+        (["-", "ab"], "expected a list"),
+        (["-", ["a", 1]], r"\[1\]: expected a string, got int 1"),
+        (["-", ["a", None]], "expected a string, got null"),
+        ([1, ["a"]], "expected a string"),
+    ],
+)
 def test_join_failures(argument: Any, match: str) -> None:
     fails(template(DeviceConfiguration={"v": {"Fn::Join": argument}}), match=match)
 
@@ -257,20 +281,28 @@ def test_join_failures(argument: Any, match: str) -> None:
 def test_select() -> None:
     assert value_of({"Fn::Select": [1, ["a", "b", "c"]]}) == "b"
     assert value_of({"Fn::Select": ["0", ["a", "b"]]}) == "a"  # a string of digits, as CloudFormation
-    assert value_of({"Fn::Select": [2, {"Fn::Split": ["-", {"Ref": "SerialNumber"}]}]},
-                    {"SerialNumber": "acme-line3-0042"}) == "0042"
+    assert (
+        value_of(
+            {"Fn::Select": [2, {"Fn::Split": ["-", {"Ref": "SerialNumber"}]}]},
+            {"SerialNumber": "acme-line3-0042"},
+        )
+        == "0042"
+    )
 
 
-@pytest.mark.parametrize("argument, match", [
-    ([3, ["a", "b", "c"]], "index 3 is out of range for a list of 3"),
-    ([-1, ["a"]], "index -1 is out of range"),
-    ([0, []], "index 0 is out of range for a list of 0"),
-    ([1, ["a", None]], r"the selected value \(index 1\) is null"),
-    (["one", ["a"]], "the index must be a non-negative integer"),
-    ([True, ["a", "b"]], "the index must be a non-negative integer"),
-    ([0, "a,b"], "expected a list"),
-    ([0], r"Fn::Select takes \[index, \[values...\]\]"),
-])
+@pytest.mark.parametrize(
+    "argument, match",
+    [
+        ([3, ["a", "b", "c"]], "index 3 is out of range for a list of 3"),
+        ([-1, ["a"]], "index -1 is out of range"),
+        ([0, []], "index 0 is out of range for a list of 0"),
+        ([1, ["a", None]], r"the selected value \(index 1\) is null"),
+        (["one", ["a"]], "the index must be a non-negative integer"),
+        ([True, ["a", "b"]], "the index must be a non-negative integer"),
+        ([0, "a,b"], "expected a list"),
+        ([0], r"Fn::Select takes \[index, \[values...\]\]"),
+    ],
+)
 def test_select_failures_are_provisioning_errors(argument: Any, match: str) -> None:
     # AWS: "Fn::Select does not check for null values or if the index is out of bounds ... Both conditions
     # result in a provisioning error".
@@ -288,11 +320,14 @@ def test_split() -> None:
     assert value_of({"Fn::Select": [0, {"Fn::Split": [":", "no-delimiter"]}]}) == "no-delimiter"
 
 
-@pytest.mark.parametrize("argument, match", [
-    (["", "abc"], "the delimiter must not be empty"),
-    ([",", ["a"]], "expected a string, got a list"),
-    ([","], r"Fn::Split takes \[delimiter, string\]"),
-])
+@pytest.mark.parametrize(
+    "argument, match",
+    [
+        (["", "abc"], "the delimiter must not be empty"),
+        ([",", ["a"]], "expected a string, got a list"),
+        ([","], r"Fn::Split takes \[delimiter, string\]"),
+    ],
+)
 def test_split_failures(argument: Any, match: str) -> None:
     fails(template(DeviceConfiguration={"v": {"Fn::Join": ["", {"Fn::Split": argument}]}}), match=match)
 
@@ -309,22 +344,30 @@ def test_sub_literal_escape() -> None:
 
 
 def test_sub_list_form_with_variables() -> None:
-    node = {"Fn::Sub": ["${Prefix}-${SerialNumber}-${Line}", {
-        "Prefix": "dev",
-        "Line": {"Fn::Select": [1, {"Fn::Split": ["-", "acme-l3"]}]},
-    }]}
+    node = {
+        "Fn::Sub": [
+            "${Prefix}-${SerialNumber}-${Line}",
+            {
+                "Prefix": "dev",
+                "Line": {"Fn::Select": [1, {"Fn::Split": ["-", "acme-l3"]}]},
+            },
+        ]
+    }
     assert value_of(node) == "dev-SN1-l3"
     # A Fn::Sub variable shadows a parameter of the same name (as in CloudFormation).
     assert value_of({"Fn::Sub": ["${SerialNumber}", {"SerialNumber": "local"}]}) == "local"
 
 
-@pytest.mark.parametrize("argument, match", [
-    ("${Unknown}", r"\$\{Unknown\} is neither a Fn::Sub variable nor a template parameter"),
-    (["${A}", {"A": ["x"]}], "expected a string, got a list"),
-    (["${A}"], "Fn::Sub takes a string or"),
-    (["${A}", ["A", "x"]], "Fn::Sub takes a string or"),
-    ({"Ref": "SerialNumber"}, "the Fn::Sub template must be a literal string"),
-])
+@pytest.mark.parametrize(
+    "argument, match",
+    [
+        ("${Unknown}", r"\$\{Unknown\} is neither a Fn::Sub variable nor a template parameter"),
+        (["${A}", {"A": ["x"]}], "expected a string, got a list"),
+        (["${A}"], "Fn::Sub takes a string or"),
+        (["${A}", ["A", "x"]], "Fn::Sub takes a string or"),
+        ({"Ref": "SerialNumber"}, "the Fn::Sub template must be a literal string"),
+    ],
+)
 def test_sub_failures(argument: Any, match: str) -> None:
     fails(template(DeviceConfiguration={"v": {"Fn::Sub": argument}}), match=match)
 
@@ -335,54 +378,85 @@ MAPPINGS = {"Lines": {"acme": {"group": "acme-devices", "regions": ["eu", "us"]}
 def test_find_in_map() -> None:
     assert value_of({"Fn::FindInMap": ["Lines", "acme", "group"]}, Mappings=MAPPINGS) == "acme-devices"
     assert value_of({"Fn::FindInMap": ["Lines", {"Ref": "Batch"}, "group"]}, Mappings=MAPPINGS) == "misc"
-    assert value_of({"Fn::Select": [1, {"Fn::FindInMap": ["Lines", "acme", "regions"]}]},
-                    Mappings=MAPPINGS) == "us"
+    assert (
+        value_of({"Fn::Select": [1, {"Fn::FindInMap": ["Lines", "acme", "regions"]}]}, Mappings=MAPPINGS)
+        == "us"
+    )
 
 
-@pytest.mark.parametrize("argument, match", [
-    (["Nope", "acme", "group"], "no mapping named 'Nope'"),
-    (["Lines", "nope", "group"], "mapping 'Lines' has no key 'nope'"),
-    (["Lines", "acme", "nope"], "has no key 'nope'"),
-    (["Lines", "acme"], r"Fn::FindInMap takes \[MapName, TopLevelKey, SecondLevelKey\]"),
-    (["Lines", {"Ref": "Missing"}, "group"], "Cannot resolve reference value: Missing"),
-])
+@pytest.mark.parametrize(
+    "argument, match",
+    [
+        (["Nope", "acme", "group"], "no mapping named 'Nope'"),
+        (["Lines", "nope", "group"], "mapping 'Lines' has no key 'nope'"),
+        (["Lines", "acme", "nope"], "has no key 'nope'"),
+        (["Lines", "acme"], r"Fn::FindInMap takes \[MapName, TopLevelKey, SecondLevelKey\]"),
+        (["Lines", {"Ref": "Missing"}, "group"], "Cannot resolve reference value: Missing"),
+    ],
+)
 def test_find_in_map_failures(argument: Any, match: str) -> None:
     fails(template(Mappings=MAPPINGS, DeviceConfiguration={"v": {"Fn::FindInMap": argument}}), match=match)
 
 
-@pytest.mark.parametrize("mappings, match", [
-    ({"M": {"k": {"v": {"Ref": "SerialNumber"}}}}, "intrinsic functions are not allowed in Mappings"),
-    ({"M": {"k": {"v": {"Fn::Join": ["", ["a"]]}}}}, "intrinsic functions are not allowed in Mappings"),
-    ({"M": {"k": {"v": ["a", {"Fn::Sub": "x"}]}}}, "intrinsic functions are not allowed in Mappings"),
-    ({"M": {"k": {"v": 1}}}, "a mapping value must be a string or a list of strings"),
-    ({"M": {"k": "v"}}, "must be an object of values"),
-    ({"M": ["k"]}, "a mapping must be an object of objects"),
-    (["M"], "Mappings: the section must be an object"),
-])
+@pytest.mark.parametrize(
+    "mappings, match",
+    [
+        ({"M": {"k": {"v": {"Ref": "SerialNumber"}}}}, "intrinsic functions are not allowed in Mappings"),
+        ({"M": {"k": {"v": {"Fn::Join": ["", ["a"]]}}}}, "intrinsic functions are not allowed in Mappings"),
+        ({"M": {"k": {"v": ["a", {"Fn::Sub": "x"}]}}}, "intrinsic functions are not allowed in Mappings"),
+        ({"M": {"k": {"v": 1}}}, "a mapping value must be a string or a list of strings"),
+        ({"M": {"k": "v"}}, "must be an object of values"),
+        ({"M": ["k"]}, "a mapping must be an object of objects"),
+        (["M"], "Mappings: the section must be an object"),
+    ],
+)
 def test_mappings_are_literal_two_level_maps(mappings: Any, match: str) -> None:
     # Checked on every evaluation, even when no Fn::FindInMap reads the offending entry.
     fails(template(Mappings=mappings), match=match)
 
 
 def test_nested_combinations() -> None:
-    node = {"Fn::Join": ["/", [
-        {"Fn::FindInMap": ["Lines", {"Fn::Select": [0, {"Fn::Split": ["-", {"Ref": "SerialNumber"}]}]},
-                           "group"]},
-        {"Fn::Sub": ["${X}", {"X": {"Fn::Join": ["", [{"Ref": "Batch"}, "!"]]}}]},
-    ]]}
+    node = {
+        "Fn::Join": [
+            "/",
+            [
+                {
+                    "Fn::FindInMap": [
+                        "Lines",
+                        {"Fn::Select": [0, {"Fn::Split": ["-", {"Ref": "SerialNumber"}]}]},
+                        "group",
+                    ]
+                },
+                {"Fn::Sub": ["${X}", {"X": {"Fn::Join": ["", [{"Ref": "Batch"}, "!"]]}}]},
+            ],
+        ]
+    }
     assert value_of(node, {"SerialNumber": "acme-0001"}, Mappings=MAPPINGS) == "acme-devices/none!"
 
 
-@pytest.mark.parametrize("function", ["Fn::If", "Fn::Equals", "Fn::GetAtt", "Fn::Base64", "Fn::ImportValue",
-                                      "Fn::Not", "Fn::Length", "Condition"])
+@pytest.mark.parametrize(
+    "function",
+    [
+        "Fn::If",
+        "Fn::Equals",
+        "Fn::GetAtt",
+        "Fn::Base64",
+        "Fn::ImportValue",
+        "Fn::Not",
+        "Fn::Length",
+        "Condition",
+    ],
+)
 def test_functions_outside_the_documented_set_are_refused(function: str) -> None:
     error = fails(template(DeviceConfiguration={"v": {function: ["a", "b"]}}), match=function)
     assert "not supported by fleet provisioning templates" in error.message
 
 
 def test_a_function_must_be_alone_in_its_object() -> None:
-    fails(template(DeviceConfiguration={"v": {"Ref": "SerialNumber", "Other": "x"}}),
-          match="must be the only key of its object")
+    fails(
+        template(DeviceConfiguration={"v": {"Ref": "SerialNumber", "Other": "x"}}),
+        match="must be the only key of its object",
+    )
 
 
 def test_error_messages_name_the_place() -> None:
@@ -406,14 +480,19 @@ def test_only_thing_certificate_and_policy_resources(kind: str) -> None:
     fails(body, match=f"resource type '{kind}' is not allowed")
 
 
-@pytest.mark.parametrize("resource, match", [
-    ({"Properties": {}}, "Type is required"),
-    ("thing", "a resource must be an object"),
-    ({"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "p"}, "DependsOn": "x"}, "unknown key"),
-    ({"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "p"}, "Condition": "c"},
-     "Condition is not supported by fleet provisioning templates"),
-    ({"Type": "AWS::IoT::Policy", "Properties": ["p"]}, "Properties: must be an object"),
-])
+@pytest.mark.parametrize(
+    "resource, match",
+    [
+        ({"Properties": {}}, "Type is required"),
+        ("thing", "a resource must be an object"),
+        ({"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "p"}, "DependsOn": "x"}, "unknown key"),
+        (
+            {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": "p"}, "Condition": "c"},
+            "Condition is not supported by fleet provisioning templates",
+        ),
+        ({"Type": "AWS::IoT::Policy", "Properties": ["p"]}, "Properties: must be an object"),
+    ],
+)
 def test_resource_shape(resource: Any, match: str) -> None:
     body = template()
     body["Resources"]["extra"] = resource
@@ -461,23 +540,27 @@ def test_thing_name_is_required_and_a_string() -> None:
     fails(with_thing_properties(ThingName=["a"]), match="the thing name must be a string")
 
 
-@pytest.mark.parametrize("payload, match", [
-    ({"bad name": "v"}, "the attribute name must be"),
-    ({"x" * 129: "v"}, "the attribute name must be"),
-    ({"n": 1}, "the value must be a string, got int 1"),
-    ({"n": None}, "the value must be a string, got null"),
-    ({"n": "has space"}, "the value 'has space' must be at most 800"),
-    ({"n": "x" * 801}, "must be at most 800"),
-    (["n", "v"], "AttributePayload: must be an object"),
-])
+@pytest.mark.parametrize(
+    "payload, match",
+    [
+        ({"bad name": "v"}, "the attribute name must be"),
+        ({"x" * 129: "v"}, "the attribute name must be"),
+        ({"n": 1}, "the value must be a string, got int 1"),
+        ({"n": None}, "the value must be a string, got null"),
+        ({"n": "has space"}, "the value 'has space' must be at most 800"),
+        ({"n": "x" * 801}, "must be at most 800"),
+        (["n", "v"], "AttributePayload: must be an object"),
+    ],
+)
 def test_attribute_validation(payload: Any, match: str) -> None:
     fails(with_thing_properties(AttributePayload=payload), match=match)
 
 
 def test_attribute_edge_values_are_accepted() -> None:
     payload = {"a.b,c@d/e:f#g-h_i": "x=[1]-", "empty": "", "long": "v" * 800}
-    plan = evaluate_template(with_thing_properties(AttributePayload=payload), {"SerialNumber": "S"},
-                             certificate_id=CERT_ID)
+    plan = evaluate_template(
+        with_thing_properties(AttributePayload=payload), {"SerialNumber": "S"}, certificate_id=CERT_ID
+    )
     assert plan.thing is not None and plan.thing.attributes == payload
 
 
@@ -485,29 +568,36 @@ def test_absent_optional_thing_properties_are_none() -> None:
     body = template()
     body["Resources"]["thing"]["Properties"] = {"ThingName": "t1"}
     plan = evaluate(body)
-    assert plan.thing == ThingPlan("thing", "t1", None, None, None, None,
-                                   {"AttributePayload": "MERGE", "ThingGroups": "MERGE"})
+    assert plan.thing == ThingPlan(
+        "thing", "t1", None, None, None, None, {"AttributePayload": "MERGE", "ThingGroups": "MERGE"}
+    )
 
 
 def test_thing_type_groups_and_billing_group() -> None:
     plan = evaluate_template(
-        with_thing_properties(ThingTypeName="sensor", ThingGroups=["g1", {"Ref": "Batch"}, "g1"],
-                              BillingGroup="billing-1"),
-        {"SerialNumber": "S"}, certificate_id=CERT_ID)
+        with_thing_properties(
+            ThingTypeName="sensor", ThingGroups=["g1", {"Ref": "Batch"}, "g1"], BillingGroup="billing-1"
+        ),
+        {"SerialNumber": "S"},
+        certificate_id=CERT_ID,
+    )
     assert plan.thing is not None
     assert plan.thing.thing_type_name == "sensor"
     assert plan.thing.thing_groups == ["g1", "none"]  # duplicates collapse, order kept
     assert plan.thing.billing_group == "billing-1"
 
 
-@pytest.mark.parametrize("properties, match", [
-    ({"ThingGroups": "g1"}, "ThingGroups: must be a list of group names"),
-    ({"ThingGroups": ["ok", "not ok"]}, r"ThingGroups\[1\]: the thing group 'not ok'"),
-    ({"ThingTypeName": "bad type"}, "ThingTypeName: the thing type 'bad type'"),
-    ({"BillingGroup": "bad/group"}, "the billing group 'bad/group'"),
-    ({"PackageVersions": {"p": "1"}}, "unsupported propert"),
-    ({"Attributes": {}}, "unsupported propert"),
-])
+@pytest.mark.parametrize(
+    "properties, match",
+    [
+        ({"ThingGroups": "g1"}, "ThingGroups: must be a list of group names"),
+        ({"ThingGroups": ["ok", "not ok"]}, r"ThingGroups\[1\]: the thing group 'not ok'"),
+        ({"ThingTypeName": "bad type"}, "ThingTypeName: the thing type 'bad type'"),
+        ({"BillingGroup": "bad/group"}, "the billing group 'bad/group'"),
+        ({"PackageVersions": {"p": "1"}}, "unsupported propert"),
+        ({"Attributes": {}}, "unsupported propert"),
+    ],
+)
 def test_thing_property_failures(properties: dict[str, Any], match: str) -> None:
     fails(with_thing_properties(**properties), match=match)
 
@@ -515,10 +605,16 @@ def test_thing_property_failures(properties: dict[str, Any], match: str) -> None
 # -------------------------------------------------------------------------------------------- certificate
 
 
-@pytest.mark.parametrize("written, status", [
-    (None, "ACTIVE"), ("ACTIVE", "ACTIVE"), ("Active", "ACTIVE"),
-    ("INACTIVE", "INACTIVE"), ("inactive", "INACTIVE"),
-])
+@pytest.mark.parametrize(
+    "written, status",
+    [
+        (None, "ACTIVE"),
+        ("ACTIVE", "ACTIVE"),
+        ("Active", "ACTIVE"),
+        ("INACTIVE", "INACTIVE"),
+        ("inactive", "INACTIVE"),
+    ],
+)
 def test_certificate_status_ignores_case_defaults_active(written: str | None, status: str) -> None:
     body = template()
     properties = body["Resources"]["certificate"]["Properties"]
@@ -529,15 +625,18 @@ def test_certificate_status_ignores_case_defaults_active(written: str | None, st
     assert plan.certificate is not None and plan.certificate.status == status
 
 
-@pytest.mark.parametrize("properties, match", [
-    ({"CertificateSigningRequest": "csr"}, "may only use CertificateId"),
-    ({"CertificatePem": "pem"}, "may only use CertificateId"),
-    ({"CACertificatePem": "pem"}, "may only use CertificateId"),
-    ({"Status": "REVOKED"}, "'REVOKED' is not ACTIVE or INACTIVE"),
-    ({"Status": "PENDING_ACTIVATION"}, "is not ACTIVE or INACTIVE"),
-    ({"CertificateId": ""}, "CertificateId is required"),
-    ({"CertificateMode": "DEFAULT"}, "unsupported propert"),
-])
+@pytest.mark.parametrize(
+    "properties, match",
+    [
+        ({"CertificateSigningRequest": "csr"}, "may only use CertificateId"),
+        ({"CertificatePem": "pem"}, "may only use CertificateId"),
+        ({"CACertificatePem": "pem"}, "may only use CertificateId"),
+        ({"Status": "REVOKED"}, "'REVOKED' is not ACTIVE or INACTIVE"),
+        ({"Status": "PENDING_ACTIVATION"}, "is not ACTIVE or INACTIVE"),
+        ({"CertificateId": ""}, "CertificateId is required"),
+        ({"CertificateMode": "DEFAULT"}, "unsupported propert"),
+    ],
+)
 def test_certificate_failures(properties: dict[str, Any], match: str) -> None:
     body = template()
     body["Resources"]["certificate"]["Properties"].update(properties)
@@ -552,8 +651,10 @@ def test_certificate_id_is_required() -> None:
 
 # ---------------------------------------------------------------------------------------------- policy
 
-DOCUMENT = {"Version": "2012-10-17", "Statement": [
-    {"Effect": "Allow", "Action": "iot:Publish", "Resource": "arn:aws:iot:*:*:topic/x"}]}
+DOCUMENT = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "iot:Publish", "Resource": "arn:aws:iot:*:*:topic/x"}],
+}
 
 
 def policy_plan(properties: dict[str, Any]) -> Any:
@@ -573,21 +674,31 @@ def test_inline_policy_document_gets_a_stable_hash_name() -> None:
 
 
 def test_inline_policy_document_with_intrinsics() -> None:
-    document = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Action": "iot:Publish",
-        "Resource": {"Fn::Sub": "arn:aws:iot:eu-west-1:123456789012:topic/d/${SerialNumber}"}}]}
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "iot:Publish",
+                "Resource": {"Fn::Sub": "arn:aws:iot:eu-west-1:123456789012:topic/d/${SerialNumber}"},
+            }
+        ],
+    }
     plan = policy_plan({"PolicyDocument": document})
     assert plan.policy_document["Statement"][0]["Resource"] == "arn:aws:iot:eu-west-1:123456789012:topic/d/S"
 
 
-@pytest.mark.parametrize("properties, match", [
-    ({}, "set exactly one of PolicyName and PolicyDocument"),
-    ({"PolicyName": "p", "PolicyDocument": DOCUMENT}, "set exactly one of PolicyName and PolicyDocument"),
-    ({"PolicyDocument": "{nope"}, "PolicyDocument: not valid JSON"),
-    ({"PolicyDocument": {"Version": "2012-10-17"}}, "must be a policy object with a Statement"),
-    ({"PolicyName": "bad name!"}, "PolicyName: 'bad name!'"),
-    ({"PolicyName": "p", "Tags": []}, "unsupported propert"),
-])
+@pytest.mark.parametrize(
+    "properties, match",
+    [
+        ({}, "set exactly one of PolicyName and PolicyDocument"),
+        ({"PolicyName": "p", "PolicyDocument": DOCUMENT}, "set exactly one of PolicyName and PolicyDocument"),
+        ({"PolicyDocument": "{nope"}, "PolicyDocument: not valid JSON"),
+        ({"PolicyDocument": {"Version": "2012-10-17"}}, "must be a policy object with a Statement"),
+        ({"PolicyName": "bad name!"}, "PolicyName: 'bad name!'"),
+        ({"PolicyName": "p", "Tags": []}, "unsupported propert"),
+    ],
+)
 def test_policy_failures(properties: dict[str, Any], match: str) -> None:
     body = template()
     body["Resources"]["policy"]["Properties"] = properties
@@ -603,11 +714,12 @@ def test_policy_takes_no_override_settings() -> None:
 # ------------------------------------------------------------------------------------------ OverrideSettings
 
 
-@pytest.mark.parametrize("key, value", [
-    ("AttributePayload", v) for v in ("DO_NOTHING", "REPLACE", "FAIL", "MERGE")
-] + [("ThingTypeName", v) for v in ("DO_NOTHING", "REPLACE", "FAIL")] + [
-    ("ThingGroups", v) for v in ("DO_NOTHING", "REPLACE", "FAIL", "MERGE")
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [("AttributePayload", v) for v in ("DO_NOTHING", "REPLACE", "FAIL", "MERGE")]
+    + [("ThingTypeName", v) for v in ("DO_NOTHING", "REPLACE", "FAIL")]
+    + [("ThingGroups", v) for v in ("DO_NOTHING", "REPLACE", "FAIL", "MERGE")],
+)
 def test_valid_thing_overrides(key: str, value: str) -> None:
     body = template()
     body["Resources"]["thing"]["OverrideSettings"] = {key: value}
@@ -623,15 +735,18 @@ def test_upper_snake_case_override_keys_of_the_guide_prose_are_accepted() -> Non
     assert plan.thing.overrides == {"AttributePayload": "REPLACE", "ThingGroups": "FAIL"}
 
 
-@pytest.mark.parametrize("resource, overrides, match", [
-    ("thing", {"ThingTypeName": "MERGE"}, "'MERGE' is not one of DO_NOTHING, FAIL, REPLACE"),
-    ("thing", {"AttributePayload": "merge"}, "'merge' is not one of"),
-    ("thing", {"ThingName": "REPLACE"}, "'ThingName' cannot be overridden"),
-    ("thing", {"BillingGroup": "REPLACE"}, "'BillingGroup' cannot be overridden"),
-    ("certificate", {"Status": "MERGE"}, "'MERGE' is not one of DO_NOTHING, FAIL, REPLACE"),
-    ("certificate", {"CertificateId": "REPLACE"}, "'CertificateId' cannot be overridden"),
-    ("thing", ["MERGE"], "OverrideSettings: must be an object"),
-])
+@pytest.mark.parametrize(
+    "resource, overrides, match",
+    [
+        ("thing", {"ThingTypeName": "MERGE"}, "'MERGE' is not one of DO_NOTHING, FAIL, REPLACE"),
+        ("thing", {"AttributePayload": "merge"}, "'merge' is not one of"),
+        ("thing", {"ThingName": "REPLACE"}, "'ThingName' cannot be overridden"),
+        ("thing", {"BillingGroup": "REPLACE"}, "'BillingGroup' cannot be overridden"),
+        ("certificate", {"Status": "MERGE"}, "'MERGE' is not one of DO_NOTHING, FAIL, REPLACE"),
+        ("certificate", {"CertificateId": "REPLACE"}, "'CertificateId' cannot be overridden"),
+        ("thing", ["MERGE"], "OverrideSettings: must be an object"),
+    ],
+)
 def test_invalid_overrides(resource: str, overrides: Any, match: str) -> None:
     body = template()
     body["Resources"][resource]["OverrideSettings"] = overrides
@@ -665,12 +780,15 @@ def test_device_configuration_scalars_come_back_as_strings(value: Any, expected:
     assert value_of(value) == expected
 
 
-@pytest.mark.parametrize("value, match", [
-    ({"nested": "x"}, "nested values are not allowed"),
-    (["a"], "nested values are not allowed"),
-    ({"Fn::Split": [",", "a,b"]}, "nested values are not allowed"),
-    (None, "expected a string, got null"),
-])
+@pytest.mark.parametrize(
+    "value, match",
+    [
+        ({"nested": "x"}, "nested values are not allowed"),
+        (["a"], "nested values are not allowed"),
+        ({"Fn::Split": [",", "a,b"]}, "nested values are not allowed"),
+        (None, "expected a string, got null"),
+    ],
+)
 def test_device_configuration_is_flat(value: Any, match: str) -> None:
     fails(template(DeviceConfiguration={"value": value}), match=match)
 
@@ -683,14 +801,21 @@ def test_device_configuration_must_be_an_object() -> None:
 
 
 def thing_plan(overrides: dict[str, str] | None = None, **fields: Any) -> ThingPlan:
-    values: dict[str, Any] = {"attributes": {"batch": "b2", "hw": "r2"}, "thing_type_name": "sensor",
-                              "thing_groups": ["provisioned", "line-2"], "billing_group": None}
+    values: dict[str, Any] = {
+        "attributes": {"batch": "b2", "hw": "r2"},
+        "thing_type_name": "sensor",
+        "thing_groups": ["provisioned", "line-2"],
+        "billing_group": None,
+    }
     values.update(fields)
     return ThingPlan(logical_id="thing", thing_name="device-1", overrides=overrides or {}, **values)
 
 
-EXISTING = ExistingThing(attributes={"batch": "b1", "owner": "x"}, thing_type_name="old-type",
-                         thing_groups=["provisioned", "line-1"])
+EXISTING = ExistingThing(
+    attributes={"batch": "b1", "owner": "x"},
+    thing_type_name="old-type",
+    thing_groups=["provisioned", "line-1"],
+)
 
 
 def test_new_thing_gets_everything_the_plan_says() -> None:

@@ -14,7 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.template_errors import ResourceConflictError, TemplateEngineError, TemplateError
+from emulator.provisioning.template_errors import ResourceConflictError, TemplateEngineError, TemplateError
 
 __all__ = [
     "CERTIFICATE_ID_PARAMETER",
@@ -230,7 +230,7 @@ def _resolve_parameters(
         kind = spec.get("Type", "String")
         if kind != "String":
             # Only "String" appears in AWS's documentation of provisioning templates.
-            raise TemplateError(f"Parameters.{name}: Type {kind!r} is not supported; use \"String\"")
+            raise TemplateError(f'Parameters.{name}: Type {kind!r} is not supported; use "String"')
         if "Default" in spec and not isinstance(spec["Default"], str):
             raise TemplateError(f"Parameters.{name}: Default must be a string")
         if name in request:
@@ -502,8 +502,9 @@ def _thing_plan(
 ) -> ThingPlan:
     where = f"Resources.{logical_id}"
     # PackageVersions (software package catalog) exists in newer docs; the emulator does not emulate it.
-    _check_properties(where, properties, ("ThingName", "AttributePayload", "ThingTypeName", "ThingGroups",
-                                          "BillingGroup"))
+    _check_properties(
+        where, properties, ("ThingName", "AttributePayload", "ThingTypeName", "ThingGroups", "BillingGroup")
+    )
     if "ThingName" not in properties:
         raise TemplateError(f"{where}.Properties: ThingName is required")
     thing_name = _name(f"{where}.Properties.ThingName", properties["ThingName"], "the thing name")
@@ -568,7 +569,7 @@ def _certificate_plan(
         if foreign in properties:
             raise TemplateError(
                 f"{where}.Properties.{foreign}: fleet provisioning templates may only use CertificateId "
-                f"(normally {{\"Ref\": \"{CERTIFICATE_ID_PARAMETER}\"}})"
+                f'(normally {{"Ref": "{CERTIFICATE_ID_PARAMETER}"}})'
             )
     _check_properties(where, properties, ("CertificateId", "Status"))
     certificate_id = properties.get("CertificateId")
@@ -665,8 +666,14 @@ class ThingChange:
 
     @property
     def changes_anything(self) -> bool:
-        return bool(self.create or self.attributes is not None or self.update_thing_type or self.groups_to_add
-                    or self.groups_to_remove or self.billing_group is not None)
+        return bool(
+            self.create
+            or self.attributes is not None
+            or self.update_thing_type
+            or self.groups_to_add
+            or self.groups_to_remove
+            or self.billing_group is not None
+        )
 
 
 def apply_overrides(existing: ExistingThing | None, plan: ThingPlan) -> ThingChange:

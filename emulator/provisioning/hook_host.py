@@ -29,7 +29,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
-log = logging.getLogger("emulator.hook_host")
+log = logging.getLogger("emulator.provisioning.hook_host")
 
 START_TIMEOUT_S = 60.0  # spawning Python, importing moto, boto3 and the handler: ~2-4 s here
 
@@ -48,7 +48,7 @@ class HookHost:
 
     def __init__(
         self,
-        specs: list[Any],  # emulator.hook.LambdaSpec
+        specs: list[Any],  # emulator.provisioning.hook.LambdaSpec
         *,
         iot_endpoint_url: str,
         region: str,
@@ -204,9 +204,9 @@ def _child_main(
 def _child_setup(specs: list[Any], iot_endpoint_url: str, region: str) -> tuple[dict[str, Any], Any]:
     from moto.backends import get_backend
 
-    from emulator import hook as hooks
-    from emulator import moto_dynamodb
-    from emulator.aws_server import LocalAwsServer
+    from emulator.awsapi.server import LocalAwsServer
+    from emulator.provisioning import hook as hooks
+    from emulator.registry import moto_dynamodb
 
     get_backend("dynamodb").reset()
     moto_dynamodb.install()
@@ -225,7 +225,7 @@ def _child_setup(specs: list[Any], iot_endpoint_url: str, region: str) -> tuple[
         if clashes - {"AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"}:
             # One process, one environment: two hook functions that disagree on a variable would see
             # the later one's value. Say so rather than guess.
-            logging.getLogger("emulator.hook_host").warning(
+            logging.getLogger("emulator.provisioning.hook_host").warning(
                 "hook functions disagree on %s; %s's values apply", sorted(clashes), spec.function_name
             )
         environment_seen.update(environment)

@@ -12,21 +12,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from emulator import hook as hooks
-from emulator.ca import CertificateAuthority, IssuedCredential
-from emulator.errors import InvalidParameters, TemplateDisabled, TemplateNotFound
-from emulator.payloads import (
+from emulator.provisioning import hook as hooks
+from emulator.provisioning.ca import CertificateAuthority, IssuedCredential
+from emulator.provisioning.errors import InvalidParameters, TemplateDisabled, TemplateNotFound
+from emulator.provisioning.payloads import (
     CreateCertificateFromCsrAccepted,
     CreateCertificateFromCsrRequest,
     CreateKeysAndCertificateAccepted,
     RegisterThingAccepted,
     RegisterThingRequest,
 )
-from emulator.registry import PENDING_ACTIVATION, CertificateRecord
-from emulator.template_engine import CERTIFICATE_ID_PARAMETER, ProvisioningPlan, evaluate_template
-from emulator.tokens import TokenStore
+from emulator.provisioning.template_engine import (
+    CERTIFICATE_ID_PARAMETER,
+    ProvisioningPlan,
+    evaluate_template,
+)
+from emulator.provisioning.tokens import TokenStore
+from emulator.registry.store import PENDING_ACTIVATION, CertificateRecord
 
-log = logging.getLogger("emulator.service")
+log = logging.getLogger("emulator.provisioning.service")
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class ProvisioningTemplate:
 
 
 class RegistryPort(Protocol):
-    """What the service needs of the registry (emulator.registry.Registry; a fake in unit tests)."""
+    """What the service needs of the registry (emulator.registry.store.Registry; a fake in unit tests)."""
 
     def register_certificate(self, certificate_pem: str, status: str) -> CertificateRecord: ...
     def certificate(self, certificate_id: str) -> CertificateRecord | None: ...

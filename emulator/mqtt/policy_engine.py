@@ -143,7 +143,7 @@ def _parse_pattern(text: str, variables: bool) -> tuple[_Piece, ...]:
     literal: list[str] = []
     position = 0
     for match in _TOKEN_RE.finditer(text):
-        literal.append(text[position:match.start()])
+        literal.append(text[position : match.start()])
         position = match.end()
         token = match.group(0)
         if token == "*":
@@ -288,10 +288,22 @@ def _star_match(segments: list[str], value: str) -> bool:
 
 # ---------------------------------------------------------------------------------------------- conditions
 
-_CONDITION_OPERATORS = frozenset({
-    "StringEquals", "StringNotEquals", "StringEqualsIgnoreCase", "StringNotEqualsIgnoreCase",
-    "StringLike", "StringNotLike", "Bool", "ArnEquals", "ArnLike", "ArnNotEquals", "ArnNotLike", "Null",
-})
+_CONDITION_OPERATORS = frozenset(
+    {
+        "StringEquals",
+        "StringNotEquals",
+        "StringEqualsIgnoreCase",
+        "StringNotEqualsIgnoreCase",
+        "StringLike",
+        "StringNotLike",
+        "Bool",
+        "ArnEquals",
+        "ArnLike",
+        "ArnNotEquals",
+        "ArnNotLike",
+        "Null",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -392,7 +404,7 @@ def _compile_statement(raw: Any, where: str, variables: bool) -> _Statement:
         raise PolicyDocumentError(f"{where}: a statement must be an object")
     effect = raw.get("Effect")
     if effect not in ("Allow", "Deny"):
-        raise PolicyDocumentError(f"{where}.Effect must be \"Allow\" or \"Deny\", got {effect!r}")
+        raise PolicyDocumentError(f'{where}.Effect must be "Allow" or "Deny", got {effect!r}')
     if ("Action" in raw) == ("NotAction" in raw):
         raise PolicyDocumentError(f"{where}: set exactly one of Action and NotAction")
     if ("Resource" in raw) == ("NotResource" in raw):
@@ -426,13 +438,15 @@ def _compile_conditions(raw: Any, where: str, variables: bool) -> tuple[_Conditi
                 raise PolicyDocumentError(f"{where}.{operator}.{key} must be a value or a non-empty list")
             # JSON booleans appear in Bool conditions; IAM compares their string form.
             texts = tuple(json.dumps(item) if isinstance(item, bool) else str(item) for item in items)
-            clauses.append(_ConditionClause(
-                operator=base,
-                key=key,
-                values=tuple(_Pattern(text, variables) for text in texts),
-                raw_values=texts,
-                if_exists=if_exists,
-            ))
+            clauses.append(
+                _ConditionClause(
+                    operator=base,
+                    key=key,
+                    values=tuple(_Pattern(text, variables) for text in texts),
+                    raw_values=texts,
+                    if_exists=if_exists,
+                )
+            )
     return tuple(clauses)
 
 

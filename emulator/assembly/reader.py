@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from emulator.registry import LOCAL_ACCOUNT_ID
+from emulator.registry.store import LOCAL_ACCOUNT_ID
 
 DEFAULT_REGION = "us-east-1"
 HOOK_PAYLOAD_VERSION = "2020-04-01"

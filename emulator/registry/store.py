@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
-from emulator import moto_dynamodb, moto_index
-from emulator.errors import InvalidParameters
-from emulator.template_engine import (
+from emulator.provisioning.errors import InvalidParameters
+from emulator.provisioning.template_engine import (
     ExistingThing,
     ProvisioningPlan,
     ThingChange,
     apply_overrides,
     certificate_status_change,
 )
+from emulator.registry import moto_dynamodb, moto_index
 
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account: boto3 with any fake key lands here too
 
@@ -68,7 +68,7 @@ class Registry:
         self.lock = threading.RLock()
         self.iot = iot_backends[account_id][region]
         self.dynamodb = dynamodb_backends[account_id][region]
-        # Lookups by certificate, thing or principal without scanning the fleet (emulator/moto_index.py).
+        # Lookups by certificate, thing or principal without scanning the fleet (moto_index.py).
         moto_index.install(self.iot)
         moto_dynamodb.install()  # UpdateItem without re-parsing the same expression (the hook's)
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from emulator.errors import InvalidCertificateOwnershipToken
+from emulator.provisioning.errors import InvalidCertificateOwnershipToken
 
 DEFAULT_TTL_S = 3600.0
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import cbor2
 
-from emulator.errors import (
+from emulator.provisioning.errors import (
     InvalidCertificateOwnershipToken,
     InvalidParameters,
     InvalidPayload,

@@ -22,7 +22,7 @@ class TemplateError(TemplateEngineError):
 
     UNCONFIRMED: AWS documents no error list for RegisterThing over MQTT. `InvalidParameters` with a
     message such as "Cannot resolve reference value: ..." is what devices report for a parameter the
-    template cannot resolve (emulator/errors.py uses the same code); the emulator answers every template
+    template cannot resolve (errors.py uses the same code); the emulator answers every template
     evaluation failure with it and puts the precise reason in the message.
     """
 

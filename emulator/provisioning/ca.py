@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from emulator.errors import InvalidCertificateSigningRequest
+from emulator.provisioning.errors import InvalidCertificateSigningRequest
 
 # AWS-issued certificates are valid until the end of 2049.
 NOT_AFTER = dt.datetime(2049, 12, 31, 23, 59, 59, tzinfo=dt.UTC)

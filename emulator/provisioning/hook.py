@@ -2,7 +2,7 @@
 
 Two runners: the stack's hook Lambda, loaded from its asset directory with its environment from the
 template, and any Python callable (tests inject hooks that raise, sleep or deny). The Lambda runs in
-the hook process (`emulator.hook_host`), as on AWS a function runs apart from IoT: its environment
+the hook process (`hook_host`), as on AWS a function runs apart from IoT: its environment
 (AWS_ENDPOINT_URL, table name...) never leaks into the emulator's process, and its boto3 work, with the
 serial table behind it, does not compete for the emulator's GIL; or, on request, on threads of the
 emulator's own process. A deny, an error, a malformed answer or a timeout is AccessDenied.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from emulator.errors import AccessDenied
+from emulator.provisioning.errors import AccessDenied
 
 HOOK_TIMEOUT_S = 5.0  # AWS's limit for a pre-provisioning hook
 
@@ -155,7 +155,7 @@ def lambda_environment(spec: LambdaSpec, *, aws_endpoint_url: str, region: str) 
 
 
 def hosted_lambda_hook(host: Any, spec: LambdaSpec, *, timeout_s: float = HOOK_TIMEOUT_S) -> Hook:
-    """The Lambda in the hook process (`emulator.hook_host.HookHost`), next to the serial table."""
+    """The Lambda in the hook process (`hook_host.HookHost`), next to the serial table."""
     return Hook(
         partial(host.invoke, spec.function_arn),
         timeout_s=timeout_s,

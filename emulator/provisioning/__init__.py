@@ -1,0 +1,1 @@
+"""The fleet-provisioning service (tokens, certificates, the hook, template evaluation); it knows no MQTT."""
