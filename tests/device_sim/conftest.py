@@ -15,9 +15,11 @@ from fleetctl.registry_store import RegistryStore
 from fleetctl.serial_csv import SerialRow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The keys flow allowed (for its test); an inactive claim for the refused-claim test.
+# The keys flow allowed (for its test), so no CN check (AWS names those certificates); an inactive claim
+# for the refused-claim test.
 FLEET_OVERRIDES = {
     "allow_create_keys_and_certificate": True,
+    "require_cn_match": False,
     "claim_credentials": [
         {"name": "line-a", "mode": "generated", "active": True},
         {"name": "line-b", "mode": "generated", "active": False},
