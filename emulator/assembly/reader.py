@@ -319,7 +319,7 @@ def _placeholder(function: str, where: str) -> str:
 
 # CloudFormation's dialect, read leniently: CDK wrote the template, so a value where text is expected is
 # written with str() and a function the reader does not play becomes a visible placeholder.
-_CLOUDFORMATION = Rules(
+CLOUDFORMATION_RULES = Rules(
     functions=FUNCTIONS,
     error=AssemblyError,
     unsupported=_placeholder,
@@ -342,7 +342,7 @@ class _Resolver:
         self.region = region
         self.account_id = account_id
         self._evaluator = Evaluator(
-            _CLOUDFORMATION,
+            CLOUDFORMATION_RULES,
             parameters={
                 name: _parameter_value(spec) for name, spec in (template.get("Parameters") or {}).items()
             },

@@ -243,12 +243,7 @@ class Evaluator:
     def _sub_name(self, name: str, where: str) -> Any:
         """A ${name} of Fn::Sub: a parameter or pseudo parameter, `Logical.Attribute` or a resource."""
         value = self._names.get(name, MISSING)
-        if (
-            value is MISSING
-            and "." in name
-            and self._resource_attribute is not None
-            and "Fn::GetAtt" in self._rules.functions
-        ):
+        if value is MISSING and "." in name and self._resource_attribute is not None:
             value = self._resource_attribute(*name.split(".", 1))
         if value is MISSING and self._resource_ref is not None:
             value = self._resource_ref(name)
