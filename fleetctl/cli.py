@@ -36,7 +36,7 @@ from fleetctl.cli_common import (
     user_errors,
 )
 from fleetctl.errors import FleetctlError
-from fleetctl.importer import ImportReport, RowSource, import_serials
+from fleetctl.importer import ImportReport, RowSource, import_serials, plural
 from fleetctl.manifest import (
     DEVICE_KEY_SLOT,
     SERIAL_SOURCES,
@@ -205,7 +205,7 @@ def _print_import(report: ImportReport, source: RowSource, target: Target) -> No
     )
     out.print(summary)
     if report.bad_rows:
-        bad = Table(title=f"skipped {source.unit}s ({report.invalid})")
+        bad = Table(title=f"skipped {plural(source.unit)} ({report.invalid})")
         bad.add_column(source.unit, justify="right")
         bad.add_column("reason")
         for row in report.bad_rows[:LISTED]:
@@ -243,13 +243,13 @@ def show(
     if json_out:
         print_json(item)
         return
-    view = Table(show_header=False, title=f"serial {serial}")
-    view.add_column("field", style="bold")
-    view.add_column("value")
+    # Plain lines, not a table: a fingerprint or certificate id must survive a narrow terminal unbroken.
+    width = max(map(len, item))
+    lines = [f"serial {serial}"]
     for key in sorted(item):
         value = item[key]
-        view.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
-    out_console().print(view)
+        lines.append(f"  {key:<{width}}  {json.dumps(value) if isinstance(value, dict | list) else value}")
+    typer.echo("\n".join(lines))
 
 
 @registry_app.command("revoke")

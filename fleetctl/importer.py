@@ -175,11 +175,15 @@ def import_serials(
         validate(source, index, report, on_validate)
         if report.invalid and not skip_invalid:
             first = report.bad_rows[0]
-            more = f" ({report.invalid} bad {source.unit}s in all)" if report.invalid > 1 else ""
+            more = f" ({report.invalid} bad {plural(source.unit)} in all)" if report.invalid > 1 else ""
             raise FleetctlError(
                 f"{source.path}: {source.unit} {first.line}: {first.reason}{more}; nothing was written "
-                f"(--skip-invalid imports the good {source.unit}s)"
+                f"(--skip-invalid imports the good {plural(source.unit)})"
             )
         before_write(report.valid)
         write(source, index, store, report, on_write)
     return report
+
+
+def plural(unit: str) -> str:
+    return "entries" if unit == "entry" else unit + "s"
