@@ -24,11 +24,12 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -131,11 +132,15 @@ class MicrochipManifest:
         header = _json_object(entry["protected"], "protected header")
         if self.options.signers:
             signer = _signer(header, self.options.signers)
-            member = {k: entry[k] for k in ("protected", "payload", "signature", "header") if k in entry}
+            signer_key = signer.public_key()
+            if not isinstance(signer_key, ec.EllipticCurvePublicKey):
+                raise _Bad(f"the signer {_name(signer)} has no EC key (Microchip signs with ES256)")
+            member = cast(
+                jws.FlattenedJSONSerialization,
+                {k: entry[k] for k in ("protected", "payload", "signature", "header") if k in entry},
+            )
             try:
-                verified = jws.deserialize_json(
-                    member, ECKey.import_key(signer.public_key()), registry=_REGISTRY
-                )
+                verified = jws.deserialize_json(member, ECKey.import_key(signer_key), registry=_REGISTRY)
             except (JoseError, ValueError, TypeError) as exc:
                 raise _Bad(f"signature does not verify with {_name(signer)} ({exc})") from None
             payload: bytes = verified.payload
@@ -149,7 +154,7 @@ class MicrochipManifest:
             raise _Bad("the payload is not a secure element object")
         return element
 
-    def _slot_key(self, element: dict[str, Any]) -> tuple[list[x509.Certificate], Any]:
+    def _slot_key(self, element: dict[str, Any]) -> tuple[list[x509.Certificate], ec.EllipticCurvePublicKey]:
         """The certificates (may be none) and the public key of the configured slot, checked to agree."""
         slot = self.options.key_slot
         key_set = element.get("publicKeySet")
@@ -161,8 +166,11 @@ class MicrochipManifest:
             raise _Bad(f"no public key for slot {slot} (JWK kid {slot!r})")
         if jwk.get("kty") != "EC":
             raise _Bad(f"slot {slot}: key type {str(jwk.get('kty'))[:20]!r}, expected EC")
+        members = {k: jwk.get(k) for k in ("kty", "crv", "x", "y")}
+        if not all(isinstance(v, str) for v in members.values()):
+            raise _Bad(f"slot {slot}: the JWK lacks crv, x or y")
         try:
-            key = ECKey.import_key({k: jwk.get(k) for k in ("kty", "crv", "x", "y")}).public_key
+            key = ECKey.import_key(cast(dict[str, str | list[str]], members)).public_key
         except (JoseError, ValueError, TypeError) as exc:
             raise _Bad(f"slot {slot}: not a valid EC public key ({exc})") from None
         certificates = [_certificate(c, slot) for c in jwk.get("x5c") or []]
