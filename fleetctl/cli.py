@@ -69,7 +69,9 @@ app.add_typer(claim_app, name="claim")
 @registry_app.command("import")
 @user_errors
 def import_(
-    file: Annotated[Path, typer.Argument(help="CSV with a header row: serial[,batch][,public_key_sha256][,attribute...]")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV with a header row: serial[,batch][,public_key_sha256][,attribute...]")
+    ],
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="Import the good rows, list the bad.")
     ] = False,
