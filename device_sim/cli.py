@@ -1,4 +1,5 @@
-"""`python -m device_sim`: provision one device, run a fleet, merge fleet reports, run the demo.
+"""`python -m device_sim`: provision one device, run a fleet, merge fleet reports, run the demo; and the
+factory's test station (`factory`, in `device_sim.factory_cli`).
 
 This layer alone owns options, printing and exit codes. Exit codes: 0 done; 1 a device was rejected or failed
 (for `fleet`: some device failed, rejections are outcomes, not errors); 2 bad input or an unusable target;
@@ -20,6 +21,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from device_sim.errors import DeviceFailure, Rejected, UserError
+from device_sim.factory import KeyStore
+from device_sim.factory_cli import KeysDirOpt, factory, factory_key, fleet_keys
 
 try:  # typer >= 0.22 vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as click_exceptions
@@ -63,6 +66,7 @@ report_app = typer.Typer(
     cls=OneLineErrors, add_completion=False, no_args_is_help=True, help="Work with fleet reports."
 )
 app.add_typer(report_app, name="report")
+app.command()(factory)
 
 
 class PayloadFormat(StrEnum):
@@ -73,11 +77,6 @@ class PayloadFormat(StrEnum):
 class CertificateFlow(StrEnum):
     csr = "csr"
     keys = "keys"
-
-
-class KeyStore(StrEnum):
-    memory = "memory"
-    pkcs11 = "pkcs11"
 
 
 EndpointFile = Annotated[Path | None, typer.Option("--endpoint-file", help="The emulator's endpoint.json.")]
@@ -167,8 +166,10 @@ def provision(
     fmt: FormatOpt = PayloadFormat.json,
     flow: FlowOpt = CertificateFlow.csr,
     key_store: Annotated[
-        KeyStore, typer.Option("--key-store", help="Where the device keeps its key.")
-    ] = KeyStore.memory,
+        KeyStore | None,
+        typer.Option("--key-store", help="Where the device keeps its key (default memory, or --keys-dir's)."),
+    ] = None,
+    keys_dir: KeysDirOpt = None,
     pkcs11_pin: Annotated[
         str,
         typer.Option("--pkcs11-pin", envvar="DEVICE_SIM_PKCS11_PIN", help="User PIN of the SoftHSM2 token."),
@@ -207,7 +208,11 @@ def provision(
         )
     out_dir = out_dir or Path(".state/devices") / serial
     make_key: Any = lambda _serial: MemoryKey()  # noqa: E731
-    if key_store is KeyStore.pkcs11:
+    if keys_dir is not None:
+        make_key = factory_key(
+            keys_dir, key_store, pkcs11_pin, csr_flow=flow is CertificateFlow.csr, serial=serial
+        )
+    elif key_store is KeyStore.pkcs11:
         from device_sim.pkcs11_store import Pkcs11Key, prepare_softhsm_token
 
         token = prepare_softhsm_token(out_dir / "softhsm2", user_pin=pkcs11_pin)
@@ -304,6 +309,7 @@ def fleet(
     ] = None,
     fmt: FormatOpt = PayloadFormat.json,
     flow: FlowOpt = CertificateFlow.csr,
+    keys_dir: KeysDirOpt = None,
     params: Params = None,
     report: Annotated[Path, typer.Option("--report", help="Report JSON to write.")] = Path(
         "reports/fleet.json"
@@ -357,13 +363,18 @@ def fleet(
         pool = the_shard.take(pool)
     if not len(pool):
         raise UserError(f"shard {the_shard} of {devices or 'the'} serials is empty")
+    key_options = fleet_keys(keys_dir, pool, csr_flow=flow is CertificateFlow.csr)
     check_target(target, timeout_s=min(timeout_s, 5.0))
     if flow is CertificateFlow.keys:
         print(KEY_CROSSED_NETWORK, file=sys.stderr)
 
     transport = Transport(target, threads=threads, timeout_s=timeout_s)
     options = DeviceOptions(
-        fmt=fmt.value, flow=flow.value, parameters=parameters, retry=RetryPolicy(attempts=attempts)
+        fmt=fmt.value,
+        flow=flow.value,
+        parameters=parameters,
+        retry=RetryPolicy(attempts=attempts),
+        **key_options,
     )
     plan = FleetPlan(serials=pool, concurrency=concurrency, rate_per_s=rate, ramp_s=ramp_s)
     stats = FleetStats(

@@ -134,6 +134,8 @@ def test_stats(table: Any) -> None:
         "RESERVED": 1,
         "REVOKED": 0,
         "bound_claims": 1,
+        "with_public_key_sha256": 0,
+        "require_device_key": False,
     }
     assert stats["by_batch"]["(none)"]["REVOKED"] == 1
     view = cli("registry", "stats", *TARGET)
