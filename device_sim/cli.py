@@ -208,6 +208,14 @@ def provision(
         )
     out_dir = out_dir or Path(".state/devices") / serial
     make_key: Any = lambda _serial: MemoryKey()  # noqa: E731
+    kept_key = out_dir / "private.key"
+    unfinished = kept_key.exists() and not (out_dir / "thing_name").exists()
+    if unfinished and keys_dir is None and key_store is not KeyStore.pkcs11 and flow is CertificateFlow.csr:
+        # An earlier run kept its key before RegisterThing and never finished (a lost reply, a crash): the
+        # device proves it is the same device with that key (docs/security.md, "A lost reply").
+        pem = kept_key.read_bytes()
+        make_key = lambda _serial: MemoryKey.from_pem(pem)  # noqa: E731
+        print(f"note: resuming with the key kept in {kept_key} by an unfinished run", file=sys.stderr)
     if keys_dir is not None:
         make_key = factory_key(
             keys_dir, key_store, pkcs11_pin, csr_flow=flow is CertificateFlow.csr, serial=serial

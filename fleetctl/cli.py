@@ -5,7 +5,6 @@ Typer options, rich progress and printing live here; the work is in the modules 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from fleetctl import serial_cli  # noqa: F401 - registers show, revoke, reset
 from fleetctl.batch_cli import batch_app
 from fleetctl.claim_cli import claim_app
 from fleetctl.cli_common import (
@@ -33,6 +33,7 @@ from fleetctl.cli_common import (
     out_console,
     print_json,
     registry,
+    registry_app,
     user_errors,
 )
 from fleetctl.errors import FleetctlError
@@ -57,7 +58,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Operate the fleet provisioning backend: serial registry, batches, claim credentials.",
 )
-registry_app = typer.Typer(no_args_is_help=True, help="The serial registry (DynamoDB).")
 app.add_typer(registry_app, name="registry")
 app.add_typer(batch_app, name="batch")
 app.add_typer(claim_app, name="claim")
@@ -225,87 +225,6 @@ def _print_import(report: ImportReport, source: RowSource, target: Target) -> No
         err.print(
             f"note: column(s) {', '.join(report.unknown_attribute_columns)} are stored but not in "
             f"thing_attributes, so the template does not apply them"
-        )
-
-
-@registry_app.command("show")
-@user_errors
-def show(
-    serial: str,
-    table: Table_ = None,
-    region: Region = None,
-    endpoint_file: EndpointFile = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Show one serial's registry item."""
-    _, store = registry(table, region, endpoint_file)
-    item = store.get(serial)
-    if item is None:
-        raise FleetctlError(f"serial {serial!r} is not in the registry")
-    if json_out:
-        print_json(item)
-        return
-    # Plain lines, not a table: a fingerprint or certificate id must survive a narrow terminal unbroken.
-    width = max(map(len, item))
-    lines = [f"serial {serial}"]
-    for key in sorted(item):
-        value = item[key]
-        lines.append(f"  {key:<{width}}  {json.dumps(value) if isinstance(value, dict | list) else value}")
-    typer.echo("\n".join(lines))
-
-
-@registry_app.command("revoke")
-@user_errors
-def revoke(
-    serial: str,
-    table: Table_ = None,
-    region: Region = None,
-    endpoint_file: EndpointFile = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Never let this serial provision (again). Its existing thing and certificate are not touched."""
-    _, store = registry(table, region, endpoint_file)
-    before = store.revoke(serial)
-    if json_out:
-        print_json({"serial": serial, "status": "REVOKED", "previous_status": before.get("status")})
-        return
-    typer.echo(f"{serial}: {before.get('status')} -> REVOKED")
-    if before.get("certificate_id"):
-        typer.echo(
-            f"note: certificate {before['certificate_id']} of {before.get('thing_name')} is still as it was "
-            f"in AWS IoT; deactivate it there to cut the device off",
-            err=True,
-        )
-
-
-@registry_app.command("reset")
-@user_errors
-def reset(
-    serial: str,
-    table: Table_ = None,
-    region: Region = None,
-    endpoint_file: EndpointFile = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Make a serial AVAILABLE again and forget its reservation (an RMA, a re-flash)."""
-    _, store = registry(table, region, endpoint_file)
-    before = store.reset(serial)
-    if json_out:
-        print_json(
-            {
-                "serial": serial,
-                "status": "AVAILABLE",
-                "previous_status": before.get("status"),
-                "previous_certificate_id": before.get("certificate_id"),
-            }
-        )
-        return
-    typer.echo(f"{serial}: {before.get('status')} -> AVAILABLE")
-    if before.get("certificate_id"):
-        typer.echo(
-            f"note: the reservation for certificate {before['certificate_id']} is forgotten; the thing "
-            f"{before.get('thing_name')} and that certificate remain in AWS IoT",
-            err=True,
         )
 
 

@@ -30,6 +30,8 @@ JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output o
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+registry_app = typer.Typer(no_args_is_help=True, help="The serial registry (DynamoDB).")
+
 
 def err_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)

@@ -14,10 +14,17 @@ from botocore.exceptions import ClientError
 from fleetctl.errors import FleetctlError
 from fleetctl.fingerprint import FINGERPRINT_COLUMN
 from fleetctl.serial_csv import SerialRow
-from infra.constants import BATCH_KEY_PREFIX, SERIAL_KEY_PREFIX, TABLE_PARTITION_KEY
+from infra.constants import BATCH_KEY_PREFIX, CERTIFICATE_KEY_PREFIX, SERIAL_KEY_PREFIX, TABLE_PARTITION_KEY
 
 AVAILABLE, RESERVED, REVOKED = "AVAILABLE", "RESERVED", "REVOKED"
-RESERVATION_FIELDS = ("certificate_id", "thing_name", "claim_certificate_id", "client_id", "reserved_at")
+RESERVATION_FIELDS = (
+    "certificate_id",
+    "thing_name",
+    "claim_certificate_id",
+    "client_id",
+    "reserved_at",
+    "reserved_key_sha256",
+)
 BATCH_GET_MAX = 100  # DynamoDB's limits per call
 BATCH_WRITE_MAX = 25
 MAX_UNPROCESSED_ROUNDS = 10
@@ -168,6 +175,49 @@ class RegistryStore:
     def get(self, serial: str) -> dict[str, Any] | None:
         item = self.db.get_item(TableName=self.table, Key=serial_key(serial), ConsistentRead=True).get("Item")
         return None if item is None else {k: plain(v) for k, v in item.items() if k != TABLE_PARTITION_KEY}
+
+    def certificate_history(self, certificate_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The certificate items (`cert#<id>`) the hook wrote for these ids, in the order given; an id
+        without one (reserved before the history existed) comes back with its id alone."""
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(certificate_ids), BATCH_GET_MAX):
+            keys = [
+                {TABLE_PARTITION_KEY: {"S": CERTIFICATE_KEY_PREFIX + c}}
+                for c in certificate_ids[start:][:BATCH_GET_MAX]
+            ]
+            request: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+            for round_ in range(MAX_UNPROCESSED_ROUNDS):
+                reply = self.db.batch_get_item(RequestItems=request)
+                for item in reply.get("Responses", {}).get(self.table, []):
+                    entry = {k: plain(v) for k, v in item.items() if k != TABLE_PARTITION_KEY}
+                    found[entry.get("certificate_id", "")] = entry
+                request = reply.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                _backoff(round_)
+        return [found.get(c, {"certificate_id": c}) for c in certificate_ids]
+
+    def mark_retired(self, certificate_ids: Sequence[str], reason: str) -> None:
+        """Record in each certificate's item why its life ended (kept if an earlier reason is there)."""
+        now_ms = str(int(time.time() * 1000))
+        for certificate_id in certificate_ids:
+            try:
+                self.db.update_item(
+                    TableName=self.table,
+                    Key={TABLE_PARTITION_KEY: {"S": CERTIFICATE_KEY_PREFIX + certificate_id}},
+                    UpdateExpression="SET certificate_id = :cert, retired_at = :at, retired_reason = :why, "
+                    "updated_at = :now",
+                    ConditionExpression="attribute_not_exists(retired_at)",
+                    ExpressionAttributeValues={
+                        ":cert": {"S": certificate_id},
+                        ":at": {"N": now_ms},
+                        ":why": {"S": reason},
+                        ":now": {"S": now_iso()},
+                    },
+                )
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
 
     def revoke(self, serial: str) -> dict[str, Any]:
         stamp = now_iso()
