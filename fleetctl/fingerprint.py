@@ -2,7 +2,8 @@
 
 The one definition of the value, used by `registry import`, the manifest import, the simulator's factory
 and the tests: the lowercase hex SHA-256 of the public key's DER SubjectPublicKeyInfo. The hook computes the
-same from the certificate a device presents, so the two must agree to the bit.
+same from the certificate a device presents (`lambdas/provisioning_hook/certificate.py`, its own copy because
+the Lambda's asset holds `lambdas/` only), so the two must agree to the bit: tests/hook/test_fingerprint.py.
 """
 
 from __future__ import annotations
