@@ -109,19 +109,23 @@ class AwsGateway:
         path = str(environ.get("PATH_INFO", ""))
         if path.startswith(REFUSED_PREFIXES):
             log.info(
-                "AWS API: refused %s %s (moto's control routes are not served)",
+                "AWS API: refused %s %r (moto's control routes are not served)",
                 environ.get("REQUEST_METHOD"),
                 path[:80],
             )
-            raise AwsApiError(
+            # Not an AWS API, so no SDK's error format to match: JSON.
+            error = AwsApiError(
                 404, "NotFound", f"{path[:80]} is not an AWS API: not served at aws_endpoint_url"
             )
+            status, headers, body = error_response(error)
+            start_response(status, headers)
+            return [body]
         service = signing_service(environ)
         if service is None:
             raise AwsApiError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
         if service not in self._moto:
             served = ", ".join(sorted(self._moto))
-            log.info("AWS API: %s is not emulated (501)", service[:40])
+            log.info("AWS API: %r is not emulated (501)", service[:40])
             raise AwsApiError(
                 501,
                 "NotImplemented",

@@ -189,9 +189,11 @@ def _child_main(
     workers: int,
     initial_state: bytes | None = None,
 ) -> None:
-    # Ctrl-C reaches the whole process group; the emulator decides when this process ends (it closes
-    # the pipe, or sends None).
+    # Ctrl-C reaches the whole process group, and a service manager's SIGTERM often the whole group
+    # too; the emulator decides when this process ends (it closes the pipe, or sends None), after its
+    # last save of the state (--persist) has read the serial table from here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
