@@ -178,6 +178,8 @@ def start_emulator(
     )
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
+    # A killed emulator leaves its endpoint.json: nobody must take it for this one's until it is ready.
+    (state / "endpoint.json").unlink(missing_ok=True)
     authority = CertificateAuthority.load_or_create(state)
     server = authority.issue_server_credential(options.certificate_names())
     (state / "server.pem").write_text(server.certificate_pem)

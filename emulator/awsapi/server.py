@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -78,9 +79,19 @@ class LocalAwsServer:
         self._app = locked
         self._outer = self._front(locked) if self._front is not None else locked
         self._dispatcher = app
-        self._server = make_server(
-            self._host, self._port, self._outer, threaded=True, request_handler=MotoRequestHandler
-        )
+        # Bound here, not by werkzeug, which answers a port in use with a print and sys.exit(1).
+        listener = _listen(self._host, self._port)
+        try:
+            self._server = make_server(
+                self._host,
+                self._port,
+                self._outer,
+                threaded=True,
+                request_handler=MotoRequestHandler,
+                fd=listener.fileno(),
+            )
+        finally:
+            listener.close()  # the server holds its own duplicate of the descriptor
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
         self._thread.start()
 
@@ -154,6 +165,22 @@ def is_read(method: str, target: str = "") -> bool:
         return True
     action = target.rpartition(".")[2]
     return bool(target) and action.startswith(_READ_PREFIXES)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port; OSError (e.g. the port is in use) says which address."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug does
+        listener.bind(address)
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        raise OSError(exc.errno, f"AWS API on {host}:{port}: {exc.strerror}") from None
+    return listener
 
 
 def _connect_host(host: str) -> str:
