@@ -12,9 +12,11 @@ key and the claim keys beside it.
 
 When: every `interval_s` (1 s by default) if anything may have changed, and once more on shutdown.
 Saving on every change would pickle the whole registry per request, an O(fleet) cost per device
-(docs/emulator.md, "Performance"). A crash loses at most the last interval's changes: the file is
-written to a temporary name, flushed to disk, then renamed over the old one, so a crash mid-write
-leaves the previous state whole.
+(docs/emulator.md, "Performance"): a snapshot of 10,000 provisioned devices takes ~170 ms under the
+registry's lock (12 MB). So the wait between saves is also at least 10x the last save's duration,
+which keeps the lock free >= 90 % of the time however large the fleet. A crash loses at most the
+changes since the last save: the file is written to a temporary name, flushed to disk, then renamed
+over the old one, so a crash mid-write leaves the previous state whole.
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class PeriodicSaver:
         self._version = version
         self._interval_s = interval_s
         self._saved: Hashable = None
+        self._last_duration_s = 0.0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="state-saver", daemon=True)
@@ -147,11 +150,12 @@ class PeriodicSaver:
             self._file.save(self._collect())
             self._saved = version
             self.saves += 1
-            log.debug("state saved in %.0f ms", (time.perf_counter() - started) * 1000)
+            self._last_duration_s = time.perf_counter() - started
+            log.debug("state saved in %.0f ms", self._last_duration_s * 1000)
             return True
 
     def _run(self) -> None:
-        while not self._stopping.wait(self._interval_s):
+        while not self._stopping.wait(max(self._interval_s, 10 * self._last_duration_s)):
             try:
                 self.save()
             except Exception:
