@@ -1,7 +1,7 @@
 """What `aws_endpoint_url` answers, before moto sees a request.
 
 - moto's own routes (`/moto-api/...`: reset, seed, state; the instance-metadata stand-in) are refused
-  with 404: any local process could otherwise wipe the registry with one POST (issue 13).
+  with 404 (`server.refused_route`): any local process could otherwise wipe the registry with one POST.
 - Each request's service (its SigV4 signing name) and action (botocore's model, through moto's router)
   are resolved once. The emulator's own actions (the provisioning-template control plane,
   CreateProvisioningClaim, DescribeEndpoint) are answered here; the actions moto implements for the
@@ -19,11 +19,11 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from emulator.awsapi.errors import AwsApiError, error_response, json_response, not_emulated
+from emulator.awsapi.server import refuse_route, refused_route, signing_name
 
 log = logging.getLogger("emulator.aws")
 
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
-REFUSED_PREFIXES = ("/moto-api", "/latest/meta-data", "/latest/api", "/favicon.ico")
 SERVICE_NAMES = {"iot": "AWS IoT", "dynamodb": "DynamoDB", "sts": "STS"}
 # The IoT actions the emulator answers itself (control_plane.py); moto has none of them but
 # DescribeEndpoint, whose random host name is not where the emulator listens.
@@ -71,8 +71,6 @@ class ControlPlane(Protocol):
 
 def signing_service(environ: Mapping[str, Any]) -> str | None:
     """The service a request is for: its SigV4 credential scope, else DynamoDB's target header."""
-    from emulator.awsapi.server import signing_name
-
     service = signing_name(environ.get("HTTP_AUTHORIZATION", ""))
     if service:
         return service.lower()
@@ -107,19 +105,8 @@ class AwsGateway:
 
     def _serve(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO", ""))
-        if path.startswith(REFUSED_PREFIXES):
-            log.info(
-                "AWS API: refused %s %r (moto's control routes are not served)",
-                environ.get("REQUEST_METHOD"),
-                path[:80],
-            )
-            # Not an AWS API, so no SDK's error format to match: JSON.
-            error = AwsApiError(
-                404, "NotFound", f"{path[:80]} is not an AWS API: not served at aws_endpoint_url"
-            )
-            status, headers, body = error_response(error)
-            start_response(status, headers)
-            return [body]
+        if refused_route(path):
+            return refuse_route(environ, start_response)
         service = signing_service(environ)
         if service is None:
             raise AwsApiError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")

@@ -65,6 +65,8 @@ class LocalAwsServer:
         routes = self._routes
 
         def locked(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            if refused_route(str(environ.get("PATH_INFO", ""))):
+                return refuse_route(environ, start_response)
             target = routes.get(signing_name(environ.get("HTTP_AUTHORIZATION", ""))) if routes else None
             if target is not None:
                 return [_forward(target, environ, start_response)]
@@ -147,6 +149,29 @@ log = logging.getLogger("emulator.aws")
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
+
+
+# moto's control routes (reset, seed, state...) and its instance-metadata stand-in: not AWS APIs. Any
+# local process could wipe the registry (or the hook process's serial table) with one POST.
+REFUSED_PREFIXES = ("/moto-api", "/latest/meta-data", "/latest/api", "/favicon.ico")
+
+
+def refused_route(path: str) -> bool:
+    return path.startswith(REFUSED_PREFIXES)
+
+
+def refuse_route(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """404 in JSON (not an AWS API, so no SDK's error format to match), and one log line."""
+    from emulator.awsapi.errors import AwsApiError, error_response
+
+    path = str(environ.get("PATH_INFO", ""))[:80]
+    log.info(
+        "AWS API: refused %s %r (moto's control routes are not served)", environ.get("REQUEST_METHOD"), path
+    )
+    error = AwsApiError(404, "NotFound", f"{path} is not an AWS API: not served at aws_endpoint_url")
+    status, headers, body = error_response(error)
+    start_response(status, headers)
+    return [body]
 
 
 def signing_name(authorization: str) -> str:
