@@ -1,18 +1,14 @@
 """Starting and stopping the emulator: `start_emulator(...)` builds everything from the cloud assembly
 and serves on a background thread with its own event loop; the CLI and the tests both use it.
 
-This module wires the layers; what is built from the stack is in `stack_setup.py`, the AWS API front end
-in `awsapi/`, the state file in `registry/persistence.py`.
+This module wires the layers; what is built from the stack is in `stack_setup.py`, the broker's thread
+in `serving.py`, the AWS API front end in `awsapi/`, the state file in `registry/persistence.py`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import ssl
-import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,29 +19,21 @@ from emulator.awsapi.control_plane import IotControlPlane, MqttAddress
 from emulator.awsapi.gateway import AwsGateway
 from emulator.awsapi.server import LocalAwsServer
 from emulator.awsapi.trusted_user import CLAIM_TTL_S, TemporaryClaims
-from emulator.mqtt.auth import IotGatekeeper
-from emulator.mqtt.broker import Broker
-from emulator.mqtt.provisioning import Outcome, ProvisioningTopics
+from emulator.mqtt.provisioning import Outcome
 from emulator.provisioning import hook as hooks
 from emulator.provisioning.ca import CertificateAuthority, certificate_id, write_private
 from emulator.provisioning.hook_host import HookHost
 from emulator.provisioning.hook_log import RejectionNotes
 from emulator.provisioning.service import ProvisioningService
-from emulator.provisioning.template_catalog import (
-    HOOK_PAYLOAD_VERSION,
-    HookConfig,
-    HookUnavailable,
-    TemplateCatalog,
-)
+from emulator.provisioning.template_catalog import TemplateCatalog
+from emulator.provisioning.template_records import HOOK_PAYLOAD_VERSION, HookConfig, HookUnavailable
 from emulator.provisioning.tokens import DEFAULT_TTL_S, TokenStore
 from emulator.registry.persistence import STATE_FILE, PeriodicSaver, StateFile
 from emulator.registry.store import ACTIVE, Registry, use_der_certificate_ids
+from emulator.serving import serve
 
 log = logging.getLogger("emulator")
 
-STOP_GRACE_S = 2.0  # how long stop() lets requests already running finish
-CERTIFICATE_WORKERS = 8  # CreateCertificateFromCsr / CreateKeysAndCertificate, and the token sweep
-ADMISSION_WORKERS = 4  # CONNECT: the certificate's identity, a few dict reads
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - binding every interface is the user's choice (--host)
 
 
@@ -301,7 +289,7 @@ def _start(
     if not model.templates:
         raise AssemblyError("the stack has no AWS::IoT::ProvisioningTemplate")
 
-    hook_host = _start_hooks(model, options, aws, region, runners, cleanups, saved)
+    hook_host = stack_setup.start_hooks(model, options, aws, region, runners, cleanups, saved)
     if hook_host is None and saved is not None and saved.get("dynamodb") is not None:
         registry.restore_dynamodb(saved["dynamodb"])
     stack_setup.create_resources(model, aws.url)
@@ -353,7 +341,7 @@ def _start(
         emulator.saver = _saver(state, registry, tokens, catalog, aws, hook_host, options.persist_interval_s)
         emulator.saver.start()
         cleanups.append(emulator.saver.stop)  # runs first: after the broker stopped, before the hook process
-    return _serve(
+    return serve(
         emulator, model, claims, state, authority, registry, service, aws, mqtt_address, options, cleanups
     )
 
@@ -368,49 +356,6 @@ def _load_state(state: Path, persist: bool) -> dict[str, Any] | None:
     if (state / STATE_FILE).exists():
         log.info("state: fresh start; %s is left alone (--persist would restore it)", state / STATE_FILE)
     return None
-
-
-def _start_hooks(
-    model: StackModel,
-    options: EmulatorOptions,
-    aws: LocalAwsServer,
-    region: str,
-    runners: dict[str, hooks.Hook],
-    cleanups: list[Callable[[], None]],
-    saved: dict[str, Any] | None,
-) -> HookHost | None:
-    """One runner per hook function of the stack; the hook process (with the serial table) if isolated."""
-    lambdas = stack_setup.lambda_specs(model) if options.hook is None and options.use_stack_hook else {}
-    hook_host: HookHost | None = None
-    if lambdas and options.hook_isolation == "process":
-        # The serial table lives with the hook (provisioning/hook_host.py); this endpoint forwards to it.
-        hook_host = HookHost(
-            list(lambdas.values()),
-            iot_endpoint_url=aws.url,
-            region=region,
-            workers=options.hook_workers,
-            initial_state=saved.get("dynamodb") if saved else None,
-        )
-        cleanups.append(hook_host.close)
-        aws.route("dynamodb", hook_host.dynamodb_url)
-        log.info(
-            "hook process %s: the hook Lambda, and DynamoDB at %s", hook_host.pid, hook_host.dynamodb_url
-        )
-    for arn, lambda_spec in lambdas.items():
-        if hook_host is not None:
-            runner = hooks.hosted_lambda_hook(hook_host, lambda_spec, timeout_s=options.hook_timeout_s)
-        else:
-            aws.install_shortcut()
-            runner = hooks.in_process_lambda_hook(
-                lambda_spec,
-                aws_endpoint_url=aws.url,
-                region=region,
-                workers=options.hook_workers,
-                timeout_s=options.hook_timeout_s,
-            )
-        cleanups.append(runner.close)
-        runners[arn] = runner
-    return hook_host
 
 
 def _saver(
@@ -436,138 +381,3 @@ def _saver(
         return (aws.changes, registry.generation, tokens.changes, hosted)
 
     return PeriodicSaver(StateFile(state), collect, version, interval_s)
-
-
-def _serve(
-    emulator: Emulator,
-    model: StackModel,
-    claims: dict[str, ClaimFiles],
-    state: Path,
-    authority: CertificateAuthority,
-    registry: Registry,
-    service: ProvisioningService,
-    aws: LocalAwsServer,
-    mqtt_address: MqttAddress,
-    options: EmulatorOptions,
-    cleanups: list[Callable[[], None]],
-) -> Emulator:
-    """The broker on its event loop thread; returns once it accepts connections."""
-    # One pool per kind of work, so that none queues behind another. A RegisterThing thread mostly
-    # waits for the hook (up to its time-out); with one shared pool, a burst of them held every thread
-    # while CONNECT admissions and CSR signings queued behind, and the CPU idled (concurrency 100:
-    # ~10 % fewer devices/s than with threads to spare). The RegisterThing pool's size also bounds how
-    # many invocations wait at the hook at once, which is where the hook's clock runs.
-    register = ThreadPoolExecutor(options.service_workers, thread_name_prefix="register-thing")
-    certificates = ThreadPoolExecutor(CERTIFICATE_WORKERS, thread_name_prefix="certificates")
-    admission = ThreadPoolExecutor(ADMISSION_WORKERS, thread_name_prefix="admission")
-    pools = (register, certificates, admission)
-
-    def stop_pools() -> None:
-        for pool in pools:
-            pool.shutdown(wait=False, cancel_futures=True)
-
-    cleanups.append(stop_pools)
-    on_outcome = emulator.outcomes.append if options.record_outcomes else None
-    topics = ProvisioningTopics(service, certificates, on_outcome, register_executor=register)
-    gatekeeper = IotGatekeeper(
-        region=model.region, account_id=registry.account_id, identity=registry.identity, executor=admission
-    )
-    broker = Broker(
-        ssl_context=_server_ssl_context(state, authority),
-        gatekeeper=gatekeeper,
-        handlers=[topics],
-        host=options.host,
-        port=options.port,
-    )
-
-    loop = asyncio.new_event_loop()
-    started = threading.Event()
-    failure: list[BaseException] = []
-    stopping: asyncio.Event | None = None
-
-    async def main() -> None:
-        nonlocal stopping
-        stopping = asyncio.Event()
-        try:
-            await broker.start()
-        except BaseException as exc:
-            failure.append(exc)
-            started.set()
-            return
-        sweeper = asyncio.create_task(_sweep(service, registry, certificates, options.token_ttl_s))
-        started.set()
-        await stopping.wait()
-        sweeper.cancel()
-        # Queued requests are dropped (their connections close now, no reply could reach them);
-        # requests already running get a short grace, then are abandoned like a timed-out hook.
-        stop_pools()
-        await broker.stop()
-        await topics.drain(timeout=STOP_GRACE_S)
-
-    thread = threading.Thread(
-        target=loop.run_until_complete, args=(main(),), name="emulator-loop", daemon=True
-    )
-    thread.start()
-    started.wait()
-    if failure:
-        raise failure[0]
-
-    def stop() -> None:
-        if stopping is not None:
-            loop.call_soon_threadsafe(stopping.set)
-        thread.join(timeout=STOP_GRACE_S + 3)
-        for cleanup in reversed(cleanups):
-            try:
-                cleanup()
-            except Exception:
-                log.debug("cleanup failed", exc_info=True)
-
-    emulator._stop = stop
-    mqtt_address.host, mqtt_address.port = options.advertised_host, broker.port
-    emulator.endpoint = stack_setup.endpoint_document(
-        model, claims, state, options.advertised_host, broker.port, aws.url
-    )
-    stack_setup.write_json(state / "endpoint.json", emulator.endpoint)
-    log.info(
-        "listening on %s:%s (MQTT 3.1.1 over TLS), AWS APIs at %s, state in %s%s",
-        options.host,
-        broker.port,
-        aws.url,
-        state,
-        " (persisted)" if options.persist else "",
-    )
-    return emulator
-
-
-def _server_ssl_context(state: Path, authority: CertificateAuthority) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(state / "server.pem", state / "server.key")
-    context.load_verify_locations(cadata=authority.certificate_pem)
-    context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS, as AWS IoT's port 8883
-    # No TLS 1.3 session tickets. OpenSSL sends two after every handshake by default, which took a
-    # third of the server's handshake CPU here (1.7 -> 1.2 ms). No device in this flow could use one:
-    # awscrt's MQTT client does not resume sessions, and a device's second connection presents a new
-    # certificate. AWS IoT's documentation says nothing on session resumption (UNCONFIRMED); a client
-    # that asks for it simply gets a full handshake, which every TLS client must accept.
-    context.num_tickets = 0
-    return context
-
-
-async def _sweep(
-    service: ProvisioningService, registry: Registry, executor: ThreadPoolExecutor, ttl_s: float
-) -> None:
-    """Expired ownership tokens (and their never-activated certificates), old temporary claims."""
-    period = max(0.2, min(ttl_s / 4, 30.0))
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(period)
-        try:
-            deleted = await loop.run_in_executor(
-                executor, service.expire_tokens, registry.delete_unactivated_certificate
-            )
-            for certificate in deleted:
-                log.info("ownership token expired: deleted unactivated certificate %.12s", certificate)
-            await loop.run_in_executor(executor, registry.forget_expired_claims)
-        except Exception:
-            log.exception("token expiry sweep failed")

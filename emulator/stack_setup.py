@@ -1,5 +1,5 @@
 """What the emulator builds from the stack at start-up, beside the broker: the stack's resources in the
-registry, the hook functions' specs, and endpoint.json.
+registry, the hook functions and their runners (in the hook process, or on threads), and endpoint.json.
 
 With `--persist` a restart finds the saved state already holding the stack's resources: each is
 created when missing, a policy whose document the re-synthesized stack changed gets the stack's
@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from emulator.assembly.reader import AssemblyError, StackModel
+from emulator.awsapi.server import LocalAwsServer
 from emulator.provisioning import hook as hooks
+from emulator.provisioning.hook_host import HookHost
 
 log = logging.getLogger("emulator")
 
@@ -46,6 +49,49 @@ def lambda_specs(model: StackModel) -> dict[str, hooks.LambdaSpec]:
             memory_mb=function.memory_mb,
         )
     return specs
+
+
+def start_hooks(
+    model: StackModel,
+    options: Any,  # runtime.EmulatorOptions
+    aws: LocalAwsServer,
+    region: str,
+    runners: dict[str, hooks.Hook],
+    cleanups: list[Callable[[], None]],
+    saved: dict[str, Any] | None,
+) -> HookHost | None:
+    """One runner per hook function of the stack; the hook process (with the serial table) if isolated."""
+    lambdas = lambda_specs(model) if options.hook is None and options.use_stack_hook else {}
+    hook_host: HookHost | None = None
+    if lambdas and options.hook_isolation == "process":
+        # The serial table lives with the hook (provisioning/hook_host.py); this endpoint forwards to it.
+        hook_host = HookHost(
+            list(lambdas.values()),
+            iot_endpoint_url=aws.url,
+            region=region,
+            workers=options.hook_workers,
+            initial_state=saved.get("dynamodb") if saved else None,
+        )
+        cleanups.append(hook_host.close)
+        aws.route("dynamodb", hook_host.dynamodb_url)
+        log.info(
+            "hook process %s: the hook Lambda, and DynamoDB at %s", hook_host.pid, hook_host.dynamodb_url
+        )
+    for arn, lambda_spec in lambdas.items():
+        if hook_host is not None:
+            runner = hooks.hosted_lambda_hook(hook_host, lambda_spec, timeout_s=options.hook_timeout_s)
+        else:
+            aws.install_shortcut()
+            runner = hooks.in_process_lambda_hook(
+                lambda_spec,
+                aws_endpoint_url=aws.url,
+                region=region,
+                workers=options.hook_workers,
+                timeout_s=options.hook_timeout_s,
+            )
+        cleanups.append(runner.close)
+        runners[arn] = runner
+    return hook_host
 
 
 def create_resources(model: StackModel, aws_url: str) -> None:

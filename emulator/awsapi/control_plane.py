@@ -12,7 +12,8 @@ from typing import Any
 from emulator.awsapi.errors import AwsApiError, not_emulated
 from emulator.awsapi.gateway import EMULATOR_IOT_ACTIONS, ApiRequest
 from emulator.awsapi.trusted_user import TemporaryClaims
-from emulator.provisioning.template_catalog import CatalogError, TemplateCatalog, TemplateRecord
+from emulator.provisioning.template_catalog import TemplateCatalog
+from emulator.provisioning.template_records import CatalogError, TemplateRecord
 
 MAX_RESULTS = 250  # AWS's maximum for both list calls; also the default here (UNCONFIRMED default)
 # The MQTT port AWS IoT serves X.509 clients on, and the one the SDKs use when given none. DescribeEndpoint

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives import serialization
 
 from emulator.awsapi.errors import AwsApiError
 from emulator.provisioning.ca import CertificateAuthority
-from emulator.provisioning.template_catalog import FLEET_PROVISIONING, TemplateCatalog
+from emulator.provisioning.template_catalog import TemplateCatalog
+from emulator.provisioning.template_records import FLEET_PROVISIONING
 from emulator.registry.store import Registry
 
 log = logging.getLogger("emulator.aws")

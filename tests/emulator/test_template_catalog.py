@@ -13,7 +13,8 @@ from emulator.provisioning.ca import CertificateAuthority
 from emulator.provisioning.errors import AccessDenied, TemplateDisabled
 from emulator.provisioning.payloads import RegisterThingRequest
 from emulator.provisioning.service import ProvisioningService
-from emulator.provisioning.template_catalog import (
+from emulator.provisioning.template_catalog import TemplateCatalog
+from emulator.provisioning.template_records import (
     MAX_BODY_CHARS,
     MAX_VERSIONS,
     AlreadyExists,
@@ -22,7 +23,6 @@ from emulator.provisioning.template_catalog import (
     HookUnavailable,
     InvalidRequest,
     NotFound,
-    TemplateCatalog,
     VersionsLimitExceeded,
 )
 from emulator.provisioning.tokens import TokenStore
