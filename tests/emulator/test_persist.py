@@ -222,3 +222,17 @@ def test_an_aws_port_in_use_is_one_line_and_exit_1(cloud_assembly: Path, tmp_pat
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("emulator: cannot start:")
     assert "Traceback" not in result.stderr
+
+
+def test_a_wildcard_bind_is_advertised_on_loopback_and_kept_out_of_the_certificate() -> None:
+    from emulator.awsapi.control_plane import MqttAddress
+    from emulator.runtime import EmulatorOptions
+
+    wildcard = EmulatorOptions(host="0.0.0.0", server_names=("emulator.lan", "192.168.1.20", "localhost"))  # noqa: S104
+    assert wildcard.advertised_host == "127.0.0.1"
+    assert wildcard.certificate_names() == ("localhost", "127.0.0.1", "emulator.lan", "192.168.1.20")
+    named = EmulatorOptions(host="emulator.lan")
+    assert named.advertised_host == "emulator.lan" and "emulator.lan" in named.certificate_names()
+    # DescribeEndpoint: a bare host, as AWS answers, only on AWS's MQTT port; otherwise host:port.
+    assert MqttAddress("emulator.lan", 8883).endpoint_address() == "emulator.lan"
+    assert MqttAddress("127.0.0.1", 41234).endpoint_address() == "127.0.0.1:41234"
