@@ -20,6 +20,7 @@ REASONS = {
     404: "Not Found",
     409: "Conflict",
     410: "Gone",
+    413: "Content Too Large",
     500: "Internal Server Error",
     501: "Not Implemented",
     503: "Service Unavailable",
@@ -69,7 +70,7 @@ def error_response(error: AwsApiError, protocol: str = "json") -> tuple[str, lis
     return json_response(error.status, body, {"x-amzn-ErrorType": error.code})
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)  # signing names come from clients: bounded
 def protocol_of(service: str) -> str | None:
     """The wire protocol of a service by its signing name, from botocore's models (None if unknown)."""
     import botocore.loaders

@@ -25,6 +25,9 @@ log = logging.getLogger("emulator.aws")
 
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 SERVICE_NAMES = {"iot": "AWS IoT", "dynamodb": "DynamoDB", "sts": "STS"}
+# DynamoDB's own request limit (BatchWriteItem); nothing served here takes more. A bigger body is
+# refused before it is read, so no client can make the server buffer an unbounded one.
+MAX_BODY_BYTES = 16 * 1024 * 1024
 # The IoT actions the emulator answers itself (control_plane.py); moto has none of them but
 # DescribeEndpoint, whose random host name is not where the emulator listens.
 EMULATOR_IOT_ACTIONS = frozenset(
@@ -92,18 +95,21 @@ class AwsGateway:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         try:
-            return self._serve(environ, start_response)
+            # Read whole before any answer, refusals included: a keep-alive connection stays in step.
+            body = _read_body(environ)
+            environ["wsgi.input"] = io.BytesIO(body)
+            return self._serve(environ, start_response, body)
         except AwsApiError as error:
             status, headers, body = error_response(error, _protocol(environ))
         except Exception:
-            log.exception("AWS API: %s %s failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            log.exception("AWS API: %s %r failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
             status, headers, body = error_response(
                 AwsApiError(500, "InternalFailureException", "An unexpected error has occurred")
             )
         start_response(status, headers)
         return [body]
 
-    def _serve(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    def _serve(self, environ: dict[str, Any], start_response: Any, body: bytes) -> Iterable[bytes]:
         path = str(environ.get("PATH_INFO", ""))
         if refused_route(path):
             return refuse_route(environ, start_response)
@@ -118,7 +124,6 @@ class AwsGateway:
                 "NotImplemented",
                 f"The {service[:40]} API is not emulated: aws_endpoint_url serves {served}",
             )
-        body = _read_body(environ)
         operation, uri_params = self._resolve(service, environ, body)
         method = environ.get("REQUEST_METHOD", "GET")
         if self._control_plane.handles(service, operation):
@@ -178,6 +183,10 @@ def _read_body(environ: dict[str, Any]) -> bytes:
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         raise AwsApiError(400, "InvalidRequestException", "Content-Length is not a number") from None
+    if length > MAX_BODY_BYTES:
+        raise AwsApiError(
+            413, "RequestEntityTooLargeException", f"Request bodies are limited to {MAX_BODY_BYTES} bytes"
+        )
     return environ["wsgi.input"].read(length) if length > 0 else b""
 
 

@@ -42,7 +42,7 @@ class LocalAwsServer:
         self._outer: Any = None
         self._shortcut: _Shortcut | None = None
         self._routes: dict[str, str] = {}  # signing name -> URL of the server that holds it
-        self.changes = 0  # requests other than reads, for the state saver (a read-only lock is the GIL)
+        self.changes = 0  # requests other than reads, for the state saver (--persist)
 
     @property
     def lock(self) -> threading.RLock:

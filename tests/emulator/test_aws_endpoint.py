@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -132,3 +134,13 @@ def test_an_unsigned_request_is_refused(emulator: EmulatorProcess) -> None:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(emulator: EmulatorProcess) -> None:
+    """The Content-Length alone decides: the body is never sent, let alone buffered."""
+    url = urllib.parse.urlsplit(emulator.endpoint.aws_endpoint_url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as raw:
+        raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (16 * 1024 * 1024 + 1))
+        status_line = raw.makefile("rb").readline()
+    assert status_line.split()[1] == b"413"
+    assert aws(emulator.endpoint, "iot").list_provisioning_templates()["templates"]  # still serving
