@@ -90,7 +90,7 @@ class IotControlPlane:
         return answer
 
     def _list_templates(self, request: ApiRequest) -> dict[str, Any]:
-        page, next_token = _page(self._catalog.list(), request)
+        page, next_token = _page(self._catalog.all(), request)
         answer: dict[str, Any] = {"templates": [_summary(r) for r in page]}
         if next_token is not None:
             answer["nextToken"] = next_token

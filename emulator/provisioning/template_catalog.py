@@ -208,7 +208,7 @@ class TemplateCatalog:
         with self._lock:
             return replace(self._record(name))
 
-    def list(self) -> list[TemplateRecord]:
+    def all(self) -> list[TemplateRecord]:
         with self._lock:
             return [replace(r) for r in sorted(self._records.values(), key=lambda r: r.name)]
 

@@ -111,7 +111,7 @@ def test_create_validates_as_aws_does(catalog: TemplateCatalog) -> None:
         }
         with pytest.raises(InvalidRequest):
             catalog.create(request)
-    assert [r.name for r in catalog.list()] == ["Created", "Off"]
+    assert [r.name for r in catalog.all()] == ["Created", "Off"]
 
 
 def test_a_hook_the_emulator_cannot_run_is_refused_at_create_and_update(catalog: TemplateCatalog) -> None:
