@@ -1,4 +1,5 @@
-"""`python -m emulator up --state-dir DIR [--cloud-assembly cdk.out] [--port 0] [--token-ttl-s N]`."""
+"""`python -m emulator up --state-dir DIR [--cloud-assembly cdk.out] [--port 0] [--aws-port 0] [--host H]
+[--san NAME]... [--persist] [--token-ttl-s N]`."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ app = typer.Typer(
     help="Local emulator of the AWS IoT fleet-provisioning endpoint, built from the CDK stack.",
 )
 err = Console(stderr=True)
-SHUTDOWN_LIMIT_S = 4.0  # SIGTERM to exit, at most (plus flushing the log)
+SHUTDOWN_LIMIT_S = 4.0  # SIGTERM to exit, at most (plus flushing the log, and the last save)
+FINAL_SAVE_LIMIT_S = 20.0
 
 
 @app.callback()
@@ -62,6 +64,37 @@ def up(
         Path, typer.Option("--cloud-assembly", help="The synthesized app (cdk.out).")
     ] = Path("cdk.out"),
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="MQTT port; 0 picks a free one.")] = 0,
+    aws_port: Annotated[
+        int,
+        typer.Option(
+            "--aws-port", min=0, max=65535, help="AWS API port (aws_endpoint_url); 0 picks a free one."
+        ),
+    ] = 0,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Bind address of the MQTT and AWS API servers (0.0.0.0: every interface; see --san).",
+        ),
+    ] = "127.0.0.1",
+    san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--san",
+            help="Another DNS name or IP address for the server certificate (repeatable); "
+            "localhost, 127.0.0.1 and --host are always in it.",
+        ),
+    ] = None,
+    persist: Annotated[
+        bool,
+        typer.Option(
+            "--persist",
+            help="Keep the state (registry, serial table, tokens, templates, claims) in STATE_DIR "
+            "across restarts; without it every start is fresh.",
+        ),
+    ] = False,
+    persist_interval_s: Annotated[float, typer.Option("--persist-interval-s", min=0.1, hidden=True)] = 1.0,
+    claim_ttl_s: Annotated[float, typer.Option("--claim-ttl-s", min=0.1, hidden=True)] = 300.0,
     token_ttl_s: Annotated[
         float, typer.Option("--token-ttl-s", min=0.1, help="Lifetime of ownership tokens (AWS: 3600).")
     ] = DEFAULT_TTL_S,
@@ -107,6 +140,7 @@ def up(
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from emulator.assembly.reader import AssemblyError
+    from emulator.registry.persistence import PersistError
     from emulator.runtime import start_emulator
 
     if hook_isolation not in ("process", "thread"):
@@ -123,6 +157,12 @@ def up(
             cloud_assembly,
             state_dir,
             port=port,
+            host=host,
+            aws_port=aws_port,
+            server_names=tuple(san or ()),
+            persist=persist,
+            persist_interval_s=persist_interval_s,
+            claim_ttl_s=claim_ttl_s,
             token_ttl_s=token_ttl_s,
             hook=hook_function,
             hook_timeout_s=hook_timeout_s,
@@ -132,7 +172,7 @@ def up(
             hook_workers=hook_workers,
             lose_replies=lost,
         )
-    except (AssemblyError, ValueError, ImportError, AttributeError) as exc:
+    except (AssemblyError, PersistError, ValueError, ImportError, AttributeError) as exc:
         err.print(f"emulator: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as exc:
@@ -160,6 +200,9 @@ def up(
         stopper = threading.Thread(target=emulator.stop, name="emulator-stop", daemon=True)
         stopper.start()
         stopper.join(SHUTDOWN_LIMIT_S)
+        if emulator.saver is not None:
+            # The last save (--persist) is what the next start restores: let it finish.
+            emulator.saver.finished.wait(FINAL_SAVE_LIMIT_S)
         (emulator.state_dir / "endpoint.json").unlink(missing_ok=True)
         logging.getLogger("emulator").info("stopped")
         logging.shutdown()

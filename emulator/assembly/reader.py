@@ -61,6 +61,8 @@ class TemplateSpec:
     template_type: str
     hook_function_arn: str | None
     hook_payload_version: str | None
+    provisioning_role_arn: str = ""
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,8 @@ def load_stack(
                     template_type=str(props.get("TemplateType", "FLEET_PROVISIONING")),
                     hook_function_arn=hook.get("TargetArn"),
                     hook_payload_version=hook.get("PayloadVersion"),
+                    provisioning_role_arn=str(props.get("ProvisioningRoleArn") or ""),
+                    description=str(props.get("Description") or ""),
                 )
             )
         elif kind == "AWS::IoT::PolicyPrincipalAttachment":
