@@ -110,6 +110,25 @@ Params = Annotated[
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout-s", min=0.5, help="Time-out of each connect and request (AWS uses 30 s).")
 ]
+MaxP99 = Annotated[
+    float | None,
+    typer.Option("--max-p99-ms", min=0, help="Exit 1 when the total latency's p99 is above this."),
+]
+MaxFailed = Annotated[
+    int, typer.Option("--max-failed", min=0, help="Exit 1 when more devices than this failed.")
+]
+MaxRejected = Annotated[
+    int | None,
+    typer.Option(
+        "--max-rejected", min=0, help="Exit 1 when more devices than this were rejected (default: no limit)."
+    ),
+]
+ProgressEvery = Annotated[
+    float,
+    typer.Option(
+        "--progress-every-s", min=0.1, help="When stderr is not a terminal: a progress line this often."
+    ),
+]
 
 
 def _target(
@@ -319,8 +338,16 @@ def fleet(
         int, typer.Option("--threads", min=0, help="CRT event-loop threads (0: one per core).")
     ] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress line.")] = True,
+    progress_every_s: ProgressEvery = 10.0,
+    max_p99_ms: MaxP99 = None,
+    max_failed: MaxFailed = 0,
+    max_rejected: MaxRejected = None,
 ) -> None:
-    """Provision many devices and write the load-test report."""
+    """Provision many devices and write the load-test report.
+
+    Exit 0 when the run passed its thresholds, 1 when it did not (a device failed, by default; every device
+    rejected; or a --max-* limit), 2 on bad input, 130 when interrupted (the partial report is written).
+    """
     from device_sim.device import KEY_CROSSED_NETWORK, DeviceOptions, RetryPolicy
     from device_sim.fleet import FleetPlan, GeneratedSerials, Shard, read_serials, run_fleet
     from device_sim.html_report import write_html
@@ -379,22 +406,34 @@ def fleet(
         }
     )
     from device_sim.progress import FleetProgress
+    from device_sim.thresholds import Thresholds
 
-    with FleetProgress(len(pool), enabled=progress) as live:
+    thresholds = Thresholds(max_p99_ms=max_p99_ms, max_failed=max_failed, max_rejected=max_rejected)
+    with FleetProgress(len(pool), enabled=progress, every_s=progress_every_s) as live:
         try:
             asyncio.run(run_fleet(transport, plan, options, stats, on_tick=live.update))
         except KeyboardInterrupt:
-            stats.finish()
             stats.run["interrupted"] = True
             write_report(stats, report)
-            print(f"interrupted; partial report in {report}", file=sys.stderr)
+            if html is not None:
+                write_html(stats, html)
+            print(
+                f"interrupted; partial report in {report}" + (f" and {html}" if html else ""), file=sys.stderr
+            )
             raise typer.Exit(130) from None
     write_report(stats, report)
     if html is not None:
         write_html(stats, html)
     print_summary(stats, report, html)
-    if stats.failed:
-        raise typer.Exit(1)
+    raise typer.Exit(verdict(stats, thresholds))
+
+
+def verdict(stats: Any, thresholds: Any) -> int:
+    """Print each broken threshold as one line on stderr; the exit code (0 passed, 1 not)."""
+    breaches = thresholds.breaches(stats)
+    for line in breaches:
+        print(f"threshold: {line}", file=sys.stderr)
+    return 1 if breaches else 0
 
 
 def print_summary(stats: Any, report: Path | None, html: Path | None, console: Console | None = None) -> None:
@@ -402,15 +441,17 @@ def print_summary(stats: Any, report: Path | None, html: Path | None, console: C
 
     console = console or Console(highlight=False)
     data = stats.to_json()
+    interrupted = f", {data['interrupted']:,} interrupted" if data["interrupted"] else ""
     table = Table(
         title=f"{data['devices']:,} devices in {data['duration_s']:.1f} s: "
         f"{data['provisioned']:,} provisioned, {data['rejected']:,} rejected, "
-        f"{data['failed']:,} failed; {data['throughput_per_s']:.1f}/s; "
+        f"{data['failed']:,} failed{interrupted}; {data['throughput_per_s']:.1f}/s; "
         f"{data['retries']['total']} retries",
         title_justify="left",
     )
+    columns = ("p50", "p90", "p95", "p99", "max", "mean")
     table.add_column("latency ms")
-    for column in ("p50", "p90", "p99", "max", "count"):
+    for column in (*columns, "count"):
         table.add_column(column, justify="right")
     for name in (TOTAL, *STEPS):
         values = data["latency_ms"].get(name)
@@ -418,7 +459,7 @@ def print_summary(stats: Any, report: Path | None, html: Path | None, console: C
             continue
         table.add_row(
             name,
-            *(f"{values[k]:,.1f}" for k in ("p50", "p90", "p99", "max")),
+            *(f"{values.get(k, 0):,.1f}" for k in columns),
             f"{stats.histograms[name].count:,}",
         )
     console.print(table)
@@ -435,16 +476,21 @@ def report_merge(
     reports: Annotated[list[Path], typer.Argument(help="Fleet reports of the shards.")],
     out: Annotated[Path, typer.Option("--out", help="Merged report JSON.")],
     html: Annotated[Path | None, typer.Option("--html", help="Also write the HTML report.")] = None,
+    max_p99_ms: MaxP99 = None,
+    max_failed: MaxFailed = 0,
+    max_rejected: MaxRejected = None,
 ) -> None:
-    """Combine shard reports exactly (counts and latency histograms add up)."""
+    """Combine shard reports exactly (counts and latency histograms add up); exit 1 past a threshold."""
     from device_sim.html_report import write_html
     from device_sim.report import merge_stats, read_report, write_report
+    from device_sim.thresholds import Thresholds
 
     merged = merge_stats([read_report(path) for path in reports])
     write_report(merged, out)
     if html is not None:
         write_html(merged, html)
     print_summary(merged, out, html)
+    raise typer.Exit(verdict(merged, Thresholds(max_p99_ms, max_failed, max_rejected)))
 
 
 @report_app.command("show")
