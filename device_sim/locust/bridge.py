@@ -110,6 +110,7 @@ class AsyncioBridge:
         self._waker_factory = waker_factory
         self._waker: Waker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._starting: Result[asyncio.AbstractEventLoop] | None = None
 
     @property
     def started(self) -> bool:
@@ -119,21 +120,30 @@ class AsyncioBridge:
         """Start the thread (idempotent); call it from the greenlets' thread, after any fork."""
         if self._loop is not None:
             return
+        if self._starting is not None:  # another greenlet is starting it: wait for the same loop
+            self._starting.get()
+            return
         waker = self._waker_factory()
         handed: Result[asyncio.AbstractEventLoop] = waker.new_result()
+        self._starting = handed
 
         def run() -> None:
             loop = _new_event_loop()
             asyncio.set_event_loop(loop)
-            waker.deliver(lambda: handed.set(loop))
+
+            def hand_over() -> None:  # on the waiting side: the loop is there before anyone wakes
+                self._loop, self._starting = loop, None
+                handed.set(loop)
+
+            waker.deliver(hand_over)
             try:
                 loop.run_forever()
             finally:
                 loop.close()
 
-        _start_os_thread(run)
         self._waker = waker
-        self._loop = handed.get()
+        _start_os_thread(run)
+        handed.get()
 
     def call(self, make: Callable[[], Awaitable[T]]) -> T:
         """Run `make()` on the bridge's loop and return its result (or raise its exception) here.
