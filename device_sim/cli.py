@@ -721,3 +721,12 @@ def demo(
     started = time.monotonic()
     run_demo(workdir=workdir, reports=reports, devices=devices)
     stderr.print(f"demo finished in {time.monotonic() - started:.0f} s")
+
+
+def _add_fargate() -> None:
+    from device_sim.locust.fargate_cli import fargate_app
+
+    app.add_typer(fargate_app, name="fargate")
+
+
+_add_fargate()
