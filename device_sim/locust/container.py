@@ -35,10 +35,10 @@ ENV_CLAIM_KEY = "CLAIM_PRIVATE_KEY"
 def write_claim(environ: MutableMapping[str, str], claim_dir: Path = CLAIM_DIR) -> tuple[Path, Path]:
     """The claim credential from the environment into 0600 files; the variables are removed."""
     certificate, key = environ.pop(ENV_CLAIM_CERTIFICATE, ""), environ.pop(ENV_CLAIM_KEY, "")
-    if "BEGIN CERTIFICATE" not in certificate or "PRIVATE KEY" not in key:
+    if not all(value.lstrip().startswith("-----BEGIN ") for value in (certificate, key)):
         raise SystemExit(
-            f"error: {ENV_CLAIM_CERTIFICATE} and {ENV_CLAIM_KEY} must hold the claim certificate and key "
-            "(the task definition takes them from the claim secret's certificatePem and privateKey)"
+            f"error: {ENV_CLAIM_CERTIFICATE} and {ENV_CLAIM_KEY} must hold the claim certificate and key as "
+            "PEM (the task definition takes them from the claim secret's certificatePem and privateKey)"
         )
     claim_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(claim_dir, 0o700)
