@@ -24,7 +24,7 @@ from device_sim.locust import container, fargate
 
 REGION = "eu-west-1"
 # The stand-in stack has one resource moto's CloudFormation does not model; only its outputs matter here.
-pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse AWS::CloudFormation::WaitConditionHandle")
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:moto.cloudformation.parsing")
 
 
 @pytest.fixture
