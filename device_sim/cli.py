@@ -683,10 +683,12 @@ def report_merge(
     out: Annotated[Path, typer.Option("--out", help="Merged report JSON.")],
     html: Annotated[Path | None, typer.Option("--html", help="Also write the HTML report.")] = None,
     max_p99_ms: MaxP99 = None,
-    max_failed: MaxFailed = 0,
+    max_failed: Annotated[
+        int | None, typer.Option("--max-failed", min=0, help="Exit 1 when more devices than this failed.")
+    ] = None,
     max_rejected: MaxRejected = None,
 ) -> None:
-    """Combine shard reports exactly (counts and latency histograms add up); exit 1 past a threshold."""
+    """Combine shard reports exactly (counts and latency histograms add up); exit 1 past a given threshold."""
     from device_sim.html_report import write_html
     from device_sim.report import merge_stats, read_report, write_report
     from device_sim.thresholds import Thresholds
@@ -696,7 +698,9 @@ def report_merge(
     if html is not None:
         write_html(merged, html)
     print_summary(merged, out, html)
-    raise typer.Exit(verdict(merged, Thresholds(max_p99_ms, max_failed, max_rejected)))
+    raise typer.Exit(
+        verdict(merged, Thresholds(max_p99_ms, max_failed, max_rejected, require_provisioned=False))
+    )
 
 
 @report_app.command("show")

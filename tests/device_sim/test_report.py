@@ -112,13 +112,15 @@ def test_report_merge_command(tmp_path: Path) -> None:
             str(tmp_path / "all.json"),
             "--html",
             str(tmp_path / "all.html"),
-            "--max-failed",
-            "1000",
         ],
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0, result.output  # merging checks only the thresholds it is given
     merged = json.loads((tmp_path / "all.json").read_text())
     assert merged["devices"] == 100
+    strict = CliRunner().invoke(
+        app, ["report", "merge", *paths, "--out", str(tmp_path / "s.json"), "--max-failed", "0"]
+    )
+    assert strict.exit_code == 1 and "threshold: " in strict.stderr
     html = (tmp_path / "all.html").read_text()
     assert (
         "<svg" in html
