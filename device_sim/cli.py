@@ -549,7 +549,8 @@ def locust_command(
         bool, typer.Option("--headless", help="No web UI: start at once, stop when the serials are used up.")
     ] = False,
     processes: Annotated[
-        int | None, typer.Option("--processes", min=1, help="Worker processes on this machine.")
+        int | None,
+        typer.Option("--processes", min=1, help="Worker processes on this machine (also with --worker)."),
     ] = None,
     master: Annotated[
         bool, typer.Option("--master", help="Be the master of workers on other machines.")
@@ -590,8 +591,8 @@ def locust_command(
 
     if importlib.util.find_spec("locust") is None:
         raise UserError("Locust is not installed: pip install '.[locust]' (make setup installs it)")
-    if sum(bool(x) for x in (processes, master, worker)) > 1:
-        raise UserError("give one of --processes, --master and --worker")
+    if master and (processes or worker):
+        raise UserError("--master runs no devices: give --processes to the --worker machines instead")
     values = {
         "endpoint_file": endpoint_file,
         "claim": claim,

@@ -53,6 +53,8 @@ def locust_argv(
         argv += ["--master-host", master_host or "127.0.0.1"]
         if master_port:
             argv += ["--master-port", str(master_port)]
+        if processes:  # one machine's several worker processes for a remote master
+            argv += ["--processes", str(processes)]
     else:
         argv += ["-u", str(concurrency), "-r", f"{spawn_rate:g}"]
         if headless:

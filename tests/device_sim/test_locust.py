@@ -292,7 +292,8 @@ def test_a_worker_without_the_files_says_so_in_one_line(emulator: Emulator, tmp_
     ("args", "message"),
     [
         (["--worker", "--endpoint-file", "x.json"], "--worker takes its options from the master"),
-        (["--processes", "2", "--master"], "give one of --processes, --master and --worker"),
+        (["--processes", "2", "--master"], "--master runs no devices"),
+        (["--master", "--worker"], "--master runs no devices"),
         (["--master", "--endpoint-file", "x.json"], "give --devices N (generated serials) or --serials FILE"),
         (["--master", "--serials", "/nonexistent/serials.txt"], "cannot read the serials file"),
         (["--processes", "2", "--endpoint-file", "/nonexistent.json", "--devices", "3"], "endpoint file"),
