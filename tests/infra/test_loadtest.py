@@ -201,3 +201,9 @@ def test_csr_only_backend_needs_a_named_secret() -> None:
         load_loadtest_config("true", fleet)
     named = load_loadtest_config('{"claim_secret_name": "loadtest/claim"}', fleet)
     assert named.enabled and named.claim_secret_name == "loadtest/claim"
+
+
+def test_a_backend_without_generated_claims_synthesizes_with_the_load_test_off(tmp_path: Path) -> None:
+    claims = [{"name": "line-a", "mode": "generated", "active": False}]
+    assembly = synthesize({"claim_credentials": claims}, outdir=tmp_path / "cdk.out")
+    assert not (assembly / f"{STACK}.template.json").exists()
