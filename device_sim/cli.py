@@ -1,4 +1,5 @@
-"""`python -m device_sim`: provision one device, run a fleet (also on Locust), merge reports, run the demo.
+"""`python -m device_sim`: provision one device, run a fleet (also on Locust: `locust`, `fargate`), merge
+reports, run the demo; and the factory's test station (`factory`, in `device_sim.factory_cli`).
 
 This layer alone owns options, printing and exit codes. Exit codes: 0 done; 1 a device was rejected or failed
 (for `fleet`, `locust` and `report merge`: the run broke a threshold, see device_sim/thresholds.py;
@@ -23,6 +24,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from device_sim.errors import DeviceFailure, Rejected, UserError
+from device_sim.factory import KeyStore
+from device_sim.factory_cli import KeysDirOpt, factory, factory_key, fleet_keys
 
 try:  # typer >= 0.22 vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as click_exceptions
@@ -66,6 +69,7 @@ report_app = typer.Typer(
     cls=OneLineErrors, add_completion=False, no_args_is_help=True, help="Work with fleet reports."
 )
 app.add_typer(report_app, name="report")
+app.command()(factory)
 
 
 class PayloadFormat(StrEnum):
@@ -76,11 +80,6 @@ class PayloadFormat(StrEnum):
 class CertificateFlow(StrEnum):
     csr = "csr"
     keys = "keys"
-
-
-class KeyStore(StrEnum):
-    memory = "memory"
-    pkcs11 = "pkcs11"
 
 
 EndpointFile = Annotated[Path | None, typer.Option("--endpoint-file", help="The emulator's endpoint.json.")]
@@ -189,8 +188,10 @@ def provision(
     fmt: FormatOpt = PayloadFormat.json,
     flow: FlowOpt = CertificateFlow.csr,
     key_store: Annotated[
-        KeyStore, typer.Option("--key-store", help="Where the device keeps its key.")
-    ] = KeyStore.memory,
+        KeyStore | None,
+        typer.Option("--key-store", help="Where the device keeps its key (default memory, or --keys-dir's)."),
+    ] = None,
+    keys_dir: KeysDirOpt = None,
     pkcs11_pin: Annotated[
         str,
         typer.Option("--pkcs11-pin", envvar="DEVICE_SIM_PKCS11_PIN", help="User PIN of the SoftHSM2 token."),
@@ -229,7 +230,19 @@ def provision(
         )
     out_dir = out_dir or Path(".state/devices") / serial
     make_key: Any = lambda _serial: MemoryKey()  # noqa: E731
-    if key_store is KeyStore.pkcs11:
+    kept_key = out_dir / "private.key"
+    unfinished = kept_key.exists() and not (out_dir / "thing_name").exists()
+    if unfinished and keys_dir is None and key_store is not KeyStore.pkcs11 and flow is CertificateFlow.csr:
+        # An earlier run kept its key before RegisterThing and never finished (a lost reply, a crash): the
+        # device proves it is the same device with that key (docs/security.md, "A lost reply").
+        pem = kept_key.read_bytes()
+        make_key = lambda _serial: MemoryKey.from_pem(pem)  # noqa: E731
+        print(f"note: resuming with the key kept in {kept_key} by an unfinished run", file=sys.stderr)
+    if keys_dir is not None:
+        make_key = factory_key(
+            keys_dir, key_store, pkcs11_pin, csr_flow=flow is CertificateFlow.csr, serial=serial
+        )
+    elif key_store is KeyStore.pkcs11:
         from device_sim.pkcs11_store import Pkcs11Key, prepare_softhsm_token
 
         token = prepare_softhsm_token(out_dir / "softhsm2", user_pin=pkcs11_pin)
@@ -326,6 +339,7 @@ def fleet(
     ] = None,
     fmt: FormatOpt = PayloadFormat.json,
     flow: FlowOpt = CertificateFlow.csr,
+    keys_dir: KeysDirOpt = None,
     params: Params = None,
     report: Annotated[Path, typer.Option("--report", help="Report JSON to write.")] = Path(
         "reports/fleet.json"
@@ -387,13 +401,18 @@ def fleet(
         pool = the_shard.take(pool)
     if not len(pool):
         raise UserError(f"shard {the_shard} of {devices or 'the'} serials is empty")
+    key_options = fleet_keys(keys_dir, pool, csr_flow=flow is CertificateFlow.csr)
     check_target(target, timeout_s=min(timeout_s, 5.0))
     if flow is CertificateFlow.keys:
         print(KEY_CROSSED_NETWORK, file=sys.stderr)
 
     transport = Transport(target, threads=threads, timeout_s=timeout_s)
     options = DeviceOptions(
-        fmt=fmt.value, flow=flow.value, parameters=parameters, retry=RetryPolicy(attempts=attempts)
+        fmt=fmt.value,
+        flow=flow.value,
+        parameters=parameters,
+        retry=RetryPolicy(attempts=attempts),
+        **key_options,
     )
     plan = FleetPlan(serials=pool, concurrency=concurrency, rate_per_s=rate, ramp_s=ramp_s)
     stats = FleetStats(
@@ -529,6 +548,7 @@ def locust_command(
     ] = "SIM-",
     fmt: FormatOpt = PayloadFormat.json,
     flow: FlowOpt = CertificateFlow.csr,
+    keys_dir: KeysDirOpt = None,
     params: Params = None,
     report: Annotated[Path, typer.Option("--report", help="Report JSON the master writes.")] = Path(
         "reports/locust.json"
@@ -605,6 +625,7 @@ def locust_command(
         "client_id_pattern": client_id_pattern,
         "format": fmt.value,
         "flow": flow.value,
+        "keys_dir": keys_dir,
         "param": [f"{k}={v}" for k, v in _parameters(params).items()],
         "attempts": attempts,
         "timeout_s": timeout_s,
@@ -625,7 +646,15 @@ def locust_command(
     if worker:
         given = [
             f"--{k.replace('_', '-')}"
-            for k in ("endpoint_file", "endpoint", "serials", "devices", "ca_file", "claim_cert_file")
+            for k in (
+                "endpoint_file",
+                "endpoint",
+                "serials",
+                "devices",
+                "ca_file",
+                "claim_cert_file",
+                "keys_dir",
+            )
             if values[k] is not None
         ]
         if given:
@@ -635,8 +664,11 @@ def locust_command(
         values = {}
     else:
         values = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in values.items()}
-        plan_serials(values)  # a bad serials file or count: one line here, before anything starts
+        pool = plan_serials(values)  # a bad serials file or count: one line here, before anything starts
         if not master:
+            from device_sim.factory_cli import fleet_keys
+
+            fleet_keys(keys_dir, pool, csr_flow=flow is CertificateFlow.csr)  # every serial has its key
             # The workers run here: check the target as `fleet` does. A --master's workers check their own.
             from device_sim.locust.devices import target_of
             from device_sim.preflight import check_target

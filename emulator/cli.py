@@ -37,6 +37,21 @@ def _load_hook(spec: str) -> Any:
     return getattr(importlib.import_module(module_name), attribute)
 
 
+OPERATIONS = ("RegisterThing", "CreateCertificateFromCsr", "CreateKeysAndCertificate")
+
+
+def _lose_replies(items: list[str]) -> dict[str, int]:
+    lost: dict[str, int] = {}
+    for item in items:
+        operation, _, count = item.partition("=")
+        if operation not in OPERATIONS or not count.isdigit():
+            raise ValueError(
+                f"--lose-replies must be OPERATION=N with OPERATION one of {', '.join(OPERATIONS)}"
+            )
+        lost[operation] = int(count)
+    return lost
+
+
 @app.command()
 def up(
     state_dir: Annotated[
@@ -68,6 +83,15 @@ def up(
             ),
         ),
     ] = "process",
+    lose_replies: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lose-replies",
+            help="OPERATION=N: apply the first N requests of OPERATION (RegisterThing, "
+            "CreateCertificateFromCsr, CreateKeysAndCertificate) but never send their accepted replies, "
+            "to test how devices recover from a lost reply. Repeatable.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     service_workers: Annotated[int, typer.Option("--service-workers", min=1, hidden=True)] = 32,
     hook_workers: Annotated[int, typer.Option("--hook-workers", min=1, hidden=True)] = 16,
@@ -89,6 +113,11 @@ def up(
         err.print(f"emulator: --hook-isolation must be process or thread, not {hook_isolation!r}")
         raise typer.Exit(2)
     try:
+        lost = _lose_replies(lose_replies or [])
+    except ValueError as exc:
+        err.print(f"emulator: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    try:
         hook_function = _load_hook(hook) if hook else None
         emulator = start_emulator(
             cloud_assembly,
@@ -101,6 +130,7 @@ def up(
             hook_isolation=hook_isolation,
             service_workers=service_workers,
             hook_workers=hook_workers,
+            lose_replies=lost,
         )
     except (AssemblyError, ValueError, ImportError, AttributeError) as exc:
         err.print(f"emulator: {exc}", markup=False, highlight=False, soft_wrap=True)

@@ -93,6 +93,7 @@ def start_emulator(
     stack_name: str | None = None,
     record_outcomes: bool = False,
     hook_isolation: str = "process",
+    lose_replies: dict[str, int] | None = None,
 ) -> Emulator:
     """Build the emulator from the cloud assembly and start serving; returns once it accepts connections.
 
@@ -128,6 +129,7 @@ def start_emulator(
             stack_name=stack_name,
             record_outcomes=record_outcomes,
             hook_isolation=hook_isolation,
+            lose_replies=lose_replies,
         )
     except BaseException:
         for cleanup in reversed(cleanups):
@@ -163,6 +165,7 @@ def _start(
     stack_name: str | None,
     record_outcomes: bool,
     hook_isolation: str,
+    lose_replies: dict[str, int] | None,
 ) -> Emulator:
     from emulator.assembly.reader import find_stack_template, stack_region
 
@@ -260,7 +263,9 @@ def _start(
     cleanups.append(stop_pools)
     emulator = Emulator(state_dir=state, endpoint={}, registry=registry, service=service, model=model)
     on_outcome = emulator.outcomes.append if record_outcomes else None
-    topics = ProvisioningTopics(service, certificates, on_outcome, register_executor=register)
+    topics = ProvisioningTopics(
+        service, certificates, on_outcome, register_executor=register, lose_replies=lose_replies
+    )
     gatekeeper = IotGatekeeper(
         region=region, account_id=registry.account_id, identity=registry.identity, executor=admission
     )
@@ -315,6 +320,12 @@ def _start(
                 log.debug("cleanup failed", exc_info=True)
 
     emulator._stop = stop
+    # A certificate that leaves ACTIVE (UpdateCertificate, DeleteCertificate) loses its connections.
+    registry.on_certificate_change(
+        lambda certificate_id, status: broker.close_certificate_sessions(
+            certificate_id, f"AUTH_ERROR certificate {status}"
+        )
+    )
     emulator.endpoint = _endpoint(model, claims, state, host, broker.port, aws.url)
     _write_json(state / "endpoint.json", emulator.endpoint)
     log.info(

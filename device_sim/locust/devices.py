@@ -108,6 +108,8 @@ class DeviceDriver:
         if self.transport is not None:
             return
         target = target_of(self.values)
+        if self.values.get("keys_dir"):
+            self._use_factory_keys(Path(self.values["keys_dir"]))
         for what, file in (
             ("CA file", target.ca_file),
             ("claim certificate file", target.claim_cert_file),
@@ -122,6 +124,22 @@ class DeviceDriver:
 
         self.transport = self.bridge.call(build)
         self.target = target
+
+    def _use_factory_keys(self, keys_dir: Path) -> None:
+        """`--keys-dir`: each device's key as the factory station made it (as `fleet --keys-dir` does)."""
+        import os
+        from dataclasses import replace
+
+        from device_sim.factory import KeysDir
+        from device_sim.pkcs11_store import DEFAULT_USER_PIN
+
+        if not keys_dir.is_dir():
+            raise UserError(
+                f"the keys directory {keys_dir} is not on this machine (each worker needs its copy)"
+            )
+        pin = os.environ.get("DEVICE_SIM_PKCS11_PIN", DEFAULT_USER_PIN)
+        station = KeysDir.open(keys_dir, None, pkcs11_pin=pin)
+        self.options = replace(self.options, make_key=station.load)
 
     def new_run(self) -> None:
         """Fresh statistics for a new Locust run (Locust's own statistics restart too)."""

@@ -43,9 +43,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("claim-key-file", str),
     Option("template-name", str),
     Option("client-id-pattern", str),
-    # The device flow. (MQTT 5 and a key store go here when the fleet has them: `--mqtt`, `--key-store`.)
+    # The device flow. (`--mqtt 3.1.1|5` goes here when the fleet has it.)
     Option("format", str, "json"),
     Option("flow", str, "csr"),
+    Option("keys-dir", str),  # the factory station's keys (`fleet --keys-dir`), on every worker
     Option("param", list),
     Option("attempts", int, 4),
     Option("timeout-s", float, 30.0),

@@ -135,8 +135,10 @@ class Broker:
         self._server: asyncio.base_events.Server | None = None
         self.sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(
             self._on_connection,
             self._host,
@@ -151,6 +153,15 @@ class Broker:
     def port(self) -> int:
         assert self._server is not None
         return int(self._server.sockets[0].getsockname()[1])
+
+    def close_certificate_sessions(self, certificate_id: str, reason: str) -> int:
+        """Disconnect every connection authenticated with `certificate_id` (its certificate left ACTIVE, as
+        AWS IoT does). Callable from any thread: the closing happens on the broker's loop. Returns how
+        many connections were found."""
+        matching = [s for s in list(self.sessions.values()) if s.certificate_id == certificate_id]
+        if matching and self._loop is not None:
+            self._loop.call_soon_threadsafe(_close_each, matching, reason)
+        return len(matching)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -328,3 +339,8 @@ class Broker:
             session.subscriptions[topic_filter] = granted
             codes.append(granted)
         session.send(codec.suback(packet_id, codes))
+
+
+def _close_each(sessions: list[Session], reason: str) -> None:
+    for session in sessions:
+        session.close(reason)

@@ -114,6 +114,25 @@ class Registry:
         with self.lock:
             self.iot.certificates.pop(certificate_id, None)
 
+    def on_certificate_change(self, listener: Callable[[str, str], None]) -> None:
+        """Call `listener(certificate_id, status)` whenever a certificate leaves ACTIVE through the AWS API
+        (UpdateCertificate, DeleteCertificate: `DELETED`): the broker then closes its connections, as AWS
+        IoT does. Called under the registry's lock, so it must only schedule work, never wait for it."""
+        iot = self.iot
+        update, delete = iot.update_certificate, iot.delete_certificate
+
+        def update_certificate(certificate_id: str, new_status: str) -> None:
+            update(certificate_id, new_status)
+            if new_status != ACTIVE:
+                listener(certificate_id, new_status)
+
+        def delete_certificate(certificate_id: str, force_delete: bool) -> None:
+            delete(certificate_id, force_delete)
+            listener(certificate_id, "DELETED")
+
+        iot.update_certificate = update_certificate  # type: ignore[method-assign]
+        iot.delete_certificate = delete_certificate  # type: ignore[method-assign]
+
     def identity(self, certificate_id: str, client_id: str = "") -> ConnectionIdentity | None:
         with self.lock:
             cert = self.iot.certificates.get(certificate_id)

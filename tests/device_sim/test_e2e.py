@@ -64,7 +64,7 @@ def assert_registered(emulator: Emulator, serial: str, thing_name: str, certific
 def test_csr_flow(emulator: Emulator, tmp_path: Path, fmt: str) -> None:
     (serial,) = serials(emulator, 1)
     out = tmp_path / serial
-    result = provision(emulator, serial, out, "--format", fmt, "--param", "model=m7")
+    result = provision(emulator, serial, out, "--format", fmt)
     assert result.exit_code == 0, result.output
     thing = result.stdout.strip()
     assert thing == emulator.data["thing_name_prefix"] + serial
@@ -80,6 +80,14 @@ def test_csr_flow(emulator: Emulator, tmp_path: Path, fmt: str) -> None:
     certificate = x509.load_pem_x509_certificate((out / "certificate.pem").read_bytes())
     key = serialization.load_pem_private_key((out / "private.key").read_bytes(), None)
     assert certificate.public_key() == key.public_key()
+
+
+def test_a_parameter_besides_the_serial_is_refused(emulator: Emulator, tmp_path: Path) -> None:
+    """The device chooses only its serial: the stack's hook refuses any other parameter, as AccessDenied."""
+    (serial,) = serials(emulator, 1)
+    result = provision(emulator, serial, tmp_path / serial, "--param", "model=m7")
+    assert result.exit_code == 1 and "AccessDenied (403)" in result.output, result.output
+    assert emulator.serial_item(serial)["status"] == "AVAILABLE"  # type: ignore[index]
 
 
 def test_keys_flow_warns_that_the_key_crossed_the_network(emulator: Emulator, tmp_path: Path) -> None:
