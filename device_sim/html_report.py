@@ -16,6 +16,7 @@ from device_sim.report import STEPS, TOTAL, FleetStats
 from device_sim.timeline import OUTCOMES
 
 WIDTH, HEIGHT, PAD = 760, 260, 48
+LEGEND_FONT = 10  # px: the legend's labels, a little smaller than the axes' 11
 COLOURS = {"provisioned": "#2e7d32", "rejected": "#f9a825", "failed": "#c62828", "interrupted": "#757575"}
 STEP_COLOURS = {
     TOTAL: "#1565c0",
@@ -25,6 +26,7 @@ STEP_COLOURS = {
     "reconnect": "#558b2f",
     "first_publish": "#ad1457",
 }
+LEGEND_STEP = 112  # six steps across the chart, "create_certificate" included
 PERCENTILE_COLOURS = {50: "#2e7d32", 90: "#ef6c00", 99: "#c62828"}
 FACT_KEYS = (
     "driver",
@@ -158,7 +160,7 @@ def _distribution_svg(stats: FleetStats) -> str:
             f'<polyline fill="none" stroke="{colour}" stroke-width="{2.5 if name == TOTAL else 1.5}" '
             f'points="{_cdf_points(histogram, x)}"/>'
         )
-        parts.append(_legend(n, name, colour, 118))
+        parts.append(_legend(n, name, colour, LEGEND_STEP))
     parts.append("</svg>")
     return "".join(parts)
 
@@ -185,7 +187,9 @@ def _time_axis(parts: list[str], slots: int, interval_s: int) -> float:
 
 
 def _y_scale(parts: list[str], peak: float, unit: str) -> float:
-    parts.append(f'<text x="{PAD - 4}" y="{PAD + 4}" text-anchor="end">{peak:,.4g}{unit}</text>')
+    # Inside the plot, left-aligned: "4,870 ms" is wider than the margin.
+    parts.append(f'<text x="{PAD + 4}" y="{PAD + 10}">{peak:,.4g}{unit}</text>')
+    parts.append(f'<line x1="{PAD}" y1="{PAD}" x2="{WIDTH - PAD}" y2="{PAD}" stroke="#eee"/>')
     parts.append(f'<text x="{PAD - 4}" y="{HEIGHT - PAD}" text-anchor="end">0</text>')
     return (HEIGHT - 2 * PAD) / (peak or 1)
 
@@ -263,9 +267,11 @@ def _in_flight_svg(stats: FleetStats) -> str:
 
 
 def _legend(n: int, label: str, colour: str, spacing: int) -> str:
+    """The n-th legend entry, `spacing` pixels after the previous one."""
     return (
         f'<rect x="{PAD + n * spacing}" y="{PAD - 30}" width="10" height="10" fill="{colour}"/>'
-        f'<text x="{PAD + n * spacing + 14}" y="{PAD - 21}">{html.escape(label)}</text>'
+        f'<text x="{PAD + n * spacing + 14}" y="{PAD - 21}" style="font-size:{LEGEND_FONT}px">'
+        f"{html.escape(label)}</text>"
     )
 
 
