@@ -8,11 +8,13 @@ around them is kept).
 3. the hook's decision time (bench/hook_bench.py) and the simulator's peak memory at 10,000 devices
    (bench/memory_bench.py);
 4. the simulator's CPU per device TLS context, with the system trust store and as `Transport` sets it up
-   (bench/tls_context.py).
+   (bench/tls_context.py);
+5. `device_sim locust` against `fleet` side by side, and `--processes 2` against 1 (bench/locust_bench.py).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -24,7 +26,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bench import flow_bench, hook_bench, memory_bench, tls_ceiling, tls_context
+from bench import flow_bench, hook_bench, locust_bench, memory_bench, tls_ceiling, tls_context
 from bench.stack import REPO_ROOT, synthesize, workdir
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -207,6 +209,8 @@ def render(summary: dict[str, Any]) -> str:
             "builds one for its reconnect.",
             "",
         ]
+    if summary.get("locust"):
+        lines += locust_bench.render(summary["locust"])
     lines.append(END)
     return "\n".join(lines)
 
@@ -273,6 +277,11 @@ def main(
         else:
             summary["memory"] = json.loads(previous.read_text())
             summary["memory"]["reused_from_an_earlier_run"] = True
+        if importlib.util.find_spec("locust") is not None:
+            print(f"locust against fleet: {locust_bench.DEVICES} devices ...", file=sys.stderr)
+            summary["locust"] = locust_bench.run(locust_bench.DEVICES, assembly=assembly)
+        else:
+            print("locust against fleet: skipped (no locust extra: pip install '.[locust]')", file=sys.stderr)
     summary["wall_s"] = round(time.monotonic() - started, 1)
     summary["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     _save("summary", summary)
