@@ -66,7 +66,7 @@ class Coordinator:
         write_report(stats, _path(self.values["report"]))
         if self.values.get("html"):
             write_html(stats, _path(self.values["html"]))
-        from device_sim.cli import print_summary, verdict
+        from device_sim.fleet_cli import print_summary, verdict
 
         print_summary(stats, _path(self.values["report"]), _path(self.values["html"]))
         code = verdict(
