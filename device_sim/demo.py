@@ -228,7 +228,7 @@ class Demo:
         line = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
         self.console.print(line, markup=False, highlight=False)
         self.checks.expect(
-            "the clone is rejected", result.returncode == 1 and line.startswith("rejected:"), line
+            "the clone is rejected", result.returncode == 1 and line.startswith("device-sim: rejected:"), line
         )
 
     def hook_decisions(self, serials: list[str]) -> None:

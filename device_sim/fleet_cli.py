@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli_conventions import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, say
 from device_sim.cli_options import (
     CaFile,
     CertificateFlow,
@@ -34,7 +35,7 @@ from device_sim.cli_options import (
     parse_parameters,
     target_from_options,
 )
-from device_sim.errors import UserError
+from device_sim.errors import TOOL, UserError
 from device_sim.factory_cli import KeysDirOpt, fleet_keys
 
 
@@ -170,10 +171,8 @@ def fleet(
             write_report(stats, report)
             if html is not None:
                 write_html(stats, html)
-            print(
-                f"interrupted; partial report in {report}" + (f" and {html}" if html else ""), file=sys.stderr
-            )
-            raise typer.Exit(130) from None
+            say(TOOL, f"interrupted; partial report in {report}" + (f" and {html}" if html else ""))
+            raise typer.Exit(EXIT_INTERRUPTED) from None
     write_report(stats, report)
     if html is not None:
         write_html(stats, html)
@@ -185,8 +184,8 @@ def verdict(stats: Any, thresholds: Any) -> int:
     """Print each broken threshold as one line on stderr; the exit code (0 passed, 1 not)."""
     breaches = thresholds.breaches(stats)
     for line in breaches:
-        print(f"threshold: {line}", file=sys.stderr)
-    return 1 if breaches else 0
+        say(TOOL, f"threshold: {line}")
+    return EXIT_REFUSED if breaches else EXIT_OK
 
 
 def print_summary(stats: Any, report: Path | None, html: Path | None, console: Console | None = None) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
+from cli_conventions import EXIT_REFUSED, say
 from device_sim.cli_options import (
     CaFile,
     CertificateFlow,
@@ -29,9 +30,12 @@ from device_sim.cli_options import (
     parse_parameters,
     target_from_options,
 )
-from device_sim.errors import DeviceFailure, Rejected, UserError
+from device_sim.errors import TOOL, DeviceFailure, Rejected, UserError
 from device_sim.factory import KeyStore
 from device_sim.factory_cli import KeysDirOpt, factory_key
+
+if TYPE_CHECKING:
+    from device_sim.target import Target
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -127,14 +131,11 @@ def provision(
     try:
         result = asyncio.run(provision_device(transport, serial, options, on_retry=retried))
     except Rejected as exc:
-        print(
-            f"rejected: {exc.operation}: {exc.error_code} ({exc.status_code}): {exc.error_message}",
-            file=sys.stderr,
-        )
-        raise typer.Exit(1) from None
+        say(TOOL, rejection_line(exc, target.template_name))
+        raise typer.Exit(EXIT_REFUSED) from None
     except DeviceFailure as exc:
-        print(failure_line(exc, target.claim_client_id(serial), len(retries)), file=sys.stderr)
-        raise typer.Exit(1) from None
+        say(TOOL, failure_line(exc, target, serial, len(retries)))
+        raise typer.Exit(EXIT_REFUSED) from None
     steps = ", ".join(f"{k} {v:.0f} ms" for k, v in result.steps_ms.items())
     stderr.print(
         f"[green]provisioned[/] {serial} as [bold]{result.thing_name}[/] (certificate "
@@ -152,19 +153,55 @@ REFUSALS = {
 }
 
 
-def failure_line(exc: DeviceFailure, claim_client_id: str, retries: int) -> str:
+def rejection_line(exc: Rejected, template_name: str) -> str:
+    """AWS's errorCode and errorMessage; for a template the endpoint does not know, which name was asked."""
+    from device_sim.identity import REGISTER_THING
+
+    line = f"rejected: {exc.operation}: {exc.error_code} ({exc.status_code}): {exc.error_message}"
+    if exc.operation == REGISTER_THING and (exc.status_code == 404 or "NotFound" in exc.error_code):
+        line += (
+            f"; the endpoint has no template '{template_name}': check --template-name "
+            "(or the endpoint file's template_name)"
+        )
+    return line
+
+
+def failure_line(exc: DeviceFailure, target: Target, serial: str, retries: int) -> str:
     """One line that says what most likely went wrong, then the raw cause."""
+    from device_sim.identity import REGISTER_THING
+
     tried = f" (after {retries} retries)" if retries else ""
+    template = target.template_name
     if exc.step == "claim_connect" and exc.kind in REFUSALS:
         # AWS IoT answers an unauthorised CONNECT by closing the connection: no reason is ever sent.
         return (
             f"failed: the endpoint closed the claim connection after CONNECT{tried}: the claim certificate "
-            f"is "
-            f"not active, or the claim policy does not allow client id '{claim_client_id}' [{exc.detail}]"
+            f"is not active, or the claim policy does not allow client id '{target.claim_client_id(serial)}' "
+            f"[{exc.detail}]"
         )
     if exc.step == "reconnect" and exc.kind in REFUSALS:
         return (
             f"failed: the endpoint refused the device's own certificate{tried}: is it ACTIVE, and does the "
             f"device policy allow client id = thing name? [{exc.detail}]"
+        )
+    if exc.kind == "subscribe_refused" and "$aws/provisioning-templates/" in exc.detail:
+        # Not retried: the same SUBSCRIBE gets the same SUBACK.
+        return (
+            f"failed: the endpoint refused the subscription to template '{template}''s reply topics: it has "
+            f"no template by that name, or the claim policy does not allow "
+            f"$aws/provisioning-templates/{template}/provision/*; check --template-name and the claim "
+            f"policy [{exc.detail}]"
+        )
+    if exc.kind == "subscribe_refused":
+        return (
+            f"failed: the endpoint refused the subscription to the certificate topics: the claim policy does "
+            f"not allow $aws/certificates/create-from-csr/* (or create/* for --flow keys) [{exc.detail}]"
+        )
+    if exc.step == REGISTER_THING and exc.kind == "connection_closed" and retries:
+        # Some endpoints (older AWS IoT behaviour) close the connection on a refused SUBSCRIBE or PUBLISH.
+        return (
+            f"failed (connection_closed){tried}: {exc.detail}; when every try ends so, the endpoint may be "
+            f"closing the connection on a topic the claim policy refuses: check --template-name "
+            f"('{template}') and the claim policy"
         )
     return f"failed ({exc.kind}){tried}: {exc.detail}"

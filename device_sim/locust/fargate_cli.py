@@ -1,6 +1,7 @@
 """`python -m device_sim fargate start|stop|status`: the command line of device_sim/locust/fargate.py.
 
-Errors are UserError, which the root command (device_sim.cli) prints as one line.
+Errors are UserError (exit 2) or Refused (exit 1), which the root command (device_sim.cli) prints as one
+line.
 """
 
 from __future__ import annotations
