@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from cli_conventions import EXIT_CODES_HELP, one_line_errors
-from fleetctl import serial_cli  # noqa: F401 - registers show, revoke, reset
+from fleetctl import serial_cli, why_cli  # noqa: F401 - register show, revoke, reset; why
 from fleetctl.batch_cli import batch_app
 from fleetctl.claim_cli import claim_app
 from fleetctl.cli_common import (
