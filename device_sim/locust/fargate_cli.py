@@ -52,7 +52,7 @@ def fargate_start(
     print(json.dumps(started, indent=2))
     stderr.print(
         f"run {started['run']}: master at {started['master_address']}, {len(started['workers'])} workers; "
-        f"report in {started['report']}; stop it with: python -m device_sim fargate stop --stack {stack}"
+        f"report in {started['report']}; stop it with: device-sim fargate stop --stack {stack}"
     )
 
 
