@@ -30,14 +30,14 @@ STARTED_WITHIN_S = 60.0  # a cold interpreter importing boto3, awscrt, moto on a
 
 def installed_from_this_checkout() -> bool:
     """Whether the installed project is this checkout (a fresh clone's `make setup`), so its console scripts
-    are this checkout's. A worktree that shares another checkout's .venv has that checkout's scripts."""
-    try:
-        dist = metadata.distribution("fleet-provisioning-by-claim")
-    except metadata.PackageNotFoundError:
-        return False
-    direct_url = dist.read_text("direct_url.json")
-    url = json.loads(direct_url).get("url", "") if direct_url else ""
-    return url.removeprefix("file://") == str(REPO_ROOT)
+    are this checkout's. A worktree that shares another checkout's .venv has that checkout's scripts. The
+    checkout's own `*.egg-info` (setuptools leaves it at the root, which is on sys.path) carries no
+    direct_url.json: the installed distribution is the one that does."""
+    for dist in metadata.distributions(name="fleet-provisioning-by-claim"):
+        direct_url = dist.read_text("direct_url.json")
+        if direct_url and json.loads(direct_url).get("url", "").removeprefix("file://") == str(REPO_ROOT):
+            return True
+    return False
 
 
 def command(tool: str) -> list[str]:

@@ -184,3 +184,9 @@ def test_the_log_group_is_the_one_the_templates_hook_writes_to() -> None:
         )
         with pytest.raises(FleetctlError, match="no provisioning template 'Nope'"):
             why.hook_log_group(iot, lambda_client, "Nope")
+
+
+def test_every_reason_the_hook_gives_has_a_next_step() -> None:
+    from provisioning_hook.models import Reason
+
+    assert set(why.NEXT_STEP) == {reason.value for reason in Reason}
