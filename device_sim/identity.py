@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -89,9 +90,12 @@ def _registration(reply: dict[str, Any]) -> Registration:
 class JsonIdentity:
     """`IotIdentityClientV2` over the claim connection."""
 
-    def __init__(self, connection: mqtt.Connection, timeout_s: float) -> None:
+    def __init__(
+        self, connection: mqtt.Connection, timeout_s: float, interrupted: Callable[[], bool] = lambda: False
+    ) -> None:
         self._connection = connection
         self._timeout_s = timeout_s
+        self._interrupted = interrupted
         options = mqtt_request_response.ClientOptions(
             max_request_response_subscriptions=2,
             max_streaming_subscriptions=0,
@@ -113,7 +117,11 @@ class JsonIdentity:
         except BaseException as exc:
             failure = exc
         accepted = f"{topic}/accepted"
-        if getattr(failure, "name", None) == SUBSCRIBE_FAILURE and await self._subscription_refused(accepted):
+        if (
+            getattr(failure, "name", None) == SUBSCRIBE_FAILURE
+            and not self._interrupted()  # a lost connection: a retry on a new one may work
+            and await self._subscription_refused(accepted)
+        ):
             raise DeviceFailure(
                 "subscribe_refused",
                 f"{operation}: the endpoint refused the subscription {accepted}",
@@ -255,9 +263,12 @@ class CborIdentity:
         return _registration(reply)
 
 
-def identity_client(fmt: str, connection: mqtt.Connection, timeout_s: float) -> IdentityClient:
+def identity_client(
+    fmt: str, connection: mqtt.Connection, timeout_s: float, interrupted: Callable[[], bool] = lambda: False
+) -> IdentityClient:
+    """INTERRUPTED says whether the connection was lost since it was made (Transport.was_interrupted)."""
     if fmt == "json":
-        return JsonIdentity(connection, timeout_s)
+        return JsonIdentity(connection, timeout_s, interrupted)
     if fmt == "cbor":
         return CborIdentity(connection, timeout_s)
     raise ValueError(fmt)
