@@ -1,4 +1,5 @@
-"""`python -m emulator up --state-dir DIR [--cloud-assembly cdk.out] [--port 0] [--token-ttl-s N]`."""
+"""`python -m emulator up --state-dir DIR [--cloud-assembly cdk.out] [--port 0] [--alpn-port N]
+[--token-ttl-s N] [--session-expiry-s N]`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from emulator.mqtt.limits import DEFAULT_LIMITS
 from emulator.provisioning.tokens import DEFAULT_TTL_S
 
 app = typer.Typer(
@@ -47,6 +49,27 @@ def up(
         Path, typer.Option("--cloud-assembly", help="The synthesized app (cdk.out).")
     ] = Path("cdk.out"),
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="MQTT port; 0 picks a free one.")] = 0,
+    alpn_port: Annotated[
+        int | None,
+        typer.Option(
+            "--alpn-port",
+            min=0,
+            max=65535,
+            help=(
+                "A second MQTT port, as AWS IoT's 443 (where the AWS SDKs connect by default, with ALPN "
+                "x-amzn-mqtt-ca); 0 picks a free one. ALPN is accepted on every port."
+            ),
+        ),
+    ] = None,
+    session_expiry_s: Annotated[
+        int,
+        typer.Option(
+            "--session-expiry-s",
+            min=1,
+            max=7 * 24 * 3600,
+            help="How long a persistent session outlives its connection (AWS: 3600, adjustable to 7 days).",
+        ),
+    ] = DEFAULT_LIMITS.session_expiry_s,
     token_ttl_s: Annotated[
         float, typer.Option("--token-ttl-s", min=0.1, help="Lifetime of ownership tokens (AWS: 3600).")
     ] = DEFAULT_TTL_S,
@@ -101,6 +124,8 @@ def up(
             hook_isolation=hook_isolation,
             service_workers=service_workers,
             hook_workers=hook_workers,
+            alpn_port=alpn_port,
+            session_expiry_s=session_expiry_s,
         )
     except (AssemblyError, ValueError, ImportError, AttributeError) as exc:
         err.print(f"emulator: {exc}", markup=False, highlight=False, soft_wrap=True)

@@ -18,7 +18,8 @@ from typing import Any
 from emulator.assembly.reader import AssemblyError, ClaimIdentity, ClaimSpec, StackModel, load_stack
 from emulator.awsapi.server import LocalAwsServer
 from emulator.mqtt.auth import IotGatekeeper
-from emulator.mqtt.broker import Broker
+from emulator.mqtt.broker import ALPN_PROTOCOL, Broker
+from emulator.mqtt.limits import DEFAULT_LIMITS, Limits
 from emulator.mqtt.provisioning import Outcome, ProvisioningTopics
 from emulator.provisioning import hook as hooks
 from emulator.provisioning.ca import CertificateAuthority, write_private
@@ -56,6 +57,7 @@ class Emulator:
     service: ProvisioningService
     model: StackModel
     outcomes: list[Outcome] = field(default_factory=list)
+    broker: Broker | None = None
     _stop: Callable[[], None] | None = None
 
     @property
@@ -93,6 +95,8 @@ def start_emulator(
     stack_name: str | None = None,
     record_outcomes: bool = False,
     hook_isolation: str = "process",
+    alpn_port: int | None = None,
+    session_expiry_s: int = DEFAULT_LIMITS.session_expiry_s,
 ) -> Emulator:
     """Build the emulator from the cloud assembly and start serving; returns once it accepts connections.
 
@@ -102,6 +106,8 @@ def start_emulator(
     stack's Lambda in the hook process, next to the serial table (provisioning/hook_host.py: nothing leaks
     into the caller's process, and the hook's CPU is not under this process's GIL); "thread" runs it on
     threads of this process, with its environment set here and the table in this process's moto.
+    `alpn_port` opens a second MQTT port (AWS IoT's 443; 0 picks a free one); ALPN `x-amzn-mqtt-ca` is
+    accepted on both. `session_expiry_s` is how long a persistent session outlives its connection.
     """
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
@@ -128,6 +134,8 @@ def start_emulator(
             stack_name=stack_name,
             record_outcomes=record_outcomes,
             hook_isolation=hook_isolation,
+            alpn_port=alpn_port,
+            limits=Limits(session_expiry_s=session_expiry_s),
         )
     except BaseException:
         for cleanup in reversed(cleanups):
@@ -163,6 +171,8 @@ def _start(
     stack_name: str | None,
     record_outcomes: bool,
     hook_isolation: str,
+    alpn_port: int | None,
+    limits: Limits,
 ) -> Emulator:
     from emulator.assembly.reader import find_stack_template, stack_region
 
@@ -270,7 +280,10 @@ def _start(
         handlers=[topics],
         host=host,
         port=port,
+        extra_ports=() if alpn_port is None else (alpn_port,),
+        limits=limits,
     )
+    emulator.broker = broker
 
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -316,11 +329,21 @@ def _start(
 
     emulator._stop = stop
     emulator.endpoint = _endpoint(model, claims, state, host, broker.port, aws.url)
+    emulator.endpoint.update(
+        {
+            "mqtt_versions": ["3.1.1", "5"],
+            "alpn_port": broker.ports[1] if alpn_port is not None else None,
+            "alpn_protocols": [ALPN_PROTOCOL],
+            "session_expiry_s": limits.session_expiry_s,
+        }
+    )
     _write_json(state / "endpoint.json", emulator.endpoint)
     log.info(
-        "listening on %s:%s (MQTT 3.1.1 over TLS), AWS APIs at %s, state in %s",
+        "listening on %s:%s%s (MQTT 3.1.1 and 5 over TLS, ALPN %s), AWS APIs at %s, state in %s",
         host,
         broker.port,
+        f" and :{broker.ports[1]}" if alpn_port is not None else "",
+        ALPN_PROTOCOL,
         aws.url,
         state,
     )
@@ -356,6 +379,10 @@ def _server_ssl_context(state: Path, authority: CertificateAuthority) -> ssl.SSL
     context.load_cert_chain(state / "server.pem", state / "server.key")
     context.load_verify_locations(cadata=authority.certificate_pem)
     context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS, as AWS IoT's port 8883
+    # AWS IoT's port 443 takes MQTT with client certificates from clients offering ALPN x-amzn-mqtt-ca
+    # (the SDKs' default: port 443 with that ALPN). Offered on every port here: a client that offers it gets
+    # it, a client that offers no ALPN (or none of ours: OpenSSL then answers without ALPN) still connects.
+    context.set_alpn_protocols([ALPN_PROTOCOL])
     # No TLS 1.3 session tickets. OpenSSL sends two after every handshake by default, which took a
     # third of the server's handshake CPU here (1.7 -> 1.2 ms). No device in this flow could use one:
     # awscrt's MQTT client does not resume sessions, and a device's second connection presents a new
