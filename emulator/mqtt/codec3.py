@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from emulator.mqtt import reasons
+from emulator.mqtt.limits import Limits
 from emulator.mqtt.packets import (
     Ack,
     Connect,
@@ -134,6 +135,20 @@ class Codec311:
 
     level = LEVEL
     version = "3.1.1"
+    # An empty client id is refused with return code 2 (AWS IoT assigns ids to MQTT 5 clients only).
+    assigns_client_ids = False
+    # 3.1.1 cannot announce a Maximum QoS: a QoS 2 PUBLISH is ignored, as AWS IoT does (no PUBACK).
+    enforces_maximum_qos = False
+
+    @staticmethod
+    def read_limit(limits: Limits) -> int:
+        return limits.maximum_packet_size_v3
+
+    @staticmethod
+    def session_expiry(connect: Connect, limits: Limits) -> tuple[int, int]:
+        """(asked, granted) seconds: cleanSession=0 gets the account's persistent-session expiry."""
+        expiry = 0 if connect.clean_session else limits.session_expiry_s
+        return expiry, expiry
 
     @staticmethod
     def parse_publish(flags: int, body: bytes) -> Publish:

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from emulator.mqtt import properties as props
+from emulator.mqtt.limits import Limits
 from emulator.mqtt.packets import (
     Ack,
     Connect,
@@ -187,6 +188,20 @@ class Codec5:
 
     level = LEVEL
     version = "5"
+    assigns_client_ids = True  # an empty client id gets Assigned Client Identifier in CONNACK
+    enforces_maximum_qos = True  # the CONNACK announced Maximum QoS: QoS 2 is DISCONNECT 0x9B
+
+    @staticmethod
+    def read_limit(limits: Limits) -> int:
+        return limits.maximum_packet_size  # as announced in CONNACK
+
+    @staticmethod
+    def session_expiry(connect: Connect, limits: Limits) -> tuple[int, int]:
+        """(asked, granted) seconds. AWS: a session lives at most the account's persistent-session expiry
+        (mqtt.html); a client that asks for longer (0xFFFFFFFF: never) is told that value in CONNACK."""
+        requested = int(connect.properties.get(props.SESSION_EXPIRY_INTERVAL, 0))
+        return requested, min(requested, limits.session_expiry_s)
+
     parse_publish = staticmethod(parse_publish)
     parse_subscribe = staticmethod(parse_subscribe)
     parse_unsubscribe = staticmethod(parse_unsubscribe)

@@ -42,7 +42,7 @@ class Session:
         admission: Admission,
         peer: str,
         *,
-        codec: Codec,
+        codec: type[Codec],
         state: SessionState,
         connect_properties: Mapping[str, Any] = props.EMPTY,
     ) -> None:
@@ -57,6 +57,7 @@ class Session:
         self._next_packet_id = 0
         self.closed = False
         self.ended = False  # the broker has settled its session state (parked or discarded)
+        self.state_label = ""  # for the connect log line: clean, persistent, resumed(n queued)
         limits = broker.limits
         # Towards the client: MQTT 5 CONNECT properties (absent in 3.1.1, where none of this applies).
         self.max_packet_to_client: int | None = connect_properties.get(props.MAXIMUM_PACKET_SIZE)
