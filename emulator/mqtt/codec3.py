@@ -109,12 +109,14 @@ def publish(
     packet_id: int | None = None,
     retain: bool = False,
     dup: bool = False,
+    properties: Mapping[str, Any] | None = None,  # 3.1.1 has none: MQTT 5 properties are dropped
 ) -> bytes:
     body = string(topic) + (struct.pack("!H", packet_id) if qos else b"") + payload
     return packet((PUBLISH << 4) | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0), body)
 
 
-def puback(packet_id: int) -> bytes:
+def puback(packet_id: int, reason: int = 0) -> bytes:
+    """3.1.1's PUBACK has no reason code: a refused QoS 1 PUBLISH closes the connection instead."""
     return bytes([PUBACK << 4, 2]) + struct.pack("!H", packet_id)
 
 
@@ -178,21 +180,8 @@ class Codec311:
         code = reasons.connack_return_code(reason)
         return b"" if code is None else connack(code, session_present and not code)
 
-    @staticmethod
-    def publish(
-        topic: str,
-        payload: bytes,
-        qos: int,
-        packet_id: int | None,
-        retain: bool = False,
-        dup: bool = False,
-        properties: Mapping[str, Any] | None = None,
-    ) -> bytes:
-        return publish(topic, payload, qos, packet_id, retain, dup)
-
-    @staticmethod
-    def puback(packet_id: int, reason: int = 0) -> bytes:
-        return puback(packet_id)
+    publish = staticmethod(publish)
+    puback = staticmethod(puback)
 
     @staticmethod
     def suback(packet_id: int, codes: Sequence[int]) -> bytes:
@@ -206,6 +195,4 @@ class Codec311:
     def disconnect(reason: int, properties: Mapping[str, Any] | None = None) -> bytes:
         return b""  # 3.1.1: the server closes the connection, it cannot say why
 
-    @staticmethod
-    def pingresp() -> bytes:
-        return pingresp()
+    pingresp = staticmethod(pingresp)

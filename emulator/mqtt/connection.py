@@ -107,6 +107,8 @@ class Session:
         if subscription is None:
             return False
         message = Message(topic, payload, qos)
+        if not self.closed:
+            return self.send_message(message, min(qos, subscription.qos), False)
         return self.broker.offer(self.state, message, min(qos, subscription.qos), False)
 
     def send_message(self, message: Message, qos: int, retain: bool) -> bool:

@@ -172,6 +172,12 @@ class _NoProperties(Mapping[str, Any]):
     def __getitem__(self, key: str) -> Any:
         raise KeyError(key)
 
+    def get(self, key: str, default: Any = None) -> Any:  # no KeyError on the hot path
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
     def __iter__(self) -> Iterator[str]:
         return iter(())
 

@@ -47,9 +47,10 @@ class Router:
 
     # ------------------------------------------------------------------ PUBLISH
     def on_publish(self, session: Session, message: Publish) -> None:
-        message = self._resolve_alias(session, message)
-        if props.SUBSCRIPTION_IDENTIFIER in message.properties:
-            raise ProtocolError("PUBLISH from a client with a Subscription Identifier")  # MQTT-3.3.4-6
+        if message.properties:  # MQTT 5 only
+            message = self._resolve_alias(session, message)
+            if props.SUBSCRIPTION_IDENTIFIER in message.properties:
+                raise ProtocolError("PUBLISH from a client with a Subscription Identifier")  # MQTT-3.3.4-6
         if not valid_topic_name(message.topic):
             raise ProtocolError(
                 f"PUBLISH to invalid topic name {message.topic!r}", reasons.TOPIC_NAME_INVALID
@@ -71,7 +72,11 @@ class Router:
                 reasons.PACKET_TOO_LARGE, f"CLIENT_ERROR payload of {size} bytes exceeds 128 KB"
             )
             return
-        if message.properties.get(props.PAYLOAD_FORMAT_INDICATOR) == 1 and not _is_utf8(message.payload):
+        if (
+            message.properties
+            and message.properties.get(props.PAYLOAD_FORMAT_INDICATOR) == 1
+            and not _is_utf8(message.payload)
+        ):
             # MQTT 5 section 3.3.2.3.2: the receiver may check it; PUBACK 0x99 (UNCONFIRMED for AWS IoT).
             if message.qos == 1 and message.packet_id is not None:
                 session.send(session.codec.puback(message.packet_id, reasons.PAYLOAD_FORMAT_INVALID))

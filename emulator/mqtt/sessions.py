@@ -34,9 +34,10 @@ class Subscription:
     share: str | None = None  # the share name of a shared subscription
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: on every reply's path, and a frozen __init__ costs twice as much
 class Message:
-    """An application message on its way to subscribers, as the broker holds it between versions."""
+    """An application message on its way to subscribers, as the broker holds it between versions (treated
+    as immutable: `dataclasses.replace` makes changed copies)."""
 
     topic: str
     payload: bytes
