@@ -71,6 +71,7 @@ class Session:
         # session must send it again after a reconnect), and those waiting for a free slot.
         self.in_flight: dict[int, Message | None] = {}
         self.pending: deque[tuple[Message, int, bool]] = deque()
+        self.held_bytes = 0  # payload bytes of the pending messages and of the in-flight ones kept
 
     @property
     def certificate_id(self) -> str:
@@ -115,12 +116,18 @@ class Session:
         if self.closed or not self.broker.gatekeeper.may_receive(self, message.topic):
             return False
         if qos and self.flow_limit is not None and len(self.in_flight) >= self.flow_limit:
-            if len(self.pending) >= self.broker.limits.pending_messages_per_connection:
+            limits = self.broker.limits
+            size = len(message.payload)
+            if (
+                len(self.pending) >= limits.pending_messages_per_connection
+                or self.held_bytes + size > limits.held_bytes_per_connection
+            ):
                 log.info(
                     "dropped message client=%s topic=%s: pending queue full", self.client_id, message.topic
                 )
                 return False
             self.pending.append((message, qos, retain))
+            self.held_bytes += size
             return True
         return self._transmit(message, qos, retain)
 
@@ -154,17 +161,37 @@ class Session:
             return False
         if new_alias is not None:
             self._aliases_to_client[message.topic] = new_alias
-        if packet_id is not None and (self.flow_limit is not None or self.state.persistent):
-            self.in_flight[packet_id] = message if self.state.persistent else None
+        if packet_id is not None:
+            self._track(packet_id, message)
         self.send(data)
         return True
 
+    def _track(self, packet_id: int, message: Message) -> None:
+        """Count a QoS 1 message until its PUBACK: for flow control (the client's Receive Maximum), and
+        kept whole where a persistent session sends it again after a reconnect, within the caps."""
+        limits = self.broker.limits
+        persistent = self.state.persistent
+        if self.flow_limit is None and not (
+            persistent and len(self.in_flight) < limits.queued_messages_per_session
+        ):
+            return
+        size = len(message.payload)
+        if persistent and self.held_bytes + size <= limits.held_bytes_per_connection:
+            self.in_flight[packet_id] = message
+            self.held_bytes += size
+        else:
+            self.in_flight[packet_id] = None
+
     def acknowledged(self, packet_id: int) -> None:
         """PUBACK from the client: its slot is free for the next pending message."""
-        if self.in_flight.pop(packet_id, False) is False:
+        if packet_id not in self.in_flight:
             return  # not in flight (an ack for a message this broker does not track): nothing to do
+        acknowledged = self.in_flight.pop(packet_id)
+        if acknowledged is not None:
+            self.held_bytes -= len(acknowledged.payload)
         while self.pending and (self.flow_limit is None or len(self.in_flight) < self.flow_limit):
             message, qos, retain = self.pending.popleft()
+            self.held_bytes -= len(message.payload)
             self._transmit(message, qos, retain)
 
     def unacknowledged(self) -> list[Message]:
@@ -175,13 +202,17 @@ class Session:
         ]
         self.in_flight.clear()
         self.pending.clear()
+        self.held_bytes = 0
         return kept
 
     def _packet_id(self) -> int:
-        while True:
+        """The next packet identifier not in flight. Flow control and `_track` keep fewer than 65535 in
+        flight; the loop is bounded all the same, so that no client can make it spin."""
+        for _ in range(65535):
             self._next_packet_id = self._next_packet_id % 65535 + 1
             if self._next_packet_id not in self.in_flight:
-                return self._next_packet_id
+                break
+        return self._next_packet_id
 
     # ---------------------------------------------------------------- ending
     def disconnect(self, reason_code: int, reason: str, level: int = logging.INFO) -> None:

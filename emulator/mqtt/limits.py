@@ -55,6 +55,9 @@ class Limits:
     offline_subscriptions: int = 200_000
     # MQTT 5 clients at a full Receive Maximum: messages waiting for a free in-flight slot per connection.
     pending_messages_per_connection: int = 10_000
+    # Payload bytes one connection holds for its client: pending messages, and in-flight ones a persistent
+    # session keeps to send again (a client that never acknowledges cannot grow it further).
+    held_bytes_per_connection: int = 16 * 1024 * 1024
 
     # ---------------------------------------------------------------- AWS IoT limits not enforced here
     # (AWS IoT Core quotas; issue 13 adds them.)

@@ -235,3 +235,31 @@ def test_close_certificate_sessions_from_another_thread(tmp_path: Path) -> None:
         assert env.broker.close_certificate_sessions(env.certificate_ids["b"], "revoked") == 1
 
     run(tmp_path, scenario)
+
+
+def test_a_client_that_never_acknowledges_cannot_grow_what_its_connection_holds(tmp_path: Path) -> None:
+    limits = Limits(
+        queued_messages_per_session=5, pending_messages_per_connection=50, held_bytes_per_connection=3000
+    )
+
+    async def scenario(env: Env) -> None:
+        # MQTT 5, Receive Maximum 1: one message in flight, the rest pending up to the byte cap.
+        v5, _ = await persistent(
+            env, "ok-stuck5", MQTT5, properties={**PERSISTENT_5, props.RECEIVE_MAXIMUM: 1}
+        )
+        await v5.send(subscribe_packet(1, "allowed/flood"))
+        await v5.suback()
+        # MQTT 3.1.1 persistent: no flow control, but only so many in-flight messages are kept to resend.
+        v3, _ = await persistent(env, "ok-stuck3", MQTT311)
+        await v3.send(subscribe_packet(1, "allowed/flood", version=MQTT311))
+        await v3.suback()
+        await publish(env, "allowed/flood", b"p" * 200, count=40)
+        stuck5, stuck3 = env.broker.sessions["ok-stuck5"], env.broker.sessions["ok-stuck3"]
+        assert len(stuck5.in_flight) == 1 and stuck5.held_bytes <= 3000
+        assert len(stuck5.pending) == (3000 - 200) // 200  # the rest was dropped, not held
+        assert len(stuck3.in_flight) == 5 and stuck3.held_bytes == 5 * 200
+        # Packet identifiers: even with every one of them in flight, picking the next one ends.
+        stuck3.in_flight = dict.fromkeys(range(1, 65536))
+        assert 1 <= stuck3._packet_id() <= 65535
+
+    run(tmp_path, scenario, limits)
