@@ -210,7 +210,6 @@ class Broker:
             return
         state.session = None
         if state.persistent:
-            state.last_session = session
             self.store.requeue_front(state, session.unacknowledged())
         for evicted in self.store.park(state):
             log.info(

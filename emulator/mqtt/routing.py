@@ -159,9 +159,8 @@ class Router:
         if state.expires_at is not None and state.expires_at <= self.store.clock():
             self.store.discard(state)
             return False
-        last = state.last_session
-        if last is not None and not self.gatekeeper.may_receive(last, message.topic):
-            return False
+        # iot:Receive is checked when the message is sent, with the policies of the connection that
+        # resumes the session (holding the last connection's authority here would cost memory per session).
         if message.retain != retain:
             message = Message(
                 message.topic,

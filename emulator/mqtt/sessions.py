@@ -59,7 +59,6 @@ class SessionState:
         "expiry_s",
         "expires_at",
         "session",
-        "last_session",
         "discarded",
     )
 
@@ -72,7 +71,6 @@ class SessionState:
         self.expiry_s = expiry_s  # 0: ends with its connection
         self.expires_at: float | None = None  # set while no connection holds it
         self.session: Session | None = None  # the connection holding it
-        self.last_session: Session | None = None  # the one that held it last (its policies decide receipt)
         self.discarded = False
 
     @property
@@ -136,7 +134,6 @@ class SessionStore:
         self.queued_bytes -= state.queued_bytes
         state.queue.clear()
         state.queued_bytes = 0
-        state.last_session = None
 
     def expire(self) -> list[SessionState]:
         now = self.clock()

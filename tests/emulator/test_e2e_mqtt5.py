@@ -127,6 +127,26 @@ def test_cbor_flows_over_raw_mqtt5_publishes(mqtt5_emulator: EmulatorProcess, fl
         stop(client, events)
 
 
+def test_a_reply_goes_only_to_the_connection_that_asked(mqtt5_emulator: EmulatorProcess) -> None:
+    endpoint = mqtt5_emulator.endpoint
+    asker, asker_events = connect5(endpoint, sample_client_id())
+    bystander, bystander_events = connect5(endpoint, sample_client_id())
+    try:
+        assert Raw5(bystander, bystander_events).subscribe(
+            f"{CSR_TOPIC}/json/accepted", f"{CSR_TOPIC}/json/rejected"
+        ) == [1, 1]
+        outcome, _ = Raw5(asker, asker_events).request(
+            f"{CSR_TOPIC}/json",
+            json.dumps({"certificateSigningRequest": make_csr("x")[1]}).encode(),
+            json.loads,
+        )
+        assert outcome == "accepted"
+        assert not bystander_events.wait(lambda: bystander_events.messages, timeout=0.5)
+    finally:
+        stop(asker, asker_events)
+        stop(bystander, bystander_events)
+
+
 # ----------------------------------------------------------------------------------- refusals
 
 
