@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml package.json package-lock.json
 	@command -v npm >/dev/null || { echo "make setup: npm not found (Node.js 18+ is needed for the CDK CLI)"; exit 1; }
 	@test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,locust]'
 	npm ci --silent --no-audit --no-fund
 	@touch $(STAMP)
 

@@ -50,11 +50,20 @@ def fleet_context(app_context: Any = None, fleet_overrides: dict[str, Any] | Non
     return {**fleet, **(fleet_overrides or {})}
 
 
-def build_app(fleet_overrides: dict[str, Any] | None = None, outdir: Path | str | None = None) -> Any:
-    """The App with its stack and policy checks, not yet synthesized; raises ConfigError."""
+def build_app(
+    fleet_overrides: dict[str, Any] | None = None,
+    outdir: Path | str | None = None,
+    loadtest: Any = None,
+) -> Any:
+    """The App with its stacks and policy checks, not yet synthesized; raises ConfigError.
+
+    The load-test stack (infra/loadtest) is added only when `loadtest` (or `-c loadtest=...`, or cdk.json's
+    `context.loadtest.enabled`) turns it on; the backend's stack never depends on it.
+    """
     # Imported here so `--help` and config errors do not wait for the jsii runtime to start.
     from aws_cdk import App
 
+    from infra.loadtest.config import CONTEXT_KEY as LOADTEST_KEY
     from infra.nag import add_nag_checks
     from infra.stack import FleetProvisioningStack
 
@@ -63,17 +72,34 @@ def build_app(fleet_overrides: dict[str, Any] | None = None, outdir: Path | str 
     )
     config = load_fleet_config(app.node.try_get_context(CONTEXT_KEY), fleet_overrides)
     FleetProvisioningStack(app, config=config)
+    context = app.node.try_get_context(LOADTEST_KEY) if loadtest is None else loadtest
+    loadtest_config = load_loadtest(context, config)
+    if loadtest_config.enabled:
+        from infra.loadtest.stack import LoadTestStack
+
+        LoadTestStack(app, config=loadtest_config)
     add_nag_checks(app)
     return app
+
+
+def load_loadtest(app_context: Any, fleet: FleetConfig) -> Any:
+    """cdk.json's `context.loadtest`, switched on or overridden key by key by `-c loadtest=...`."""
+    from infra.loadtest.config import CONTEXT_KEY as LOADTEST_KEY
+    from infra.loadtest.config import as_object, load_loadtest_config
+
+    section = json.loads(CDK_JSON.read_text()).get("context", {}).get(LOADTEST_KEY, {})
+    return load_loadtest_config({**as_object(section), **as_object(app_context)}, fleet)
 
 
 def load_fleet_config(app_context: Any = None, fleet_overrides: dict[str, Any] | None = None) -> FleetConfig:
     return load_config(fleet_context(app_context, fleet_overrides), base_dir=REPO_ROOT)
 
 
-def synthesize(fleet_overrides: dict[str, Any] | None = None, outdir: Path | str = "cdk.out") -> Path:
+def synthesize(
+    fleet_overrides: dict[str, Any] | None = None, outdir: Path | str = "cdk.out", loadtest: Any = None
+) -> Path:
     """Synthesize with `fleet_overrides` merged over cdk.json's `context.fleet`; the cloud-assembly dir."""
-    assembly = build_app(fleet_overrides, outdir).synth()
+    assembly = build_app(fleet_overrides, outdir, loadtest).synth()
     return Path(assembly.directory)
 
 

@@ -8,11 +8,13 @@ around them is kept).
 3. the hook's decision time (bench/hook_bench.py) and the simulator's peak memory at 10,000 devices
    (bench/memory_bench.py);
 4. the simulator's CPU per device TLS context, with the system trust store and as `Transport` sets it up
-   (bench/tls_context.py).
+   (bench/tls_context.py);
+5. `device_sim locust` against `fleet` side by side, and `--processes 2` against 1 (bench/locust_bench.py).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -24,7 +26,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bench import flow_bench, hook_bench, memory_bench, tls_ceiling, tls_context
+from bench import flow_bench, hook_bench, locust_bench, memory_bench, tls_ceiling, tls_context
 from bench.stack import REPO_ROOT, synthesize, workdir
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -70,6 +72,39 @@ def _ms(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
+def _flow_row(lv: dict[str, Any], ceiling: float) -> str:
+    total = lv["latency_ms"]["total"]
+    cpu = lv["cpu_ms_per_device"]
+    split = f" ({cpu['emulator_main']} + {cpu['hook_process']})" if "hook_process" in cpu else ""
+    return (
+        f"| {lv['concurrency']} | {lv.get('variant', 'default')} | {lv['provisioned']:,} "
+        f"| {lv['failed']} | {lv['devices_per_s']:.1f} "
+        f"| {lv['devices_per_s'] / ceiling:.1%} | {_ms(total['p50'])} | {_ms(total['p99'])} "
+        f"| {cpu['emulator']}{split} | {cpu['simulator']} |"
+    )
+
+
+def _rates(runs: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{run['devices_per_s']:.1f}" for run in runs)
+
+
+def _comparison_row(comparison: dict[str, Any]) -> str:
+    pairs = comparison["pairs"]
+    baseline = [p["baseline"] for p in pairs]
+    variant = [p["variant"] for p in pairs]
+    limit = comparison["limit"]
+    verdict = "" if limit is None else f"≥ {limit} ({'met' if comparison['meets_limit'] else 'NOT met'})"
+    cpu = ", ".join(
+        f"{b['cpu_ms_per_device']['emulator']} → {v['cpu_ms_per_device']['emulator']}"
+        for b, v in zip(baseline, variant, strict=True)
+    )
+    return (
+        f"| {comparison['variant']} | {_rates(baseline)} | {_rates(variant)} "
+        f"| **{comparison['ratio_devices_per_s']:.2f}x** | {verdict} "
+        f"| {', '.join(_ms(v['latency_ms']['total']['p99']) for v in variant)} | {cpu} |"
+    )
+
+
 def render(summary: dict[str, Any]) -> str:
     m, tls, flow, hook, memory = (summary[k] for k in ("machine", "tls", "flow", "hook", "memory"))
     context = summary.get("tls_context")
@@ -95,34 +130,26 @@ def render(summary: dict[str, Any]) -> str:
         "",
         f"### Full flow, {flow['levels'][0]['devices']:,} devices per level",
         "",
-        "| concurrency | hook | provisioned | failed | devices/s | share of the TLS ceiling | p50 total ms "
-        "| p99 total ms | emulator CPU ms/device (front end + hook process) | simulator CPU ms/device |",
+        "| concurrency | variant | provisioned | failed | devices/s | share of the TLS ceiling "
+        "| p50 total ms | p99 total ms | emulator CPU ms/device (front end + hook process) "
+        "| simulator CPU ms/device |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    comparison = flow.get("comparison")
-    for lv in [*flow["levels"], *([comparison] if comparison else [])]:
-        total = lv["latency_ms"]["total"]
-        cpu = lv["cpu_ms_per_device"]
-        split = f" ({cpu['emulator_main']} + {cpu['hook_process']})" if "hook_process" in cpu else ""
-        lines.append(
-            f"| {lv['concurrency']} | {lv.get('hook_isolation', 'thread')} | {lv['provisioned']:,} "
-            f"| {lv['failed']} | {lv['devices_per_s']:.1f} "
-            f"| {lv['devices_per_s'] / ceiling:.1%} | {_ms(total['p50'])} | {_ms(total['p99'])} "
-            f"| {cpu['emulator']}{split} | {cpu['simulator']} |"
-        )
-    at_target = (
-        next((lv for lv in flow["levels"] if lv["concurrency"] == comparison["concurrency"]), None)
-        if comparison
-        else None
-    )
-    if comparison and at_target:
+    for lv in flow["levels"]:
+        lines.append(_flow_row(lv, ceiling))
+    comparisons = flow.get("comparisons") or []
+    if comparisons:
         lines += [
             "",
-            f"At concurrency {comparison['concurrency']} in this run, the hook process "
-            f"(`--hook-isolation process`, the default) provisioned "
-            f"**{at_target['devices_per_s'] / comparison['devices_per_s']:.2f}x** the devices per second "
-            f"of the hook on the emulator's own threads (`thread`).",
+            f"Side by side at concurrency {comparisons[0]['concurrency']}: each variant against the default, "
+            "run back to back in pairs; the ratio is of their summed devices/s.",
+            "",
+            "| variant | devices/s, default | devices/s, variant | ratio | limit | p99 total ms, variant "
+            "| emulator CPU ms/device, default → variant |",
+            "|---|---|---|---:|---:|---:|---|",
         ]
+        for comparison in comparisons:
+            lines.append(_comparison_row(comparison))
     lines += ["", "Per step, p50 / p99 in ms:", ""]
     steps = [s for s in flow_bench.STEPS if s != "total"]
     lines += ["| concurrency | " + " | ".join(steps) + " |", "|---:|" + "---:|" * len(steps)]
@@ -143,11 +170,18 @@ def render(summary: dict[str, Any]) -> str:
     ]
     for case, numbers in hook["decision_cpu"].items():
         lines.append(f"| {case} | {numbers['p50_ms']} | {numbers['p99_ms']} | {numbers['max_ms']} |")
-    handler = hook["handler_against_moto"]["wall_clock"]
     lines += [
         "",
-        f"The whole handler against in-process moto: p50 {handler['p50_ms']:.1f} ms, p99 "
-        f"{handler['p99_ms']:.1f} ms (two GetItem, one conditional UpdateItem, the log line and metrics).",
+        "The whole handler against in-process moto (wall clock per call: "
+        f"{next(iter(hook['handler_against_moto'].values()))['note']}):",
+        "",
+        "| attestation | p50 ms | p99 ms | allowed |",
+        "|---|---:|---:|---:|",
+    ]
+    for case, handler in hook["handler_against_moto"].items():
+        numbers = handler["wall_clock"]
+        lines.append(f"| {case} | {numbers['p50_ms']:.1f} | {numbers['p99_ms']:.1f} | {handler['allowed']} |")
+    lines += [
         "",
         f"### Simulator memory, {memory['devices']:,} devices at concurrency {memory['concurrency']}"
         + (" (from an earlier run: `--no-memory`)" if memory.get("reused_from_an_earlier_run") else ""),
@@ -175,6 +209,8 @@ def render(summary: dict[str, Any]) -> str:
             "builds one for its reconnect.",
             "",
         ]
+    if summary.get("locust"):
+        lines += locust_bench.render(summary["locust"])
     lines.append(END)
     return "\n".join(lines)
 
@@ -231,8 +267,7 @@ def main(
         print(f"full flow: {devices} devices at concurrency {levels} ...", file=sys.stderr)
         summary["flow"] = flow_bench.run(levels, devices, assembly=assembly)
         ceiling = summary["tls"]["device_ceiling_per_s"]
-        comparison = summary["flow"].get("comparison")
-        for level in [*summary["flow"]["levels"], *([comparison] if comparison else [])]:
+        for level in summary["flow"]["levels"]:
             level["share_of_tls_ceiling"] = round(level["devices_per_s"] / ceiling, 4)
         _save("flow", summary["flow"])
         previous = RESULTS_DIR / "memory.json"
@@ -242,6 +277,11 @@ def main(
         else:
             summary["memory"] = json.loads(previous.read_text())
             summary["memory"]["reused_from_an_earlier_run"] = True
+        if importlib.util.find_spec("locust") is not None:
+            print(f"locust against fleet: {locust_bench.DEVICES} devices ...", file=sys.stderr)
+            summary["locust"] = locust_bench.run(locust_bench.DEVICES, assembly=assembly)
+        else:
+            print("locust against fleet: skipped (no locust extra: pip install '.[locust]')", file=sys.stderr)
     summary["wall_s"] = round(time.monotonic() - started, 1)
     summary["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     _save("summary", summary)

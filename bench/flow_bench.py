@@ -1,45 +1,83 @@
 """The full flow through the emulator: claim connect, CSR, RegisterThing with the stack's real hook,
 reconnect as the thing, first publish. 1,000 devices at concurrency 50, 100 and 200.
 
-The emulator runs as `python -m emulator up` in its own process (a fresh one per concurrency, so each
-level starts from the same empty registry); the simulator's fleet runs as another child process. Both
-share this machine's cores, as the target asks ("emulator and simulator together").
+The emulator runs as `python -m emulator up` in its own process (a fresh one per run, so each starts from
+the same empty registry); the simulator's fleet runs as another child process. Both share this machine's
+cores, as the target asks ("emulator and simulator together").
+
+Variants (the hook on threads, attestation, ...) are compared with the default at the target's
+concurrency, side by side: baseline and variant run back to back, `PAIRS` times, and the ratio is of their
+summed devices/s, so a machine that slows down or speeds up during the run weighs on both alike.
 `run()` returns the results and writes bench/results/flow.json.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.stack import REPO_ROOT, import_serials, run_fleet, start_emulator, synthesize, workdir
+from emulator import process as emulator_process
 
 RESULTS = REPO_ROOT / "bench" / "results" / "flow.json"
 DEVICES = 1000
 CONCURRENCIES = (50, 100, 200)
 TARGET = {"concurrency": 100, "devices_per_s": 50.0, "p99_total_ms": 3000.0, "failed": 0}
 STEPS = ("claim_connect", "create_certificate", "register_thing", "reconnect", "first_publish", "total")
+PAIRS = 2  # baseline/variant pairs per comparison
 
 
-ISOLATION = "process"  # the emulator's default: the hook and the serial table in a second process
-# Measured in the same run, at the target's concurrency: the hook on the emulator's own threads
-# (`--hook-isolation thread`), so the two modes compare as a ratio on the same machine state.
-COMPARISON = ("thread", TARGET["concurrency"])
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the flow: emulator options, fleet options, and whether serials carry device keys."""
+
+    name: str
+    emulator_args: tuple[str, ...] = ()
+    fleet_args: tuple[str, ...] = ()
+    attested: bool = False  # factory keys per serial, their fingerprints in the registry (issue 11)
+    limit: float | None = None  # the least variant/baseline devices/s ratio its issue allows
+
+    @property
+    def tag(self) -> str:
+        return "".join(c for c in self.name.title() if c.isalnum())[:12]
+
+
+BASELINE = Variant(
+    "default"
+)  # the hook and the serial table in a second process (`--hook-isolation process`)
+VARIANTS = (
+    Variant("hook on threads", emulator_args=("--hook-isolation", "thread")),
+    Variant("attestation", attested=True, limit=0.95),
+)
 
 
 def measure(
-    assembly: Path, scratch: Path, concurrency: int, devices: int = DEVICES, isolation: str = ISOLATION
+    assembly: Path,
+    scratch: Path,
+    concurrency: int,
+    devices: int = DEVICES,
+    variant: Variant = BASELINE,
+    run: int = 0,
 ) -> dict[str, Any]:
-    emulator = start_emulator(
-        assembly, scratch / f"state-{concurrency}-{isolation}", "--hook-isolation", isolation
-    )
+    name = f"{variant.tag}-{concurrency}-{run}"
+    emulator = start_emulator(assembly, scratch / f"state-{name}", *variant.emulator_args)
     try:
-        serials = [f"BENCH{isolation[0].upper()}{concurrency:03d}{i:06d}" for i in range(devices)]
-        import_serials(emulator.endpoint, serials)
+        serials = [f"B{variant.tag[:4].upper()}{concurrency:03d}{run}{i:06d}" for i in range(devices)]
+        fleet_args = list(variant.fleet_args)
+        if variant.attested:
+            keys_dir = scratch / f"keys-{name}"
+            import_serials(
+                emulator.endpoint, serials, keys=factory_keys(serials, keys_dir, scratch / f"{name}.csv")
+            )
+            fleet_args += ["--keys-dir", str(keys_dir)]
+        else:
+            import_serials(emulator.endpoint, serials)
         cpu_before = emulator.cpu_by_process_s()
-        fleet = run_fleet(emulator.endpoint_file, serials, concurrency, scratch)
+        fleet = run_fleet(emulator.endpoint_file, serials, concurrency, scratch, *fleet_args)
         cpu_after = emulator.cpu_by_process_s()
         emulator_cpu = {part: cpu_after[part] - cpu_before[part] for part in cpu_after}
         emulator_rss = emulator.max_rss_mb()
@@ -48,8 +86,8 @@ def measure(
     report = fleet.report
     provisioned = report["provisioned"]
     return {
+        "variant": variant.name,
         "concurrency": concurrency,
-        "hook_isolation": isolation,
         "devices": devices,
         "provisioned": provisioned,
         "rejected": report["rejected"],
@@ -72,21 +110,61 @@ def measure(
     }
 
 
+def factory_keys(serials: list[str], keys_dir: Path, manifest: Path) -> dict[str, str]:
+    """The factory's test station (`device_sim factory`): a key per serial, outside the measured run;
+    returns each serial's fingerprint from the manifest it writes."""
+    serials_file = manifest.with_suffix(".serials")
+    serials_file.write_text("\n".join(serials) + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "device_sim", "factory", "--serials", str(serials_file), "--keys-dir",
+         str(keys_dir), "--manifest", str(manifest)],
+        cwd=REPO_ROOT,
+        env=emulator_process.child_environment(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    rows = [line.split(",") for line in manifest.read_text().splitlines()[1:] if line]
+    return {row[0]: row[1] for row in rows}
+
+
+def compare(
+    assembly: Path, scratch: Path, variant: Variant, concurrency: int, devices: int
+) -> dict[str, Any]:
+    pairs = []
+    for run in range(PAIRS):
+        baseline = measure(assembly, scratch, concurrency, devices, BASELINE, run=10 + run)
+        pairs.append((baseline, measure(assembly, scratch, concurrency, devices, variant, run=run)))
+    ratio = sum(v["devices_per_s"] for _, v in pairs) / max(1e-9, sum(b["devices_per_s"] for b, _ in pairs))
+    return {
+        "variant": variant.name,
+        "concurrency": concurrency,
+        "ratio_devices_per_s": round(ratio, 3),
+        "limit": variant.limit,
+        "meets_limit": None if variant.limit is None else ratio >= variant.limit,
+        "pairs": [{"baseline": b, "variant": v} for b, v in pairs],
+    }
+
+
 def run(
-    concurrencies: tuple[int, ...] = CONCURRENCIES, devices: int = DEVICES, assembly: Path | None = None
+    concurrencies: tuple[int, ...] = CONCURRENCIES,
+    devices: int = DEVICES,
+    assembly: Path | None = None,
+    variants: tuple[Variant, ...] = VARIANTS,
 ) -> dict[str, Any]:
     with workdir() as tmp:
         scratch = Path(tmp)
         assembly = assembly or synthesize(scratch)
         levels = [measure(assembly, scratch, c, devices) for c in concurrencies]
-        comparison = None
-        if COMPARISON[1] in concurrencies:
-            comparison = measure(assembly, scratch, COMPARISON[1], devices, isolation=COMPARISON[0])
+        comparisons = []
+        if TARGET["concurrency"] in concurrencies:
+            comparisons = [
+                compare(assembly, scratch, v, int(TARGET["concurrency"]), devices) for v in variants
+            ]
     at_target = next((lv for lv in levels if lv["concurrency"] == TARGET["concurrency"]), None)
     result = {
         "benchmark": "full_flow",
         "levels": levels,
-        "comparison": comparison,
+        "comparisons": comparisons,
         "target": TARGET,
         "meets_target": at_target is not None
         and at_target["devices_per_s"] >= TARGET["devices_per_s"]

@@ -94,8 +94,9 @@ def start_emulator(assembly: Path, state_dir: Path, *extra: str) -> Emulator:
     return Emulator(child, child.endpoint())
 
 
-def import_serials(endpoint: dict[str, Any], serials: list[str]) -> None:
-    """AVAILABLE serial items, written by fleetctl's registry store (what `registry import` does)."""
+def import_serials(endpoint: dict[str, Any], serials: list[str], keys: dict[str, str] | None = None) -> None:
+    """AVAILABLE serial items, written by fleetctl's registry store (what `registry import` does); `keys`
+    gives serials their device-key fingerprints (attestation)."""
     import boto3
 
     dynamodb = boto3.client(
@@ -106,7 +107,11 @@ def import_serials(endpoint: dict[str, Any], serials: list[str]) -> None:
         aws_secret_access_key="bench",
     )
     store = RegistryStore(dynamodb, endpoint["serial_table"])
-    store.put_new(SerialRow(line, serial, None) for line, serial in enumerate(serials, 1))
+    fingerprints = keys or {}
+    store.put_new(
+        SerialRow(line, serial, None, public_key_sha256=fingerprints.get(serial))
+        for line, serial in enumerate(serials, 1)
+    )
 
 
 @dataclass
@@ -118,11 +123,14 @@ class FleetRun:
     command: list[str]
 
 
-def run_fleet(endpoint_file: Path, serials: list[str], concurrency: int, workdir: Path) -> FleetRun:
+def run_fleet(
+    endpoint_file: Path, serials: list[str], concurrency: int, workdir: Path, *extra: str
+) -> FleetRun:
     """`python -m device_sim fleet` as a child process; its peak RSS and CPU from wait4's rusage."""
-    serials_file = workdir / f"serials-{concurrency}-{len(serials)}.txt"
+    name = f"{concurrency}-{len(serials)}-{serials[0]}"
+    serials_file = workdir / f"serials-{name}.txt"
     serials_file.write_text("\n".join(serials) + "\n")
-    report_file = workdir / f"fleet-{concurrency}-{len(serials)}.json"
+    report_file = workdir / f"fleet-{name}.json"
     command = [
         sys.executable,
         "-m",
@@ -137,6 +145,7 @@ def run_fleet(endpoint_file: Path, serials: list[str], concurrency: int, workdir
         "--report",
         str(report_file),
         "--no-progress",
+        *extra,
     ]
     started = time.monotonic()
     process = subprocess.Popen(

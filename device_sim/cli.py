@@ -1,13 +1,17 @@
-"""`python -m device_sim`: provision one device, run a fleet, merge fleet reports, run the demo.
+"""`python -m device_sim`: provision one device, run a fleet (also on Locust: `locust`, `fargate`), merge
+reports, run the demo; and the factory's test station (`factory`, in `device_sim.factory_cli`).
 
 This layer alone owns options, printing and exit codes. Exit codes: 0 done; 1 a device was rejected or failed
-(for `fleet`: some device failed, rejections are outcomes, not errors); 2 bad input or an unusable target;
-130 interrupted. Every error is one line on stderr.
+(for `fleet`, `locust` and `report merge`: the run broke a threshold, see device_sim/thresholds.py;
+rejections alone are outcomes, not errors); 2 bad input or an unusable target; 130 interrupted. Every error
+is one line on stderr. One file over 400 lines because the commands share their option declarations (the
+`Annotated` aliases below), which is the point of "the same options as `fleet`".
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sys
 import time
 from enum import StrEnum
@@ -20,6 +24,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from device_sim.errors import DeviceFailure, Rejected, UserError
+from device_sim.factory import KeyStore
+from device_sim.factory_cli import KeysDirOpt, factory, factory_key, fleet_keys
 
 try:  # typer >= 0.22 vendors click as typer._click; older typer uses click itself
     from typer._click import exceptions as click_exceptions
@@ -63,6 +69,7 @@ report_app = typer.Typer(
     cls=OneLineErrors, add_completion=False, no_args_is_help=True, help="Work with fleet reports."
 )
 app.add_typer(report_app, name="report")
+app.command()(factory)
 
 
 class PayloadFormat(StrEnum):
@@ -73,11 +80,6 @@ class PayloadFormat(StrEnum):
 class CertificateFlow(StrEnum):
     csr = "csr"
     keys = "keys"
-
-
-class KeyStore(StrEnum):
-    memory = "memory"
-    pkcs11 = "pkcs11"
 
 
 EndpointFile = Annotated[Path | None, typer.Option("--endpoint-file", help="The emulator's endpoint.json.")]
@@ -109,6 +111,25 @@ Params = Annotated[
 ]
 TimeoutOpt = Annotated[
     float, typer.Option("--timeout-s", min=0.5, help="Time-out of each connect and request (AWS uses 30 s).")
+]
+MaxP99 = Annotated[
+    float | None,
+    typer.Option("--max-p99-ms", min=0, help="Exit 1 when the total latency's p99 is above this."),
+]
+MaxFailed = Annotated[
+    int, typer.Option("--max-failed", min=0, help="Exit 1 when more devices than this failed.")
+]
+MaxRejected = Annotated[
+    int | None,
+    typer.Option(
+        "--max-rejected", min=0, help="Exit 1 when more devices than this were rejected (default: no limit)."
+    ),
+]
+ProgressEvery = Annotated[
+    float,
+    typer.Option(
+        "--progress-every-s", min=0.1, help="When stderr is not a terminal: a progress line this often."
+    ),
 ]
 
 
@@ -167,8 +188,10 @@ def provision(
     fmt: FormatOpt = PayloadFormat.json,
     flow: FlowOpt = CertificateFlow.csr,
     key_store: Annotated[
-        KeyStore, typer.Option("--key-store", help="Where the device keeps its key.")
-    ] = KeyStore.memory,
+        KeyStore | None,
+        typer.Option("--key-store", help="Where the device keeps its key (default memory, or --keys-dir's)."),
+    ] = None,
+    keys_dir: KeysDirOpt = None,
     pkcs11_pin: Annotated[
         str,
         typer.Option("--pkcs11-pin", envvar="DEVICE_SIM_PKCS11_PIN", help="User PIN of the SoftHSM2 token."),
@@ -207,7 +230,19 @@ def provision(
         )
     out_dir = out_dir or Path(".state/devices") / serial
     make_key: Any = lambda _serial: MemoryKey()  # noqa: E731
-    if key_store is KeyStore.pkcs11:
+    kept_key = out_dir / "private.key"
+    unfinished = kept_key.exists() and not (out_dir / "thing_name").exists()
+    if unfinished and keys_dir is None and key_store is not KeyStore.pkcs11 and flow is CertificateFlow.csr:
+        # An earlier run kept its key before RegisterThing and never finished (a lost reply, a crash): the
+        # device proves it is the same device with that key (docs/security.md, "A lost reply").
+        pem = kept_key.read_bytes()
+        make_key = lambda _serial: MemoryKey.from_pem(pem)  # noqa: E731
+        print(f"note: resuming with the key kept in {kept_key} by an unfinished run", file=sys.stderr)
+    if keys_dir is not None:
+        make_key = factory_key(
+            keys_dir, key_store, pkcs11_pin, csr_flow=flow is CertificateFlow.csr, serial=serial
+        )
+    elif key_store is KeyStore.pkcs11:
         from device_sim.pkcs11_store import Pkcs11Key, prepare_softhsm_token
 
         token = prepare_softhsm_token(out_dir / "softhsm2", user_pin=pkcs11_pin)
@@ -304,6 +339,7 @@ def fleet(
     ] = None,
     fmt: FormatOpt = PayloadFormat.json,
     flow: FlowOpt = CertificateFlow.csr,
+    keys_dir: KeysDirOpt = None,
     params: Params = None,
     report: Annotated[Path, typer.Option("--report", help="Report JSON to write.")] = Path(
         "reports/fleet.json"
@@ -319,8 +355,16 @@ def fleet(
         int, typer.Option("--threads", min=0, help="CRT event-loop threads (0: one per core).")
     ] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Live progress line.")] = True,
+    progress_every_s: ProgressEvery = 10.0,
+    max_p99_ms: MaxP99 = None,
+    max_failed: MaxFailed = 0,
+    max_rejected: MaxRejected = None,
 ) -> None:
-    """Provision many devices and write the load-test report."""
+    """Provision many devices and write the load-test report.
+
+    Exit 0 when the run passed its thresholds, 1 when it did not (a device failed, by default; every device
+    rejected; or a --max-* limit), 2 on bad input, 130 when interrupted (the partial report is written).
+    """
     from device_sim.device import KEY_CROSSED_NETWORK, DeviceOptions, RetryPolicy
     from device_sim.fleet import FleetPlan, GeneratedSerials, Shard, read_serials, run_fleet
     from device_sim.html_report import write_html
@@ -357,13 +401,18 @@ def fleet(
         pool = the_shard.take(pool)
     if not len(pool):
         raise UserError(f"shard {the_shard} of {devices or 'the'} serials is empty")
+    key_options = fleet_keys(keys_dir, pool, csr_flow=flow is CertificateFlow.csr)
     check_target(target, timeout_s=min(timeout_s, 5.0))
     if flow is CertificateFlow.keys:
         print(KEY_CROSSED_NETWORK, file=sys.stderr)
 
     transport = Transport(target, threads=threads, timeout_s=timeout_s)
     options = DeviceOptions(
-        fmt=fmt.value, flow=flow.value, parameters=parameters, retry=RetryPolicy(attempts=attempts)
+        fmt=fmt.value,
+        flow=flow.value,
+        parameters=parameters,
+        retry=RetryPolicy(attempts=attempts),
+        **key_options,
     )
     plan = FleetPlan(serials=pool, concurrency=concurrency, rate_per_s=rate, ramp_s=ramp_s)
     stats = FleetStats(
@@ -379,22 +428,34 @@ def fleet(
         }
     )
     from device_sim.progress import FleetProgress
+    from device_sim.thresholds import Thresholds
 
-    with FleetProgress(len(pool), enabled=progress) as live:
+    thresholds = Thresholds(max_p99_ms=max_p99_ms, max_failed=max_failed, max_rejected=max_rejected)
+    with FleetProgress(len(pool), enabled=progress, every_s=progress_every_s) as live:
         try:
             asyncio.run(run_fleet(transport, plan, options, stats, on_tick=live.update))
         except KeyboardInterrupt:
-            stats.finish()
             stats.run["interrupted"] = True
             write_report(stats, report)
-            print(f"interrupted; partial report in {report}", file=sys.stderr)
+            if html is not None:
+                write_html(stats, html)
+            print(
+                f"interrupted; partial report in {report}" + (f" and {html}" if html else ""), file=sys.stderr
+            )
             raise typer.Exit(130) from None
     write_report(stats, report)
     if html is not None:
         write_html(stats, html)
     print_summary(stats, report, html)
-    if stats.failed:
-        raise typer.Exit(1)
+    raise typer.Exit(verdict(stats, thresholds))
+
+
+def verdict(stats: Any, thresholds: Any) -> int:
+    """Print each broken threshold as one line on stderr; the exit code (0 passed, 1 not)."""
+    breaches = thresholds.breaches(stats)
+    for line in breaches:
+        print(f"threshold: {line}", file=sys.stderr)
+    return 1 if breaches else 0
 
 
 def print_summary(stats: Any, report: Path | None, html: Path | None, console: Console | None = None) -> None:
@@ -402,15 +463,17 @@ def print_summary(stats: Any, report: Path | None, html: Path | None, console: C
 
     console = console or Console(highlight=False)
     data = stats.to_json()
+    interrupted = f", {data['interrupted']:,} interrupted" if data["interrupted"] else ""
     table = Table(
         title=f"{data['devices']:,} devices in {data['duration_s']:.1f} s: "
         f"{data['provisioned']:,} provisioned, {data['rejected']:,} rejected, "
-        f"{data['failed']:,} failed; {data['throughput_per_s']:.1f}/s; "
+        f"{data['failed']:,} failed{interrupted}; {data['throughput_per_s']:.1f}/s; "
         f"{data['retries']['total']} retries",
         title_justify="left",
     )
+    columns = ("p50", "p90", "p95", "p99", "max", "mean")
     table.add_column("latency ms")
-    for column in ("p50", "p90", "p99", "max", "count"):
+    for column in (*columns, "count"):
         table.add_column(column, justify="right")
     for name in (TOTAL, *STEPS):
         values = data["latency_ms"].get(name)
@@ -418,7 +481,7 @@ def print_summary(stats: Any, report: Path | None, html: Path | None, console: C
             continue
         table.add_row(
             name,
-            *(f"{values[k]:,.1f}" for k in ("p50", "p90", "p99", "max")),
+            *(f"{values.get(k, 0):,.1f}" for k in columns),
             f"{stats.histograms[name].count:,}",
         )
     console.print(table)
@@ -430,21 +493,247 @@ def print_summary(stats: Any, report: Path | None, html: Path | None, console: C
         console.print(f"report: {report}" + (f"   html: {html}" if html else ""))
 
 
+LOCUST_HELP = "\n\n".join(
+    (
+        "Provision many devices as Locust users: live statistics, a web UI, many processes or machines.",
+        "One machine: --processes N (one master, N worker processes). Many machines: --master on one, and "
+        "--worker --master-host H on each of the others. Without --headless, Locust's web UI starts "
+        "(http://0.0.0.0:8089 by default) and the run begins from there.",
+        "The master reads the serials (--serials, or generated) and hands each out once; the run ends when "
+        "they are used up. It merges every worker's statistics into the same report `fleet` writes "
+        "(--report, --html), with the same thresholds and exit codes.",
+        "Workers take every option from the master. The files the target options name (the endpoint file, or "
+        "the CA, claim certificate and claim key) must exist on EACH worker machine under the same paths: a "
+        "worker that lacks one says so in one line, and the run stops with exit code 2.",
+        "Arguments after -- go to Locust unchanged (for example: -- --loglevel WARNING).",
+    )
+)
+
+
+@app.command(
+    "locust",
+    help=LOCUST_HELP,
+    context_settings={"allow_extra_args": True},
+)
+def locust_command(
+    ctx: typer.Context,
+    endpoint_file: EndpointFile = None,
+    claim: Claim = None,
+    endpoint: Endpoint = None,
+    port: Port = None,
+    ca_file: CaFile = None,
+    claim_cert_file: ClaimCert = None,
+    claim_key_file: ClaimKey = None,
+    template_name: TemplateName = None,
+    client_id_pattern: ClientIdPattern = None,
+    devices: Annotated[
+        int | None,
+        typer.Option("--devices", min=1, help="How many devices (default: all serials of --serials)."),
+    ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", min=1, max=100_000, help="Locust users: devices in flight at once."),
+    ] = 50,
+    rate: Annotated[
+        float | None, typer.Option("--rate", min=0.001, help="Arrivals per second, all workers together.")
+    ] = None,
+    ramp_s: Annotated[
+        float, typer.Option("--ramp-s", min=0, help="Start the users over this many seconds.")
+    ] = 0.0,
+    serials: Annotated[
+        Path | None, typer.Option("--serials", help="Serials file (one a line, or CSV); read by the master.")
+    ] = None,
+    serial_prefix: Annotated[
+        str, typer.Option("--serial-prefix", help="Prefix of generated serials.")
+    ] = "SIM-",
+    fmt: FormatOpt = PayloadFormat.json,
+    flow: FlowOpt = CertificateFlow.csr,
+    keys_dir: KeysDirOpt = None,
+    params: Params = None,
+    report: Annotated[Path, typer.Option("--report", help="Report JSON the master writes.")] = Path(
+        "reports/locust.json"
+    ),
+    html: Annotated[Path | None, typer.Option("--html", help="Also write the project's HTML report.")] = None,
+    timeout_s: TimeoutOpt = 30.0,
+    attempts: Annotated[
+        int, typer.Option("--attempts", min=1, max=20, help="Tries per device on throttling and time-outs.")
+    ] = 4,
+    threads: Annotated[
+        int, typer.Option("--threads", min=0, help="CRT event-loop threads per process (0: one per core).")
+    ] = 0,
+    progress_every_s: ProgressEvery = 10.0,
+    max_p99_ms: MaxP99 = None,
+    max_failed: MaxFailed = 0,
+    max_rejected: MaxRejected = None,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="No web UI: start at once, stop when the serials are used up.")
+    ] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option("--processes", min=1, help="Worker processes on this machine (also with --worker)."),
+    ] = None,
+    master: Annotated[
+        bool, typer.Option("--master", help="Be the master of workers on other machines.")
+    ] = False,
+    expect_workers: Annotated[
+        int, typer.Option("--expect-workers", min=1, help="Headless master: start once this many are in.")
+    ] = 1,
+    master_bind_host: Annotated[
+        str | None, typer.Option("--master-bind-host", help="Master: interface to listen on (default all).")
+    ] = None,
+    master_bind_port: Annotated[
+        int | None, typer.Option("--master-bind-port", help="Master: port to listen on (default 5557).")
+    ] = None,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker", help="Run devices for the master at --master-host; every other option comes from it."
+        ),
+    ] = False,
+    master_host: Annotated[
+        str | None, typer.Option("--master-host", help="Worker: the master's address.")
+    ] = None,
+    master_port: Annotated[
+        int | None, typer.Option("--master-port", help="Worker: the master's port.")
+    ] = None,
+    web_host: Annotated[str | None, typer.Option("--web-host", help="Web UI: interface.")] = None,
+    web_port: Annotated[int | None, typer.Option("--web-port", help="Web UI: port (default 8089).")] = None,
+    run_time: Annotated[
+        str | None,
+        typer.Option("--run-time", help="Stop after this long (Locust's 30s, 5m, 1h): partial report."),
+    ] = None,
+    csv: Annotated[
+        Path | None, typer.Option("--csv", help="Locust's CSV statistics: PREFIX_stats.csv and others.")
+    ] = None,
+) -> None:
+    from device_sim.locust import launcher
+    from device_sim.locust.serials import plan_serials
+
+    if importlib.util.find_spec("locust") is None:
+        raise UserError("Locust is not installed: pip install '.[locust]' (make setup installs it)")
+    if master and (processes or worker):
+        raise UserError("--master runs no devices: give --processes to the --worker machines instead")
+    values = {
+        "endpoint_file": endpoint_file,
+        "claim": claim,
+        "endpoint": endpoint,
+        "port": port,
+        "ca_file": ca_file,
+        "claim_cert_file": claim_cert_file,
+        "claim_key_file": claim_key_file,
+        "template_name": template_name,
+        "client_id_pattern": client_id_pattern,
+        "format": fmt.value,
+        "flow": flow.value,
+        "keys_dir": keys_dir,
+        "param": [f"{k}={v}" for k, v in _parameters(params).items()],
+        "attempts": attempts,
+        "timeout_s": timeout_s,
+        "threads": threads,
+        "serials": serials,
+        "serial_prefix": serial_prefix,
+        "devices": devices,
+        "rate": rate,
+        "rate_per_user": rate / concurrency if rate else None,
+        "concurrency": concurrency,
+        "report": report,
+        "html": html,
+        "max_p99_ms": max_p99_ms,
+        "max_failed": max_failed,
+        "max_rejected": max_rejected,
+        "progress_every_s": progress_every_s,
+    }
+    if worker:
+        given = [
+            f"--{k.replace('_', '-')}"
+            for k in (
+                "endpoint_file",
+                "endpoint",
+                "serials",
+                "devices",
+                "ca_file",
+                "claim_cert_file",
+                "keys_dir",
+            )
+            if values[k] is not None
+        ]
+        if given:
+            raise UserError(
+                f"--worker takes its options from the master: give {', '.join(given)} to the master"
+            )
+        values = {}
+    else:
+        values = {k: (str(v.resolve()) if isinstance(v, Path) else v) for k, v in values.items()}
+        pool = plan_serials(values)  # a bad serials file or count: one line here, before anything starts
+        if not master:
+            from device_sim.factory_cli import fleet_keys
+
+            fleet_keys(keys_dir, pool, csr_flow=flow is CertificateFlow.csr)  # every serial has its key
+            # The workers run here: check the target as `fleet` does. A --master's workers check their own.
+            from device_sim.locust.devices import target_of
+            from device_sim.preflight import check_target
+
+            check_target(target_of(values), timeout_s=min(timeout_s, 5.0))
+        if flow is CertificateFlow.keys:
+            from device_sim.device import KEY_CROSSED_NETWORK
+
+            print(KEY_CROSSED_NETWORK, file=sys.stderr)
+    argv = launcher.locust_argv(
+        values,
+        headless=headless,
+        concurrency=concurrency,
+        spawn_rate=concurrency / ramp_s if ramp_s else concurrency,
+        processes=processes,
+        master=master,
+        worker=worker,
+        master_host=master_host,
+        master_port=master_port,
+        master_bind_host=master_bind_host,
+        master_bind_port=master_bind_port,
+        expect_workers=expect_workers,
+        web_host=web_host,
+        web_port=web_port,
+        run_time=run_time,
+        csv=csv,
+        extra=list(ctx.args),
+    )
+    raise typer.Exit(launcher.run(argv, env=_child_env()))
+
+
+def _child_env() -> dict[str, str]:
+    """This environment with this device_sim's repository first on PYTHONPATH, for Locust's processes."""
+    import os
+
+    import device_sim
+
+    root = str(Path(device_sim.__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+
 @report_app.command("merge")
 def report_merge(
     reports: Annotated[list[Path], typer.Argument(help="Fleet reports of the shards.")],
     out: Annotated[Path, typer.Option("--out", help="Merged report JSON.")],
     html: Annotated[Path | None, typer.Option("--html", help="Also write the HTML report.")] = None,
+    max_p99_ms: MaxP99 = None,
+    max_failed: Annotated[
+        int | None, typer.Option("--max-failed", min=0, help="Exit 1 when more devices than this failed.")
+    ] = None,
+    max_rejected: MaxRejected = None,
 ) -> None:
-    """Combine shard reports exactly (counts and latency histograms add up)."""
+    """Combine shard reports exactly (counts and latency histograms add up); exit 1 past a given threshold."""
     from device_sim.html_report import write_html
     from device_sim.report import merge_stats, read_report, write_report
+    from device_sim.thresholds import Thresholds
 
     merged = merge_stats([read_report(path) for path in reports])
     write_report(merged, out)
     if html is not None:
         write_html(merged, html)
     print_summary(merged, out, html)
+    raise typer.Exit(
+        verdict(merged, Thresholds(max_p99_ms, max_failed, max_rejected, require_provisioned=False))
+    )
 
 
 @report_app.command("show")
@@ -469,3 +758,12 @@ def demo(
     started = time.monotonic()
     run_demo(workdir=workdir, reports=reports, devices=devices)
     stderr.print(f"demo finished in {time.monotonic() - started:.0f} s")
+
+
+def _add_fargate() -> None:
+    from device_sim.locust.fargate_cli import fargate_app
+
+    app.add_typer(fargate_app, name="fargate")
+
+
+_add_fargate()

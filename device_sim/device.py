@@ -26,6 +26,7 @@ from device_sim.transport import Transport
 T = TypeVar("T")
 Format = Literal["json", "cbor"]
 Flow = Literal["csr", "keys"]
+PENDING_CERTIFICATE = "pending-certificate.pem"  # issued, not yet registered (save_pending)
 KEY_CROSSED_NETWORK = (
     "warning: --flow keys: the endpoint generated this device's private key and sent it over the "
     "network (CreateKeysAndCertificate); prefer the CSR flow, where the key never leaves the device"
@@ -99,6 +100,7 @@ async def provision_device(
     issued: IssuedCertificate | None = None
     registration: Registration | None = None
     retries = 0
+    unanswered_register = False  # a RegisterThing went out and its answer never came
     while registration is None:
         connection = transport.claim_connection(transport.target.claim_client_id(serial))
         step = "claim_connect"
@@ -115,6 +117,10 @@ async def provision_device(
                 else:
                     issued = await client.create_keys_and_certificate()
                 step_done(step, since)
+                if options.out_dir is not None and key is not None:
+                    # Keep the key (and the certificate it is about to become) before RegisterThing: after
+                    # a lost reply, or a reboot, the device proves it is the same device with this key.
+                    save_pending(options.out_dir, serial, issued, key)
             step = "register_thing"
             since = time.perf_counter()
             # Retrying with the same ownership token is safe: the hook allows a serial already reserved for
@@ -127,6 +133,12 @@ async def provision_device(
             step_done(step, since)
         except (Rejected, DeviceFailure) as exc:
             reason = _retry_reason(exc)
+            if _lost_reply(exc, unanswered_register, options):
+                # The earlier RegisterThing was applied and its token spent, but its answer was lost: a new
+                # certificate for the same key is the same device again (the hook's ALLOWED_SAME_KEY).
+                issued, reason = None, "lost_reply"
+            if isinstance(exc, DeviceFailure) and step == "register_thing":
+                unanswered_register = True
             if reason is None or retries + 1 >= options.retry.attempts:
                 raise
             on_retry(step, reason)
@@ -176,6 +188,17 @@ async def provision_device(
     )
 
 
+def _lost_reply(exc: Rejected | DeviceFailure, unanswered_register: bool, options: DeviceOptions) -> bool:
+    """A spent or unknown token right after a RegisterThing that got no answer: that RegisterThing was
+    applied. Only the CSR flow can recover (the same key); the keys flow's key came from the endpoint."""
+    return (
+        isinstance(exc, Rejected)
+        and exc.error_code == "InvalidCertificateOwnershipToken"
+        and unanswered_register
+        and options.flow == "csr"
+    )
+
+
 def _retry_reason(exc: Rejected | DeviceFailure) -> str | None:
     if isinstance(exc, Rejected):
         return "throttled" if exc.throttled else None
@@ -198,6 +221,14 @@ async def _retrying(
             retries += 1
 
 
+def save_pending(out_dir: Path, serial: str, issued: IssuedCertificate, key: DeviceKey) -> Path:
+    """What a device keeps before RegisterThing: its key and the certificate not yet registered."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / PENDING_CERTIFICATE).write_text(issued.certificate_pem)
+    key.save(out_dir)
+    return out_dir
+
+
 def save_identity(
     out_dir: Path, serial: str, issued: IssuedCertificate, registration: Registration, key: DeviceKey
 ) -> Path:
@@ -206,6 +237,7 @@ def save_identity(
     (out_dir / "certificate.pem").write_text(issued.certificate_pem)
     key_file = key.save(out_dir)
     (out_dir / "thing_name").write_text(registration.thing_name + "\n")
+    (out_dir / PENDING_CERTIFICATE).unlink(missing_ok=True)
     (out_dir / "identity.json").write_text(
         json.dumps(
             {

@@ -136,15 +136,21 @@ async def run_fleet(
     in_flight: set[asyncio.Task[None]] = set()
 
     async def one(serial: str) -> None:
+        stats.record_start()
         try:
             result = await provision_device(
                 transport, serial, options, on_step=stats.record_step, on_retry=stats.record_retry
             )
             stats.record_outcome("provisioned", total_ms=result.total_ms)
+        except asyncio.CancelledError:
+            stats.record_outcome("interrupted")
+            raise
         except Rejected as exc:
             stats.record_outcome("rejected", code=exc.error_code)
         except DeviceFailure as exc:
-            stats.record_outcome("failed", code=exc.kind)
+            # The transport turns a cancellation into a DeviceFailure of the step it cut short: a device
+            # stopped by Ctrl-C did not fail, it was interrupted.
+            stats.record_outcome("interrupted" if _cancelling() else "failed", code=exc.kind)
         except Exception as exc:  # noqa: BLE001 - one broken device must not stop the fleet
             stats.record_outcome("failed", code=f"internal_{type(exc).__name__}")
         finally:
@@ -152,6 +158,7 @@ async def run_fleet(
 
     ticker = asyncio.create_task(_tick(stats, on_tick, tick_s)) if on_tick else None
     started = time.monotonic()
+    completed = False
     try:
         for serial, offset in zip(
             plan.serials, arrival_offsets(len(plan.serials), plan.rate_per_s, plan.ramp_s), strict=True
@@ -165,15 +172,27 @@ async def run_fleet(
             task.add_done_callback(in_flight.discard)
         if in_flight:
             await asyncio.gather(*in_flight)
+        completed = True
     finally:
         for task in in_flight:
             task.cancel()
+        if in_flight:
+            # Let each cancelled device close its connection and count itself as interrupted.
+            await asyncio.wait(list(in_flight), timeout=STOP_GRACE_S)
         if ticker:
             ticker.cancel()
-        stats.finish()
+        stats.finish(interrupted=not completed)
         if on_tick:
             on_tick(stats)
     return stats
+
+
+STOP_GRACE_S = 5.0
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def _tick(stats: FleetStats, on_tick: Callable[[FleetStats], None], tick_s: float) -> None:

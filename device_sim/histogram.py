@@ -17,7 +17,7 @@ SUB_BUCKETS = 32
 MIN_EXPONENT = -10  # 2**-11 ms ~ 0.5 us: smaller values share bucket 0
 MAX_EXPONENT = 32  # 2**32 ms ~ 50 days: larger values share the last bucket
 BUCKET_COUNT = (MAX_EXPONENT - MIN_EXPONENT + 1) * SUB_BUCKETS
-PERCENTILES = (50, 90, 99)
+PERCENTILES = (50, 90, 95, 99)
 
 
 class HistogramMismatch(ValueError):
@@ -84,10 +84,15 @@ class Histogram:
                 return min(upper, self.max_ms) if self.max_ms is not None else upper
         return self.max_ms or 0.0
 
+    @property
+    def mean_ms(self) -> float:
+        return self.total_ms / self.count if self.count else 0.0
+
     def summary(self) -> dict[str, float]:
-        """The contract's {p50, p90, p99, max}, milliseconds rounded to 0.1 ms."""
+        """The contract's {p50, p90, p99, max} with p95 and the mean beside them, in ms rounded to 0.1 ms."""
         out = {f"p{p}": round(self.percentile(p), 1) for p in PERCENTILES}
         out["max"] = round(self.max_ms or 0.0, 1)
+        out["mean"] = round(self.mean_ms, 1)
         return out
 
     def to_json(self) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 `MemoryKey` keeps the key in process memory (saved as a 0600 PEM file after provisioning); `Pkcs11Key`
 (`device_sim.pkcs11_store`) keeps it inside a PKCS#11 token, the way an MCU keeps it in its secure element.
+What may leave is the public key's fingerprint (`public_key_sha256`), which the factory publishes so the
+registry can bind the serial to this key.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from fleetctl.fingerprint import public_key_sha256
+
 
 class DeviceKey(Protocol):
     def csr_pem(self, serial: str) -> str:
@@ -27,6 +31,9 @@ class DeviceKey(Protocol):
     def save(self, out_dir: Path) -> Path:
         """Persist what the device keeps of its key under out_dir; returns the file written."""
 
+    def public_key_sha256(self) -> str:
+        """The registry's fingerprint of this key: SHA-256 of its DER SubjectPublicKeyInfo, lowercase hex."""
+
 
 class MemoryKey:
     """An EC P-256 key in memory, as a device without a secure element would keep it in flash."""
@@ -36,11 +43,14 @@ class MemoryKey:
 
     @classmethod
     def from_pem(cls, pem: str | bytes) -> MemoryKey:
-        """A key the endpoint made (CreateKeysAndCertificate): it crossed the network."""
+        """A PEM private key: one the endpoint made (CreateKeysAndCertificate), or the factory's file."""
         key = serialization.load_pem_private_key(pem.encode() if isinstance(pem, str) else pem, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
             raise ValueError(f"unsupported key type {type(key).__name__}")
         return cls(key)
+
+    def public_key_sha256(self) -> str:
+        return public_key_sha256(self._key.public_key())
 
     def csr_pem(self, serial: str) -> str:
         csr = (

@@ -25,6 +25,7 @@ from pathlib import Path
 from awscrt import io as crt_io
 
 from device_sim.errors import UserError
+from fleetctl.fingerprint import spki_sha256
 
 SOFTHSM_LIB_CANDIDATES = (
     "/usr/lib/softhsm/libsofthsm2.so",
@@ -121,12 +122,13 @@ class Pkcs11Key:
         self._public_key_info: bytes | None = None
 
     @classmethod
-    def generate(cls, token: Token, serial: str) -> Pkcs11Key:
+    def generate(cls, token: Token, serial: str, label: str | None = None) -> Pkcs11Key:
+        """A new key pair in the token, labelled `label` (the factory: the serial) or `<serial>-<random>`."""
         from pkcs11 import Attribute, KeyType
         from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
 
         # A fresh label per key: a device that provisions again makes a new key, the old one stays untouched.
-        key = cls(token, f"{serial}-{secrets.token_hex(4)}")
+        key = cls(token, label or f"{serial}-{secrets.token_hex(4)}")
         with _session(token) as session:
             params = session.create_domain_parameters(
                 KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
@@ -146,27 +148,60 @@ class Pkcs11Key:
             key._public_key_info = encode_ec_public_key(public)
         return key
 
+    @classmethod
+    def find(cls, token: Token, label: str) -> Pkcs11Key | None:
+        """The token's key pair with this label, or None."""
+        import pkcs11
+        from pkcs11 import KeyType, ObjectClass
+        from pkcs11.util.ec import encode_ec_public_key
+
+        with _session(token) as session:
+            try:
+                session.get_key(object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, label=label)
+                public = session.get_key(
+                    object_class=ObjectClass.PUBLIC_KEY, key_type=KeyType.EC, label=label
+                )
+            except pkcs11.NoSuchKey:
+                return None
+            except pkcs11.MultipleObjectsReturned:
+                raise UserError(
+                    f"PKCS#11 token '{token.label}' holds more than one key labelled {label!r}"
+                ) from None
+            key = cls(token, label)
+            key._public_key_info = encode_ec_public_key(public)
+        return key
+
+    def public_key_sha256(self) -> str:
+        return spki_sha256(self._spki())
+
+    def _spki(self) -> bytes:
+        """The DER SubjectPublicKeyInfo of the key, as the token reports its public half."""
+        if self._public_key_info is None:
+            from pkcs11 import KeyType, ObjectClass
+            from pkcs11.util.ec import encode_ec_public_key
+
+            with _session(self.token) as session:
+                public = session.get_key(
+                    object_class=ObjectClass.PUBLIC_KEY, key_type=KeyType.EC, label=self.key_label
+                )
+                self._public_key_info = encode_ec_public_key(public)
+        return self._public_key_info
+
     def csr_pem(self, serial: str) -> str:
         from asn1crypto import csr, keys, pem, x509
         from pkcs11 import KeyType, Mechanism, ObjectClass
         from pkcs11.util.ec import encode_ecdsa_signature
 
+        spki = self._spki()
         with _session(self.token) as session:
             private = session.get_key(
                 object_class=ObjectClass.PRIVATE_KEY, key_type=KeyType.EC, label=self.key_label
             )
-            if self._public_key_info is None:
-                from pkcs11.util.ec import encode_ec_public_key
-
-                public = session.get_key(
-                    object_class=ObjectClass.PUBLIC_KEY, key_type=KeyType.EC, label=self.key_label
-                )
-                self._public_key_info = encode_ec_public_key(public)
             info = csr.CertificationRequestInfo(
                 {
                     "version": "v1",
                     "subject": x509.Name.build({"common_name": serial}),
-                    "subject_pk_info": keys.PublicKeyInfo.load(self._public_key_info),
+                    "subject_pk_info": keys.PublicKeyInfo.load(spki),
                     "attributes": [],
                 }
             )
@@ -206,6 +241,14 @@ class Pkcs11Key:
             + "\n"
         )
         return path
+
+
+def private_key_labels(token: Token) -> set[str]:
+    """The labels of every private key in the token (one listing, however many keys)."""
+    from pkcs11 import Attribute, ObjectClass
+
+    with _session(token) as session:
+        return {obj.label for obj in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})}
 
 
 _CRT_LIBS: dict[Path, crt_io.Pkcs11Lib] = {}

@@ -1,9 +1,12 @@
 """The fleet report: counters and latency histograms while the run goes on, the contract's JSON at the end.
 
-The JSON has the contract's keys (DESIGN.md, "Device simulator") and these extensions: `retries`,
-`histograms` (per step, mergeable), `timeline` (outcomes per second) and `run` (how the run was made).
-A report of several shards is exactly the report one process would have written: counts and histograms add,
-the duration spans the earliest start to the latest end.
+The JSON has the contract's keys (DESIGN.md, "Device simulator") and these extensions: `interrupted`
+(devices still in flight when the run was stopped), `active_s`, `retries`, `histograms` (per step,
+mergeable), `timeline` (device_sim.timeline) and `run` (how the run was made; a merged report lists each
+part in `run.runs`). A report of several shards or Locust workers is exactly the report one process would
+have written: counts and histograms add. `duration_s` spans the earliest start to the latest end;
+`throughput_per_s` is over `active_s`, the time at least one part was running, so the gaps between runs
+that were merged later do not dilute it.
 """
 
 from __future__ import annotations
@@ -19,56 +22,13 @@ from typing import Any
 
 from device_sim.errors import UserError
 from device_sim.histogram import Histogram, HistogramMismatch
+from device_sim.timeline import OUTCOMES, Timeline
 
 STEPS = ("claim_connect", "create_certificate", "register_thing", "reconnect", "first_publish")
 TOTAL = "total"
-OUTCOMES = ("provisioned", "rejected", "failed")
-REPORT_VERSION = 1
-
-
-@dataclass
-class Timeline:
-    """Outcomes per second since `start_epoch_s`, for the throughput-over-time chart."""
-
-    start_epoch_s: int
-    counts: dict[str, list[int]] = field(default_factory=lambda: {o: [] for o in OUTCOMES})
-
-    def record(self, outcome: str, epoch_s: float) -> None:
-        self.add(outcome, max(0, int(epoch_s) - self.start_epoch_s), 1)
-
-    def add(self, outcome: str, second: int, n: int) -> None:
-        series = self.counts[outcome]
-        if len(series) <= second:
-            series.extend([0] * (second + 1 - len(series)))
-        series[second] += n
-
-    def merge(self, other: Timeline) -> Timeline:
-        merged = Timeline(min(self.start_epoch_s, other.start_epoch_s))
-        for source in (self, other):
-            offset = source.start_epoch_s - merged.start_epoch_s
-            for outcome, series in source.counts.items():
-                for second, n in enumerate(series):
-                    if n:
-                        merged.add(outcome, second + offset, n)
-        width = max(len(s) for s in merged.counts.values())
-        for series in merged.counts.values():
-            series.extend([0] * (width - len(series)))
-        return merged
-
-    def to_json(self) -> dict[str, Any]:
-        width = max((len(s) for s in self.counts.values()), default=0)
-        return {
-            "start_epoch_s": self.start_epoch_s,
-            "interval_s": 1,
-            **{o: self.counts[o] + [0] * (width - len(self.counts[o])) for o in OUTCOMES},
-        }
-
-    @classmethod
-    def from_json(cls, data: Any) -> Timeline:
-        timeline = cls(int(data["start_epoch_s"]))
-        for outcome in OUTCOMES:
-            timeline.counts[outcome] = [int(n) for n in data.get(outcome, [])]
-        return timeline
+REPORT_VERSION = 2
+# What a merged report says about its parts, each in `run.runs`, and joined with "+" where they differ.
+RUN_FACTS = ("format", "flow", "target", "template_name")
 
 
 @dataclass
@@ -79,6 +39,7 @@ class FleetStats:
     provisioned: int = 0
     rejected: int = 0
     failed: int = 0
+    interrupted: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
     retries_by_reason: Counter[str] = field(default_factory=Counter)
@@ -90,6 +51,8 @@ class FleetStats:
     finished_epoch_s: float | None = None
     timeline: Timeline | None = None
     run: dict[str, Any] = field(default_factory=dict)
+    # When the devices were running: one interval for a run, their union for a merged report.
+    active_intervals: list[tuple[float, float]] | None = None
 
     def __post_init__(self) -> None:
         if self.timeline is None:
@@ -97,7 +60,12 @@ class FleetStats:
 
     @property
     def done(self) -> int:
-        return self.provisioned + self.rejected + self.failed
+        return self.provisioned + self.rejected + self.failed + self.interrupted
+
+    def record_start(self, now: float | None = None) -> None:
+        """A device boots (for devices in flight over time)."""
+        assert self.timeline is not None
+        self.timeline.record("started", time.time() if now is None else now)
 
     def record_step(self, step: str, latency_ms: float) -> None:
         self.histograms[step].record(latency_ms)
@@ -116,18 +84,21 @@ class FleetStats:
     ) -> None:
         assert outcome in OUTCOMES
         setattr(self, outcome, getattr(self, outcome) + 1)
+        timed = None
         if outcome == "provisioned" and total_ms is not None:
             self.histograms[TOTAL].record(total_ms)
+            timed = total_ms
         elif outcome == "rejected":
             self.rejections[code or "Unknown"] += 1
         elif outcome == "failed":
             self.failures[code or "unknown"] += 1
         assert self.timeline is not None
-        self.timeline.record(outcome, time.time() if now is None else now)
+        self.timeline.record(outcome, time.time() if now is None else now, timed)
 
-    def finish(self, now: float | None = None) -> None:
+    def finish(self, now: float | None = None, *, interrupted: bool = False) -> None:
+        """The run is over. An interrupted run's devices are those that started, not those planned."""
         self.finished_epoch_s = time.time() if now is None else now
-        self.devices = max(self.devices, self.done)
+        self.devices = self.done if interrupted else max(self.devices, self.done)
 
     @property
     def duration_s(self) -> float:
@@ -135,9 +106,21 @@ class FleetStats:
         return max(0.0, end - self.started_epoch_s)
 
     @property
+    def active_s(self) -> float:
+        if self.active_intervals is None:
+            return self.duration_s
+        return sum(end - start for start, end in self.active_intervals)
+
+    @property
     def throughput_per_s(self) -> float:
-        """Devices provisioned per second of wall-clock time."""
-        return self.provisioned / self.duration_s if self.duration_s > 0 else 0.0
+        """Devices provisioned per second of active time (a single run: its wall-clock time)."""
+        return self.provisioned / self.active_s if self.active_s > 0 else 0.0
+
+    def intervals(self) -> list[tuple[float, float]]:
+        if self.active_intervals is not None:
+            return list(self.active_intervals)
+        end = self.finished_epoch_s if self.finished_epoch_s is not None else self.started_epoch_s
+        return [(self.started_epoch_s, max(end, self.started_epoch_s))]
 
     def to_json(self) -> dict[str, Any]:
         assert self.timeline is not None
@@ -152,6 +135,8 @@ class FleetStats:
             "rejections": dict(sorted(self.rejections.items())),
             "failures": dict(sorted(self.failures.items())),
             # Extensions beyond the contract.
+            "interrupted": self.interrupted,
+            "active_s": round(self.active_s, 3),
             "retries": {
                 "total": sum(self.retries_by_reason.values()),
                 "by_reason": dict(sorted(self.retries_by_reason.items())),
@@ -166,6 +151,7 @@ class FleetStats:
                 "finished_at": _iso(self.finished_epoch_s),
                 "started_epoch_s": self.started_epoch_s,
                 "finished_epoch_s": self.finished_epoch_s,
+                "active_intervals": [[round(a, 3), round(b, 3)] for a, b in self.intervals()],
             },
         }
 
@@ -183,6 +169,7 @@ class FleetStats:
                 provisioned=int(data["provisioned"]),
                 rejected=int(data["rejected"]),
                 failed=int(data["failed"]),
+                interrupted=int(data.get("interrupted") or 0),
                 rejections=Counter({str(k): int(v) for k, v in dict(data.get("rejections") or {}).items()}),
                 failures=Counter({str(k): int(v) for k, v in dict(data.get("failures") or {}).items()}),
                 retries_by_reason=Counter(dict((data.get("retries") or {}).get("by_reason") or {})),
@@ -192,6 +179,9 @@ class FleetStats:
                 finished_epoch_s=float(run["finished_epoch_s"]),
                 timeline=Timeline.from_json(data["timeline"]),
                 run={k: v for k, v in run.items() if k not in _RUN_TIMES},
+                active_intervals=[(float(a), float(b)) for a, b in run["active_intervals"]]
+                if run.get("active_intervals")
+                else None,
             )
         except HistogramMismatch as exc:
             raise UserError(f"{source}: {exc}") from None
@@ -202,7 +192,14 @@ class FleetStats:
         return stats
 
 
-_RUN_TIMES = {"started_at", "finished_at", "started_epoch_s", "finished_epoch_s", "report_version"}
+_RUN_TIMES = {
+    "started_at",
+    "finished_at",
+    "started_epoch_s",
+    "finished_epoch_s",
+    "report_version",
+    "active_intervals",
+}
 
 
 def _why(exc: Exception) -> str:
@@ -228,6 +225,7 @@ def merge_stats(parts: list[FleetStats]) -> FleetStats:
         merged.provisioned += part.provisioned
         merged.rejected += part.rejected
         merged.failed += part.failed
+        merged.interrupted += part.interrupted
         merged.rejections.update(part.rejections)
         merged.failures.update(part.failures)
         merged.retries_by_reason.update(part.retries_by_reason)
@@ -238,13 +236,49 @@ def merge_stats(parts: list[FleetStats]) -> FleetStats:
             assert part.timeline is not None
             timeline = timeline.merge(part.timeline)
     merged.timeline = timeline if len(parts) > 1 else Timeline.from_json(timeline.to_json())
-    shards = [p.run.get("shard") for p in parts]
+    merged.active_intervals = union([interval for part in parts for interval in part.intervals()])
+    runs = [run for part in parts for run in _runs_of(part)]
     merged.run = {
         "merged_from": len(parts),
-        "shards": shards,
-        **{k: v for k, v in parts[0].run.items() if k in ("format", "flow", "target")},
+        "shards": [p.run.get("shard") for p in parts],
+        **{key: joined([run.get(key) for run in runs]) for key in RUN_FACTS},
+        "runs": runs,
     }
     return merged
+
+
+def _runs_of(part: FleetStats) -> list[dict[str, Any]]:
+    """The runs a report is made of: its own `run.runs` if it was merged already, else itself."""
+    if part.run.get("runs"):
+        return [dict(run) for run in part.run["runs"]]
+    return [
+        {
+            **{key: part.run.get(key) for key in (*RUN_FACTS, "shard")},
+            "devices": part.devices,
+            "provisioned": part.provisioned,
+            "started_at": _iso(part.started_epoch_s),
+            "finished_at": _iso(part.finished_epoch_s),
+        }
+    ]
+
+
+def joined(values: list[Any]) -> Any:
+    """One value where all parts agree; else the distinct values in order joined by "+" ("json+cbor")."""
+    distinct = list(dict.fromkeys(str(v) for v in values if v is not None))
+    if not distinct:
+        return None
+    return distinct[0] if len(distinct) == 1 else "+".join(distinct)
+
+
+def union(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping or touching intervals merged, sorted."""
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(intervals):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
 
 
 def write_report(stats: FleetStats, path: Path) -> None:

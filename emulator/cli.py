@@ -1,5 +1,5 @@
 """`python -m emulator up --state-dir DIR [--cloud-assembly cdk.out] [--port 0] [--alpn-port N]
-[--token-ttl-s N] [--session-expiry-s N]`."""
+[--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N] [--session-expiry-s N]`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ app = typer.Typer(
     help="Local emulator of the AWS IoT fleet-provisioning endpoint, built from the CDK stack.",
 )
 err = Console(stderr=True)
-SHUTDOWN_LIMIT_S = 4.0  # SIGTERM to exit, at most (plus flushing the log)
+SHUTDOWN_LIMIT_S = 4.0  # SIGTERM to exit, at most (plus flushing the log, and the last save)
+FINAL_SAVE_LIMIT_S = 20.0
 
 
 @app.callback()
@@ -37,6 +38,21 @@ def _load_hook(spec: str) -> Any:
     if not module_name or not attribute:
         raise ValueError(f"--hook must be module:function, got {spec!r}")
     return getattr(importlib.import_module(module_name), attribute)
+
+
+OPERATIONS = ("RegisterThing", "CreateCertificateFromCsr", "CreateKeysAndCertificate")
+
+
+def _lose_replies(items: list[str]) -> dict[str, int]:
+    lost: dict[str, int] = {}
+    for item in items:
+        operation, _, count = item.partition("=")
+        if operation not in OPERATIONS or not count.isdigit():
+            raise ValueError(
+                f"--lose-replies must be OPERATION=N with OPERATION one of {', '.join(OPERATIONS)}"
+            )
+        lost[operation] = int(count)
+    return lost
 
 
 @app.command()
@@ -70,6 +86,37 @@ def up(
             help="How long a persistent session outlives its connection (AWS: 3600, adjustable to 7 days).",
         ),
     ] = DEFAULT_LIMITS.session_expiry_s,
+    aws_port: Annotated[
+        int,
+        typer.Option(
+            "--aws-port", min=0, max=65535, help="AWS API port (aws_endpoint_url); 0 picks a free one."
+        ),
+    ] = 0,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Bind address of the MQTT and AWS API servers (0.0.0.0: every interface; see --san).",
+        ),
+    ] = "127.0.0.1",
+    san: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--san",
+            help="Another DNS name or IP address for the server certificate (repeatable); "
+            "localhost, 127.0.0.1 and --host are always in it.",
+        ),
+    ] = None,
+    persist: Annotated[
+        bool,
+        typer.Option(
+            "--persist",
+            help="Keep the state (registry, serial table, tokens, templates, claims) in STATE_DIR "
+            "across restarts; without it every start is fresh.",
+        ),
+    ] = False,
+    persist_interval_s: Annotated[float, typer.Option("--persist-interval-s", min=0.1, hidden=True)] = 1.0,
+    claim_ttl_s: Annotated[float, typer.Option("--claim-ttl-s", min=0.1, hidden=True)] = 300.0,
     token_ttl_s: Annotated[
         float, typer.Option("--token-ttl-s", min=0.1, help="Lifetime of ownership tokens (AWS: 3600).")
     ] = DEFAULT_TTL_S,
@@ -91,6 +138,15 @@ def up(
             ),
         ),
     ] = "process",
+    lose_replies: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lose-replies",
+            help="OPERATION=N: apply the first N requests of OPERATION (RegisterThing, "
+            "CreateCertificateFromCsr, CreateKeysAndCertificate) but never send their accepted replies, "
+            "to test how devices recover from a lost reply. Repeatable.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     service_workers: Annotated[int, typer.Option("--service-workers", min=1, hidden=True)] = 32,
     hook_workers: Annotated[int, typer.Option("--hook-workers", min=1, hidden=True)] = 16,
@@ -106,17 +162,29 @@ def up(
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from emulator.assembly.reader import AssemblyError
+    from emulator.registry.persistence import PersistError
     from emulator.runtime import start_emulator
 
     if hook_isolation not in ("process", "thread"):
         err.print(f"emulator: --hook-isolation must be process or thread, not {hook_isolation!r}")
         raise typer.Exit(2)
     try:
+        lost = _lose_replies(lose_replies or [])
+    except ValueError as exc:
+        err.print(f"emulator: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+    try:
         hook_function = _load_hook(hook) if hook else None
         emulator = start_emulator(
             cloud_assembly,
             state_dir,
             port=port,
+            host=host,
+            aws_port=aws_port,
+            server_names=tuple(san or ()),
+            persist=persist,
+            persist_interval_s=persist_interval_s,
+            claim_ttl_s=claim_ttl_s,
             token_ttl_s=token_ttl_s,
             hook=hook_function,
             hook_timeout_s=hook_timeout_s,
@@ -126,8 +194,9 @@ def up(
             hook_workers=hook_workers,
             alpn_port=alpn_port,
             session_expiry_s=session_expiry_s,
+            lose_replies=lost,
         )
-    except (AssemblyError, ValueError, ImportError, AttributeError) as exc:
+    except (AssemblyError, PersistError, ValueError, ImportError, AttributeError) as exc:
         err.print(f"emulator: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except OSError as exc:
@@ -155,6 +224,9 @@ def up(
         stopper = threading.Thread(target=emulator.stop, name="emulator-stop", daemon=True)
         stopper.start()
         stopper.join(SHUTDOWN_LIMIT_S)
+        if emulator.saver is not None:
+            # The last save (--persist) is what the next start restores: let it finish.
+            emulator.saver.finished.wait(FINAL_SAVE_LIMIT_S)
         (emulator.state_dir / "endpoint.json").unlink(missing_ok=True)
         logging.getLogger("emulator").info("stopped")
         logging.shutdown()

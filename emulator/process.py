@@ -102,6 +102,8 @@ def start(
     """
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
+    # One left by an emulator that was killed would pass for this one's.
+    (state / "endpoint.json").unlink(missing_ok=True)
     log_file = log_path or state / "emulator.log"
     with log_file.open("wb") as log:  # the child keeps its own descriptor
         process = subprocess.Popen(

@@ -1,19 +1,14 @@
-"""Command line: typer options, rich progress and printing. The work is in the modules beside this one."""
+"""Command line: the app and its registry commands (batch_cli and claim_cli hold the others).
+
+Typer options, rich progress and printing live here; the work is in the modules beside this one.
+"""
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import re
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from botocore.exceptions import BotoCoreError, ClientError
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,14 +19,37 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from fleetctl import claims
+from fleetctl import serial_cli  # noqa: F401 - registers show, revoke, reset
+from fleetctl.batch_cli import batch_app
+from fleetctl.claim_cli import claim_app
+from fleetctl.cli_common import (
+    ConfigFile,
+    EndpointFile,
+    JsonOut,
+    Region,
+    SerialPattern,
+    Table_,
+    err_console,
+    out_console,
+    print_json,
+    registry,
+    registry_app,
+    user_errors,
+)
 from fleetctl.errors import FleetctlError
-from fleetctl.importer import ImportReport, import_serials
-from fleetctl.registry_store import RegistryStore
-from fleetctl.serial_csv import BATCH_RE, SerialCsv
-from fleetctl.target import Target, load_settings, resolve_target
+from fleetctl.importer import ImportReport, RowSource, import_serials, plural
+from fleetctl.manifest import (
+    DEVICE_KEY_SLOT,
+    SERIAL_SOURCES,
+    ManifestOptions,
+    MicrochipManifest,
+    check_batch,
+    load_serial_map,
+    load_signers,
+)
+from fleetctl.serial_csv import SerialCsv
+from fleetctl.target import Settings, Target, load_settings
 
-CERTIFICATE_ID_RE = re.compile(r"[0-9a-fA-F]{64}")
 LISTED = 20  # bad rows / kept serials shown in the table; --json lists up to 1000
 
 app = typer.Typer(
@@ -40,65 +58,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Operate the fleet provisioning backend: serial registry, batches, claim credentials.",
 )
-registry_app = typer.Typer(no_args_is_help=True, help="The serial registry (DynamoDB).")
-batch_app = typer.Typer(no_args_is_help=True, help="Factory batches and the claim credentials bound to them.")
-claim_app = typer.Typer(no_args_is_help=True, help="Claim credentials.")
 app.add_typer(registry_app, name="registry")
 app.add_typer(batch_app, name="batch")
 app.add_typer(claim_app, name="claim")
-
-Table_ = Annotated[str | None, typer.Option("--table", help="Serial table name (real AWS).")]
-Region = Annotated[str | None, typer.Option("--region", help="AWS region (default: AWS_REGION / profile).")]
-EndpointFile = Annotated[Path | None, typer.Option("--endpoint-file", help="Emulator endpoint.json.")]
-ConfigFile = Annotated[
-    Path | None, typer.Option("--config", help="cdk.json holding context.fleet (default: the repository's).")
-]
-SerialPattern = Annotated[
-    str | None, typer.Option("--serial-pattern", help="Override the configured pattern.")
-]
-JsonOut = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _err() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
-
-
-def user_errors(command: F) -> F:
-    """Every expected failure is one line on stderr and exit status 1, never a traceback."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except FleetctlError as exc:
-            message = str(exc)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code, text = error.get("Code", "?"), error.get("Message", "")
-            message = f"AWS refused {exc.operation_name}: {code}: {text}".strip()
-        except BotoCoreError as exc:
-            message = f"AWS call failed: {exc}"
-        typer.echo(f"fleetctl: {' '.join(message.split())}", err=True)
-        raise typer.Exit(1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _registry(
-    table: str | None, region: str | None, endpoint_file: Path | None
-) -> tuple[Target, RegistryStore]:
-    target = resolve_target(table=table, region=region, endpoint_file=endpoint_file)
-    return target, RegistryStore(target.client("dynamodb"), target.table)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, sort_keys=False, default=str) + "\n")
 
 
 # -- registry ------------------------------------------------------------------------------------------
@@ -107,7 +69,9 @@ def _print_json(value: Any) -> None:
 @registry_app.command("import")
 @user_errors
 def import_(
-    file: Annotated[Path, typer.Argument(help="CSV with a header row: serial[,batch][,attribute...]")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV with a header row: serial[,batch][,public_key_sha256][,attribute...]")
+    ],
     skip_invalid: Annotated[
         bool, typer.Option("--skip-invalid", help="Import the good rows, list the bad.")
     ] = False,
@@ -119,10 +83,85 @@ def import_(
     json_out: JsonOut = False,
 ) -> None:
     """Import serial numbers; every row is validated before anything is written."""
-    target, store = _registry(table, region, endpoint_file)
+    target, store = registry(table, region, endpoint_file)
     settings = load_settings(cdk_json=config, serial_pattern=serial_pattern, target=target)
-    csv_file = SerialCsv(file, settings)
-    err = _err()
+    _run_import(
+        SerialCsv(file, settings), store, target, settings, skip_invalid=skip_invalid, json_out=json_out
+    )
+
+
+@registry_app.command("import-manifest")
+@user_errors
+def import_manifest(
+    file: Annotated[
+        Path, typer.Argument(help="A Microchip secure-element manifest (JSON), e.g. Trust&GO's.")
+    ],
+    serial_from: Annotated[
+        str | None,
+        typer.Option(
+            "--serial-from",
+            help="unique-id: the chip's serial number (lowercase hex) is the serial; certificate-cn: the CN "
+            "of the device certificate (Trust&GO: sn<UNIQUEID>).",
+        ),
+    ] = None,
+    serial_map: Annotated[
+        Path | None,
+        typer.Option("--serial-map", help="CSV unique_id,serial from the test station: the product serials."),
+    ] = None,
+    verify_signer: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--verify-signer", help="Manifest signer certificate, PEM (repeatable): check every entry."
+        ),
+    ] = None,
+    skip_signature_check: Annotated[
+        bool, typer.Option("--skip-signature-check", help="Trust the file as it is (not recommended).")
+    ] = False,
+    key_slot: Annotated[
+        str, typer.Option("--key-slot", help="The device key's slot (JWK kid); Trust&GO: 0.")
+    ] = DEVICE_KEY_SLOT,
+    batch: Annotated[str | None, typer.Option("--batch", help="Put every serial in this batch.")] = None,
+    skip_invalid: Annotated[
+        bool, typer.Option("--skip-invalid", help="Import the good entries, list the bad.")
+    ] = False,
+    table: Table_ = None,
+    region: Region = None,
+    endpoint_file: EndpointFile = None,
+    config: ConfigFile = None,
+    serial_pattern: SerialPattern = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Import serials with their device-key fingerprints from a secure-element vendor's manifest."""
+    if (serial_from is None) == (serial_map is None):
+        raise FleetctlError(
+            "say where serials come from: --serial-from unique-id|certificate-cn or --serial-map FILE"
+        )
+    if serial_from is not None and serial_from not in SERIAL_SOURCES:
+        raise FleetctlError(f"--serial-from {serial_from[:40]!r}: expected {' or '.join(SERIAL_SOURCES)}")
+    if bool(verify_signer) == skip_signature_check:
+        raise FleetctlError(
+            "give --verify-signer CERT.pem (the vendor's manifest signer certificate) to check the entries' "
+            "signatures, or --skip-signature-check to trust the file as it is"
+            if not skip_signature_check
+            else "--verify-signer and --skip-signature-check exclude each other"
+        )
+    target, store = registry(table, region, endpoint_file)
+    settings = load_settings(cdk_json=config, serial_pattern=serial_pattern, target=target)
+    options = ManifestOptions(
+        serial_from=serial_from,
+        serial_map=load_serial_map(serial_map, settings) if serial_map is not None else None,
+        key_slot=key_slot,
+        batch=check_batch(batch),
+        signers=load_signers(verify_signer or []),
+    )
+    source = MicrochipManifest(file, settings, options)
+    _run_import(source, store, target, settings, skip_invalid=skip_invalid, json_out=json_out)
+
+
+def _run_import(
+    source: RowSource, store: Any, target: Target, settings: Settings, *, skip_invalid: bool, json_out: bool
+) -> None:
+    err = err_console()
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -141,7 +180,7 @@ def import_(
             writing.append(progress.add_task("writing", total=valid))
 
         report = import_serials(
-            csv_file,
+            source,
             store,
             skip_invalid=skip_invalid,
             known_attributes=settings.thing_attributes,
@@ -150,14 +189,14 @@ def import_(
             before_write=before_write,
         )
     if json_out:
-        _print_json({"file": str(file), "table": target.table, **report.as_dict()})
+        print_json({"file": str(source.path), "table": target.table, **report.as_dict()})
         return
-    _print_import(report, file, target)
+    _print_import(report, source, target)
 
 
-def _print_import(report: ImportReport, file: Path, target: Target) -> None:
-    out, err = _out(), _err()
-    summary = Table(title=f"import {file.name} → {target.table}", show_header=True)
+def _print_import(report: ImportReport, source: RowSource, target: Target) -> None:
+    out, err = out_console(), err_console()
+    summary = Table(title=f"import {source.path.name} → {target.table}", show_header=True)
     for column in ("rows", "valid", "invalid", "new", "updated", "unchanged", "kept"):
         summary.add_column(column, justify="right")
     summary.add_row(
@@ -168,8 +207,8 @@ def _print_import(report: ImportReport, file: Path, target: Target) -> None:
     )
     out.print(summary)
     if report.bad_rows:
-        bad = Table(title=f"skipped rows ({report.invalid})")
-        bad.add_column("line", justify="right")
+        bad = Table(title=f"skipped {plural(source.unit)} ({report.invalid})")
+        bad.add_column(source.unit, justify="right")
         bad.add_column("reason")
         for row in report.bad_rows[:LISTED]:
             bad.add_row(str(row.line), row.reason)
@@ -178,8 +217,8 @@ def _print_import(report: ImportReport, file: Path, target: Target) -> None:
             out.print(f"... and {report.invalid - LISTED} more (--json lists up to 1000)")
     if report.kept:
         err.print(
-            f"warning: {report.kept} serial(s) already RESERVED or REVOKED with different batch/attributes "
-            f"were left as they are (e.g. {', '.join(report.kept_serials[:5])}); "
+            f"warning: {report.kept} serial(s) already RESERVED or REVOKED with other batch, attributes "
+            f"or key were left as they are (e.g. {', '.join(report.kept_serials[:5])}); "
             f"`fleetctl registry reset` first to change them"
         )
     if report.unknown_attribute_columns:
@@ -189,103 +228,25 @@ def _print_import(report: ImportReport, file: Path, target: Target) -> None:
         )
 
 
-@registry_app.command("show")
-@user_errors
-def show(
-    serial: str,
-    table: Table_ = None,
-    region: Region = None,
-    endpoint_file: EndpointFile = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Show one serial's registry item."""
-    _, store = _registry(table, region, endpoint_file)
-    item = store.get(serial)
-    if item is None:
-        raise FleetctlError(f"serial {serial!r} is not in the registry")
-    if json_out:
-        _print_json(item)
-        return
-    view = Table(show_header=False, title=f"serial {serial}")
-    view.add_column("field", style="bold")
-    view.add_column("value")
-    for key in sorted(item):
-        value = item[key]
-        view.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
-    _out().print(view)
-
-
-@registry_app.command("revoke")
-@user_errors
-def revoke(
-    serial: str,
-    table: Table_ = None,
-    region: Region = None,
-    endpoint_file: EndpointFile = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Never let this serial provision (again). Its existing thing and certificate are not touched."""
-    _, store = _registry(table, region, endpoint_file)
-    before = store.revoke(serial)
-    if json_out:
-        _print_json({"serial": serial, "status": "REVOKED", "previous_status": before.get("status")})
-        return
-    typer.echo(f"{serial}: {before.get('status')} -> REVOKED")
-    if before.get("certificate_id"):
-        typer.echo(
-            f"note: certificate {before['certificate_id']} of {before.get('thing_name')} is still as it was "
-            f"in AWS IoT; deactivate it there to cut the device off",
-            err=True,
-        )
-
-
-@registry_app.command("reset")
-@user_errors
-def reset(
-    serial: str,
-    table: Table_ = None,
-    region: Region = None,
-    endpoint_file: EndpointFile = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Make a serial AVAILABLE again and forget its reservation (an RMA, a re-flash)."""
-    _, store = _registry(table, region, endpoint_file)
-    before = store.reset(serial)
-    if json_out:
-        _print_json(
-            {
-                "serial": serial,
-                "status": "AVAILABLE",
-                "previous_status": before.get("status"),
-                "previous_certificate_id": before.get("certificate_id"),
-            }
-        )
-        return
-    typer.echo(f"{serial}: {before.get('status')} -> AVAILABLE")
-    if before.get("certificate_id"):
-        typer.echo(
-            f"note: the reservation for certificate {before['certificate_id']} is forgotten; the thing "
-            f"{before.get('thing_name')} and that certificate remain in AWS IoT",
-            err=True,
-        )
-
-
 @registry_app.command("stats")
 @user_errors
 def stats(
     table: Table_ = None, region: Region = None, endpoint_file: EndpointFile = None, json_out: JsonOut = False
 ) -> None:
-    """Counts by status and by batch (a full table scan)."""
-    target, store = _registry(table, region, endpoint_file)
+    """Counts by status, by batch, and of serials with a device-key fingerprint (a full table scan)."""
+    target, store = registry(table, region, endpoint_file)
     result = store.stats()
     if json_out:
-        _print_json({"table": target.table, **result})
+        print_json({"table": target.table, **result})
         return
-    out = _out()
+    out = out_console()
     by_status = Table(title=f"{target.table}: {result['total']} serials")
-    for status in result["by_status"]:
-        by_status.add_column(status, justify="right")
-    by_status.add_row(*(str(n) for n in result["by_status"].values()))
+    for column in (*result["by_status"], "with key", "without key"):
+        by_status.add_column(column, justify="right")
+    keys = result["public_key_sha256"]
+    by_status.add_row(
+        *(str(n) for n in result["by_status"].values()), str(keys["with"]), str(keys["without"])
+    )
     out.print(by_status)
     by_batch = Table(title="by batch")
     for column in ("batch", "total", "AVAILABLE", "RESERVED", "REVOKED", "bound claims"):
@@ -301,105 +262,34 @@ def stats(
             "any claim" if bound is None else str(bound),
         )
     out.print(by_batch)
+    _print_device_keys(result)
 
 
-# -- batch ---------------------------------------------------------------------------------------------
-
-
-@batch_app.command("bind")
-@user_errors
-def bind(
-    batch: str,
-    claim_certificate_id: Annotated[
-        list[str], typer.Option("--claim-certificate-id", help="Claim certificate id (repeatable).")
-    ],
-    table: Table_ = None,
-    region: Region = None,
-    endpoint_file: EndpointFile = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Only these claim certificates may provision this batch's serials (adds to any already bound)."""
-    if not BATCH_RE.fullmatch(batch):
-        raise FleetctlError(f"batch {batch[:80]!r} is not a valid batch name")
-    bad = [c for c in claim_certificate_id if not CERTIFICATE_ID_RE.fullmatch(c)]
-    if bad:
-        raise FleetctlError(f"{bad[0][:80]!r} is not a certificate id (64 hex digits)")
-    _, store = _registry(table, region, endpoint_file)
-    bound = store.bind(batch, [c.lower() for c in claim_certificate_id])
-    if json_out:
-        _print_json({"batch": batch, "claim_certificate_ids": bound})
+def _print_device_keys(result: dict[str, Any]) -> None:
+    """Device keys by batch, once any serial has a key or any batch requires one."""
+    batches = result["by_batch"]
+    if not result["public_key_sha256"]["with"] and not any(r["require_device_key"] for r in batches.values()):
         return
-    typer.echo(f"batch {batch}: bound to {len(bound)} claim certificate(s): {', '.join(bound)}")
-
-
-@batch_app.command("show")
-@user_errors
-def batch_show(
-    batch: str,
-    table: Table_ = None,
-    region: Region = None,
-    endpoint_file: EndpointFile = None,
-    json_out: JsonOut = False,
-) -> None:
-    """Which claim certificates a batch is bound to."""
-    _, store = _registry(table, region, endpoint_file)
-    item = store.batch(batch)
-    claims_bound = None if item is None else item.get("claim_certificate_ids", [])
-    if json_out:
-        _print_json({"batch": batch, "claim_certificate_ids": claims_bound})
-        return
-    if claims_bound is None:
-        typer.echo(f"batch {batch}: not bound (any claim of the template may provision its serials)")
-    else:
-        typer.echo(f"batch {batch}: {', '.join(claims_bound)}")
-
-
-# -- claim ---------------------------------------------------------------------------------------------
-
-
-@claim_app.command("export")
-@user_errors
-def export(
-    name: str,
-    out: Annotated[Path, typer.Option("--out", help="Directory to write the credential into.")],
-    region: Region = None,
-    endpoint_file: EndpointFile = None,
-    secret_id: Annotated[
-        str | None,
-        typer.Option(
-            "--secret-id", help="Secret name or ARN (default: <stack_name>/claim-credentials/<NAME>)."
-        ),
-    ] = None,
-    ca_file: Annotated[
-        Path | None, typer.Option("--ca-file", help="AWS: the AmazonRootCA1.pem to ship alongside.")
-    ] = None,
-    config: ConfigFile = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
-    json_out: JsonOut = False,
-) -> None:
-    """Write a generated-mode claim credential: claim.cert.pem, claim.private.key (0600), ca.pem."""
-    if endpoint_file is not None:
-        target = resolve_target(table="-", region=region, endpoint_file=endpoint_file)
-        material = claims.from_endpoint_file(target, name)
-    else:
-        region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        if not region:
-            raise FleetctlError("say where: --region R (AWS) or --endpoint-file F (emulator)")
-        settings = load_settings(cdk_json=config, serial_pattern=None)
-        material = claims.from_secrets_manager(
-            Target(table="-", region=region),
+    keys = Table(title="device keys (public_key_sha256) by batch")
+    for column in ("batch", "with key", "without key", "key required"):
+        keys.add_column(column, justify="left" if column == "batch" else "right")
+    locked_out = []
+    for name, row in batches.items():
+        without = row["total"] - row["with_public_key_sha256"]
+        keys.add_row(
             name,
-            stack_name=settings.stack_name,
-            secret_id=secret_id,
-            ca_file=ca_file,
+            str(row["with_public_key_sha256"]),
+            str(without),
+            "yes" if row["require_device_key"] else "no",
         )
-    manifest = claims.write_claim(material, out, force=force)
-    if json_out:
-        _print_json(manifest)
-        return
-    typer.echo(f"claim {name} ({material.certificate_id or 'id unknown'}) from {material.source} -> {out}")
-    if "ca_note" in manifest:
-        typer.echo(f"note: {manifest['ca_note']}", err=True)
+        if row["require_device_key"] and without:
+            locked_out.append(f"{name} ({without})")
+    out_console().print(keys)
+    if locked_out:
+        err_console().print(
+            "warning: serials without a key in batches that require one cannot provision: "
+            + ", ".join(locked_out)
+        )
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """`registry import`: validate the whole file first, then write in batches; two streaming passes.
 
-Pass 1 validates every row and finds duplicate serials through an on-disk SQLite index, so memory
-stays flat however long the file is. Pass 2 reads the file again and writes chunk by chunk.
+Pass 1 validates every row and finds duplicate serials and duplicate device-key fingerprints through an
+on-disk SQLite index, so memory stays flat however long the file is. Pass 2 reads the file again and
+writes chunk by chunk. A CSV file and a vendor manifest are both row sources (`RowSource`).
 """
 
 from __future__ import annotations
@@ -12,15 +13,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from fleetctl.errors import FleetctlError
 from fleetctl.registry_store import AVAILABLE, RegistryStore
-from fleetctl.serial_csv import BadRow, SerialCsv, SerialRow
+from fleetctl.serial_csv import BadRow, SerialRow
 
 CHUNK = 100  # one BatchGetItem
 MAX_LISTED_BAD_ROWS = 1000  # kept for the report; the count is always exact
 
 Progress = Callable[[int], None]
+
+
+class RowSource(Protocol):
+    path: Path
+    unit: str  # "line" of a CSV, "entry" of a manifest
+    attribute_columns: list[str]
+
+    def rows(self) -> Iterator[SerialRow | BadRow]:
+        """Every row, validated on its own; one full pass per call."""
+        ...
 
 
 @dataclass
@@ -52,17 +64,28 @@ class ImportReport:
 
 
 class _SerialIndex:
-    """serial -> first valid line, on disk."""
+    """serial -> first valid line, and device-key fingerprint -> that line, on disk."""
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
         db.execute("CREATE TABLE seen (serial TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID")
+        db.execute("CREATE TABLE keys (fingerprint TEXT PRIMARY KEY, line INTEGER NOT NULL) WITHOUT ROWID")
 
-    def add(self, serial: str, line: int) -> int | None:
-        """Record the serial; the earlier line if it was already there."""
-        if self.db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (serial, line)).rowcount:
-            return None
-        return int(self.db.execute("SELECT line FROM seen WHERE serial = ?", (serial,)).fetchone()[0])
+    def add(self, row: SerialRow, unit: str) -> str | None:
+        """Record the row's serial and key; or say what repeats an earlier row (then nothing is kept)."""
+        earlier = self.first_line(row.serial)
+        if earlier is not None:
+            return f"serial {row.serial!r} repeats {unit} {earlier}"
+        if row.public_key_sha256 is not None:
+            found = self.db.execute(
+                "SELECT line FROM keys WHERE fingerprint = ?", (row.public_key_sha256,)
+            ).fetchone()
+            if found is not None:
+                # One key, two serials: whoever holds the key could provision either.
+                return f"public_key_sha256 repeats {unit} {found[0]}: two serials cannot share one device key"
+            self.db.execute("INSERT INTO keys VALUES (?, ?)", (row.public_key_sha256, row.line))
+        self.db.execute("INSERT INTO seen VALUES (?, ?)", (row.serial, row.line))
+        return None
 
     def first_line(self, serial: str) -> int | None:
         row = self.db.execute("SELECT line FROM seen WHERE serial = ?", (serial,)).fetchone()
@@ -82,14 +105,14 @@ def _serial_index() -> Iterator[_SerialIndex]:
             db.close()
 
 
-def validate(csv_file: SerialCsv, index: _SerialIndex, report: ImportReport, progress: Progress) -> None:
+def validate(source: RowSource, index: _SerialIndex, report: ImportReport, progress: Progress) -> None:
     """Pass 1: every row checked, duplicates found; bad rows counted (the first 1000 kept)."""
-    for row in csv_file.rows():
+    for row in source.rows():
         report.rows += 1
         if isinstance(row, SerialRow):
-            earlier = index.add(row.serial, row.line)
-            if earlier is not None:
-                row = BadRow(row.line, f"serial {row.serial!r} repeats line {earlier}")
+            repeated = index.add(row, source.unit)
+            if repeated is not None:
+                row = BadRow(row.line, repeated)
         if isinstance(row, BadRow):
             report.invalid += 1
             if len(report.bad_rows) < MAX_LISTED_BAD_ROWS:
@@ -100,11 +123,11 @@ def validate(csv_file: SerialCsv, index: _SerialIndex, report: ImportReport, pro
 
 
 def write(
-    csv_file: SerialCsv, index: _SerialIndex, store: RegistryStore, report: ImportReport, progress: Progress
+    source: RowSource, index: _SerialIndex, store: RegistryStore, report: ImportReport, progress: Progress
 ) -> None:
     """Pass 2: the valid rows (first occurrence of each serial), 100 at a time."""
     chunk: list[SerialRow] = []
-    for row in csv_file.rows():
+    for row in source.rows():
         if isinstance(row, SerialRow) and index.first_line(row.serial) == row.line:
             chunk.append(row)
             if len(chunk) == CHUNK:
@@ -136,7 +159,7 @@ def _write_chunk(chunk: list[SerialRow], store: RegistryStore, report: ImportRep
 
 
 def import_serials(
-    csv_file: SerialCsv,
+    source: RowSource,
     store: RegistryStore,
     *,
     skip_invalid: bool,
@@ -146,17 +169,21 @@ def import_serials(
     before_write: Callable[[int], None],
 ) -> ImportReport:
     report = ImportReport(
-        unknown_attribute_columns=[c for c in csv_file.attribute_columns if c not in known_attributes]
+        unknown_attribute_columns=[c for c in source.attribute_columns if c not in known_attributes]
     )
     with _serial_index() as index:
-        validate(csv_file, index, report, on_validate)
+        validate(source, index, report, on_validate)
         if report.invalid and not skip_invalid:
             first = report.bad_rows[0]
-            more = f" ({report.invalid} bad rows in all)" if report.invalid > 1 else ""
+            more = f" ({report.invalid} bad {plural(source.unit)} in all)" if report.invalid > 1 else ""
             raise FleetctlError(
-                f"{csv_file.path}: line {first.line}: {first.reason}{more}; nothing was written "
-                f"(--skip-invalid imports the good rows)"
+                f"{source.path}: {source.unit} {first.line}: {first.reason}{more}; nothing was written "
+                f"(--skip-invalid imports the good {plural(source.unit)})"
             )
         before_write(report.valid)
-        write(csv_file, index, store, report, on_write)
+        write(source, index, store, report, on_write)
     return report
+
+
+def plural(unit: str) -> str:
+    return "entries" if unit == "entry" else unit + "s"

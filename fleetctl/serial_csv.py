@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import TextIO
 
 from fleetctl.errors import FleetctlError
+from fleetctl.fingerprint import FINGERPRINT_COLUMN, normalise_fingerprint
 from fleetctl.target import Settings
 
 SERIAL_COLUMN = "serial"
 BATCH_COLUMN = "batch"
+ITEM_COLUMNS = (SERIAL_COLUMN, BATCH_COLUMN, FINGERPRINT_COLUMN)  # the rest are thing attributes
 # AWS IoT thing attributes (API_AttributePayload): names and values.
 ATTRIBUTE_NAME_RE = re.compile(r"[a-zA-Z0-9_.,@/:#-]{1,128}")
 ATTRIBUTE_VALUE_RE = re.compile(r"[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}")
@@ -29,6 +31,11 @@ class SerialRow:
     serial: str
     batch: str | None
     attributes: dict[str, str] = field(default_factory=dict)
+    public_key_sha256: str | None = None  # None: this row says nothing of the key, an existing one stays
+    # A CSV row states batch and attributes (an empty cell clears them); a vendor manifest's row knows only
+    # the key, and the batch when the operator gives one, so it leaves the rest of an item as it is.
+    sets_batch: bool = True
+    sets_attributes: bool = True
 
 
 @dataclass(frozen=True)
@@ -40,11 +47,13 @@ class BadRow:
 class SerialCsv:
     """One pass over the file per `rows()` call; the header is checked on open."""
 
+    unit = "line"  # how errors name a row's position
+
     def __init__(self, path: Path, settings: Settings) -> None:
         self.path = path
         self.settings = settings
         self.columns = self._header()
-        self.attribute_columns = [c for c in self.columns if c not in (SERIAL_COLUMN, BATCH_COLUMN)]
+        self.attribute_columns = [c for c in self.columns if c not in ITEM_COLUMNS]
 
     def _open(self) -> TextIO:
         try:
@@ -75,7 +84,7 @@ class SerialCsv:
             if name in seen:
                 raise FleetctlError(f"{self.path}: line 1: column {name!r} appears twice")
             seen.add(name)
-            if name in (SERIAL_COLUMN, BATCH_COLUMN):
+            if name in ITEM_COLUMNS:
                 continue
             if name in RESERVED_NAMES or name.lower() == BATCH_COLUMN:
                 raise FleetctlError(f"{self.path}: line 1: column {name!r} is a reserved template parameter")
@@ -84,7 +93,7 @@ class SerialCsv:
                     f"{self.path}: line 1: column {name[:60]!r} is not a thing attribute name "
                     f"(1-128 characters of a-z A-Z 0-9 _ . , @ / : # -)"
                 )
-        if len(columns) - len({SERIAL_COLUMN, BATCH_COLUMN} & seen) > MAX_ATTRIBUTES:
+        if len(columns) - len(set(ITEM_COLUMNS) & seen) > MAX_ATTRIBUTES:
             raise FleetctlError(f"{self.path}: line 1: more than {MAX_ATTRIBUTES} attribute columns")
         return columns
 
@@ -118,6 +127,11 @@ class SerialCsv:
             return BadRow(
                 line, f"batch {batch[:80]!r} must be 1-128 characters of a-z A-Z 0-9 _ . , @ / : # = [ ] -"
             )
+        fingerprint = None
+        if values.get(FINGERPRINT_COLUMN):
+            fingerprint, problem = normalise_fingerprint(values[FINGERPRINT_COLUMN])
+            if problem:
+                return BadRow(line, problem)
         attributes = {}
         for name in self.attribute_columns:
             value = values[name]
@@ -130,4 +144,4 @@ class SerialCsv:
                     f"of a-z A-Z 0-9 _ . , @ / : # = [ ] -",
                 )
             attributes[name] = value
-        return SerialRow(line, serial, batch, attributes)
+        return SerialRow(line, serial, batch, attributes, public_key_sha256=fingerprint)

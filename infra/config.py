@@ -23,8 +23,30 @@ ATTRIBUTE_RE = re.compile(r"^[a-zA-Z0-9_.,@/:#-]{1,128}$")
 CLIENT_ID_PATTERN_RE = re.compile(r"^[A-Za-z0-9_:.*?-]{1,128}$")
 TOPIC_ROOT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 RESERVED_PARAMETERS = {"SerialNumber", "AWS::IoT::Certificate::Id", "Batch"}
-LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
-                      3288, 3653)
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
 MAX_THING_NAME = 128
 
 
@@ -69,6 +91,9 @@ class FleetConfig:
     allow_create_keys_and_certificate: bool = False
     claim_credentials: tuple[ClaimCredential, ...] = ()
     reservation_timeout_s: int = 900
+    # Attestation (docs/security.md): every serial must carry its device key's fingerprint to provision.
+    require_device_key: bool = False
+    require_cn_match: bool = True  # the device certificate's CN must be its serial
     log_retention_days: int = 30
     iot_logging: bool = True
     alarm_email: str | None = None
@@ -82,7 +107,7 @@ class FleetConfig:
         return MAX_THING_NAME - len(self.thing_name_prefix)
 
 
-_BOOL_KEYS = ("allow_create_keys_and_certificate", "iot_logging")
+_BOOL_KEYS = ("allow_create_keys_and_certificate", "iot_logging", "require_device_key", "require_cn_match")
 _INT_RANGES = {
     "reservation_timeout_s": (60, 86_400),
     "denial_rate_alarm_percent": (1, 100),
@@ -104,12 +129,22 @@ def load_config(context: Any, *, base_dir: Path) -> FleetConfig:
     raw = dict(context)
     values: dict[str, Any] = {}
 
-    for key in ("stack_name", "template_name", "thing_name_prefix", "serial_pattern", "thing_group_name",
-                "device_topic_root", "claim_client_id_pattern", "metrics_namespace"):
+    for key in (
+        "stack_name",
+        "template_name",
+        "thing_name_prefix",
+        "serial_pattern",
+        "thing_group_name",
+        "device_topic_root",
+        "claim_client_id_pattern",
+        "metrics_namespace",
+    ):
         if key in raw:
             values[key] = _string(raw, key)
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,127}", values.get("stack_name", FleetConfig.stack_name)):
-        raise ConfigError("stack_name", "must be a CloudFormation stack name: a letter, then letters, digits, '-'")
+        raise ConfigError(
+            "stack_name", "must be a CloudFormation stack name: a letter, then letters, digits, '-'"
+        )
     if not TEMPLATE_NAME_RE.fullmatch(values.get("template_name", FleetConfig.template_name)):
         raise ConfigError("template_name", "must be 1-36 characters of [0-9A-Za-z_-]")
     prefix = values.get("thing_name_prefix", FleetConfig.thing_name_prefix)
@@ -127,9 +162,15 @@ def load_config(context: Any, *, base_dir: Path) -> FleetConfig:
         raise ConfigError("thing_group_name", "must be 1-128 characters of [a-zA-Z0-9:_-]")
     if not TOPIC_ROOT_RE.fullmatch(values.get("device_topic_root", FleetConfig.device_topic_root)):
         raise ConfigError("device_topic_root", "must be 1-64 characters of [A-Za-z0-9_-]")
-    if not CLIENT_ID_PATTERN_RE.fullmatch(values.get("claim_client_id_pattern", FleetConfig.claim_client_id_pattern)):
-        raise ConfigError("claim_client_id_pattern", "must be 1-128 characters of [A-Za-z0-9_:.-] and the wildcards * ?")
-    if not re.fullmatch(r"[A-Za-z0-9_./#:-]{1,255}", values.get("metrics_namespace", FleetConfig.metrics_namespace)):
+    if not CLIENT_ID_PATTERN_RE.fullmatch(
+        values.get("claim_client_id_pattern", FleetConfig.claim_client_id_pattern)
+    ):
+        raise ConfigError(
+            "claim_client_id_pattern", "must be 1-128 characters of [A-Za-z0-9_:.-] and the wildcards * ?"
+        )
+    if not re.fullmatch(
+        r"[A-Za-z0-9_./#:-]{1,255}", values.get("metrics_namespace", FleetConfig.metrics_namespace)
+    ):
         raise ConfigError("metrics_namespace", "must be 1-255 characters of [A-Za-z0-9_./#:-]")
 
     if raw.get("thing_type_name") is not None:
@@ -146,16 +187,23 @@ def load_config(context: Any, *, base_dir: Path) -> FleetConfig:
             raise ConfigError("thing_attributes", "must name at most 50 attributes (AWS's limit per thing)")
         for a in attrs:
             if not ATTRIBUTE_RE.fullmatch(a) or a in RESERVED_PARAMETERS or a.lower() == "batch":
-                raise ConfigError("thing_attributes", f"'{a}' must be 1-128 characters of [a-zA-Z0-9_.,@/:#-] "
-                                  f"and not a reserved parameter name")
+                raise ConfigError(
+                    "thing_attributes",
+                    f"'{a}' must be 1-128 characters of [a-zA-Z0-9_.,@/:#-] "
+                    f"and not a reserved parameter name",
+                )
         if len(set(attrs)) != len(attrs):
             raise ConfigError("thing_attributes", "must not repeat a name")
         values["thing_attributes"] = tuple(attrs)
 
     if "device_configuration" in raw:
         dc = raw["device_configuration"]
-        if not isinstance(dc, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in dc.items()):
-            raise ConfigError("device_configuration", "must be a flat map of strings to strings (AWS allows no nesting)")
+        if not isinstance(dc, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in dc.items()
+        ):
+            raise ConfigError(
+                "device_configuration", "must be a flat map of strings to strings (AWS allows no nesting)"
+            )
         values["device_configuration"] = dict(dc)
 
     for key in _BOOL_KEYS:
@@ -169,7 +217,9 @@ def load_config(context: Any, *, base_dir: Path) -> FleetConfig:
     if "log_retention_days" in raw:
         days = raw["log_retention_days"]
         if isinstance(days, bool) or days not in LOG_RETENTION_DAYS:
-            raise ConfigError("log_retention_days", f"must be one of CloudWatch's values {LOG_RETENTION_DAYS}")
+            raise ConfigError(
+                "log_retention_days", f"must be one of CloudWatch's values {LOG_RETENTION_DAYS}"
+            )
         values["log_retention_days"] = days
     if raw.get("alarm_email") is not None:
         email = _string(raw, "alarm_email")
@@ -178,6 +228,16 @@ def load_config(context: Any, *, base_dir: Path) -> FleetConfig:
         values["alarm_email"] = email
 
     values["claim_credentials"] = _claims(raw.get("claim_credentials"), base_dir)
+    if values.get("allow_create_keys_and_certificate"):
+        # CreateKeysAndCertificate: AWS makes the key and names the certificate "AWS IoT Certificate". Its
+        # CN cannot be the serial, and its key cannot be one the factory recorded.
+        for key, rule in (("require_cn_match", True), ("require_device_key", False)):
+            if values.get(key, getattr(FleetConfig, key)):
+                raise ConfigError(
+                    key,
+                    "cannot hold with allow_create_keys_and_certificate: AWS makes that key and names its "
+                    f"certificate itself{'; set require_cn_match to false' if rule else ''}",
+                )
     return FleetConfig(**values)
 
 
@@ -196,7 +256,9 @@ def _claims(raw: Any, base_dir: Path) -> tuple[ClaimCredential, ...]:
             raise ConfigError(f"{where}.{sorted(unknown)[0]}", "unknown key")
         name = item.get("name")
         if not isinstance(name, str) or not CLAIM_NAME_RE.fullmatch(name):
-            raise ConfigError(f"{where}.name", "must be 1-31 characters of [a-z0-9-], starting with a letter or digit")
+            raise ConfigError(
+                f"{where}.name", "must be 1-31 characters of [a-z0-9-], starting with a letter or digit"
+            )
         if name in seen:
             raise ConfigError(f"{where}.name", f"'{name}' is used twice")
         seen.add(name)
@@ -210,7 +272,9 @@ def _claims(raw: Any, base_dir: Path) -> tuple[ClaimCredential, ...]:
         if mode == "csr":
             path = item.get("csr_file")
             if not isinstance(path, str) or not path:
-                raise ConfigError(f"{where}.csr_file", "is required in mode 'csr' (a PEM CSR from the factory HSM)")
+                raise ConfigError(
+                    f"{where}.csr_file", "is required in mode 'csr' (a PEM CSR from the factory HSM)"
+                )
             csr_file = (base_dir / path).resolve()
             _check_csr(f"{where}.csr_file", csr_file)
         elif "csr_file" in item:

@@ -18,14 +18,28 @@ ENV_SERIAL_TABLE = "SERIAL_TABLE_NAME"
 ENV_SERIAL_PATTERN = "SERIAL_PATTERN"
 ENV_THING_NAME_PREFIX = "THING_NAME_PREFIX"
 ENV_RESERVATION_TIMEOUT = "RESERVATION_TIMEOUT_S"
-ENV_TEMPLATE_ATTRIBUTES = "TEMPLATE_ATTRIBUTES"  # comma-separated attribute parameters the hook may override
+ENV_TEMPLATE_ATTRIBUTES = "TEMPLATE_ATTRIBUTES"  # comma-separated attribute parameters the hook overrides
+ENV_DEVICE_PARAMETERS = "DEVICE_PARAMETERS"  # comma-separated parameters a device may send: its serial
+ENV_REQUIRE_DEVICE_KEY = "REQUIRE_DEVICE_KEY"  # "true": every serial needs its device key's fingerprint
+ENV_REQUIRE_CN_MATCH = "REQUIRE_CN_MATCH"  # "true": the certificate's CN must be the serial
 ENV_POWERTOOLS_SERVICE = "POWERTOOLS_SERVICE_NAME"
 ENV_POWERTOOLS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
-HOOK_ENV_NAMES = frozenset({
-    ENV_SERIAL_TABLE, ENV_SERIAL_PATTERN, ENV_THING_NAME_PREFIX, ENV_RESERVATION_TIMEOUT,
-    ENV_TEMPLATE_ATTRIBUTES, ENV_POWERTOOLS_SERVICE, ENV_POWERTOOLS_NAMESPACE, ENV_LOG_LEVEL,
-})
+HOOK_ENV_NAMES = frozenset(
+    {
+        ENV_SERIAL_TABLE,
+        ENV_SERIAL_PATTERN,
+        ENV_THING_NAME_PREFIX,
+        ENV_RESERVATION_TIMEOUT,
+        ENV_TEMPLATE_ATTRIBUTES,
+        ENV_DEVICE_PARAMETERS,
+        ENV_REQUIRE_DEVICE_KEY,
+        ENV_REQUIRE_CN_MATCH,
+        ENV_POWERTOOLS_SERVICE,
+        ENV_POWERTOOLS_NAMESPACE,
+        ENV_LOG_LEVEL,
+    }
+)
 HOOK_SERVICE_NAME = "provisioning-hook"
 HOOK_TIMEOUT_S = 4  # AWS gives the hook 5 s; the function's own clients give up well before this
 
@@ -33,6 +47,7 @@ HOOK_TIMEOUT_S = 4  # AWS gives the hook 5 s; the function's own clients give up
 PARAM_SERIAL = "SerialNumber"
 PARAM_CERTIFICATE_ID = "AWS::IoT::Certificate::Id"
 PARAM_BATCH = "Batch"  # overridden by the hook from the registry
+DEVICE_PARAMETERS = (PARAM_SERIAL,)  # the only template parameters a device chooses
 
 # Metrics the hook emits (CloudWatch EMF), read by the alarms.
 METRIC_DECISIONS = "HookDecisions"  # dimensions: service, Decision, Reason
@@ -60,3 +75,4 @@ OUT_CLAIM_SECRET_PREFIX = "ClaimSecretArn"  # generated mode only
 TABLE_PARTITION_KEY = "pk"
 SERIAL_KEY_PREFIX = "serial#"
 BATCH_KEY_PREFIX = "batch#"
+CERTIFICATE_KEY_PREFIX = "cert#"  # one item per certificate a reservation named: the certificate history

@@ -14,6 +14,7 @@ from infra import names
 from infra.config import FleetConfig
 from infra.dependencies import depend_on_role_policy_only
 from infra.retention import retention
+from infra.template_body import hook_parameters
 
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"
 POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python312-x86_64"
@@ -38,6 +39,7 @@ class PreProvisioningHook(Construct):
             resource_name=f"{POWERTOOLS_LAYER_NAME}:{config.powertools_layer_version}",
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
+        from_device, _ = hook_parameters(config)  # the rest come from the registry (template_body.py)
         self.log_group = logs.LogGroup(self, "Logs", retention=retention(config.log_retention_days))
         self.function = lambda_.Function(
             self,
@@ -57,16 +59,21 @@ class PreProvisioningHook(Construct):
                 c.ENV_THING_NAME_PREFIX: config.thing_name_prefix,
                 c.ENV_RESERVATION_TIMEOUT: str(config.reservation_timeout_s),
                 c.ENV_TEMPLATE_ATTRIBUTES: ",".join(config.thing_attributes),
+                c.ENV_DEVICE_PARAMETERS: ",".join(from_device),
+                c.ENV_REQUIRE_DEVICE_KEY: "true" if config.require_device_key else "false",
+                c.ENV_REQUIRE_CN_MATCH: "true" if config.require_cn_match else "false",
                 c.ENV_POWERTOOLS_SERVICE: c.HOOK_SERVICE_NAME,
                 c.ENV_POWERTOOLS_NAMESPACE: config.metrics_namespace,
                 c.ENV_LOG_LEVEL: "INFO",
             },
         )
-        # Exactly what the hook calls: read and conditionally reserve a serial, read a certificate's status.
+        # Exactly what the hook calls: read a serial, reserve it in one TransactWriteItems of UpdateItems
+        # (IAM authorises each item's action), read certificates' status (claim, stale reservation), and
+        # deactivate a certificate its own device superseded after a lost reply.
         table.grant(self.function, "dynamodb:GetItem", "dynamodb:UpdateItem")
         self.function.add_to_role_policy(
             iam.PolicyStatement(
-                actions=["iot:DescribeCertificate"],
+                actions=["iot:DescribeCertificate", "iot:UpdateCertificate"],
                 resources=[stack.format_arn(service="iot", resource="cert", resource_name="*")],
             )
         )
@@ -91,7 +98,8 @@ class PreProvisioningHook(Construct):
             ),
             Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:cert/*]",
-                reason="The hook reads the status of certificates devices create at run time; their ids "
+                reason="The hook reads the status of certificates devices create at run time, and "
+                "deactivates one its own device superseded (same key, after a lost reply); their ids "
                 "cannot be known at deploy time, and DescribeCertificate reveals no secret.",
             ),
             Acknowledgment(

@@ -61,11 +61,34 @@ def template_body(config: FleetConfig) -> dict[str, Any]:
     }
 
 
+def hook_parameters(config: FleetConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Where the hook takes each template parameter from: (the device, the registry); see infra/hook.py."""
+    return tuple(c.DEVICE_PARAMETERS), (c.PARAM_BATCH, *config.thing_attributes)
+
+
+def check_parameters(body: dict[str, Any], config: FleetConfig) -> None:
+    """The template's parameters are exactly those the hook sources: every one but the certificate id is
+    the device's (its serial) or the registry's (the hook's overrides). A parameter the hook did not know
+    would reach the template from the device's request (or fail it) after the hook allowed it."""
+    declared = set(body.get("Parameters", {})) - {c.PARAM_CERTIFICATE_ID}
+    from_device, from_registry = hook_parameters(config)
+    sourced = set(from_device) | set(from_registry)
+    if declared != sourced:
+        unknown, unused = sorted(declared - sourced), sorted(sourced - declared)
+        raise ConfigError(
+            "thing_attributes",
+            f"the provisioning template's parameters and the hook's differ (template only: {unknown}, "
+            f"hook only: {unused})",
+        )
+
+
 def render_template_body(config: FleetConfig) -> str:
     """The body as CloudFormation's string; raises ConfigError when AWS would reject it."""
     if not TEMPLATE_NAME_RE.fullmatch(config.template_name):
         raise ConfigError("template_name", "must be 1-36 characters of [0-9A-Za-z_-]")
-    body = json.dumps(template_body(config), separators=(",", ":"))
+    document = template_body(config)
+    check_parameters(document, config)
+    body = json.dumps(document, separators=(",", ":"))
     if len(body) > MAX_TEMPLATE_BODY:
         raise ConfigError(
             _largest_contributor(config),

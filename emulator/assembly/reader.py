@@ -1,14 +1,14 @@
 """Reads the synthesized stack (the cloud assembly) into what the emulator serves.
 
-CloudFormation is played just far enough: `Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, `Fn::Select`,
-`Fn::Split`, `Fn::If` (+ Conditions), `Fn::FindInMap` and the pseudo parameters resolve against a fixed
-local account and the stack's region. Physical names CloudFormation would generate become
-`<stack>-<LogicalId>`. Every resource type the emulator does not emulate is listed in `not_emulated`.
+CloudFormation is played just far enough: the intrinsic functions of `emulator.intrinsics` (`Ref`,
+`Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, `Fn::Select`, `Fn::Split`, `Fn::If` + Conditions, `Fn::FindInMap`,
+`AWS::NoValue`...) and the pseudo parameters resolve against a fixed local account and the stack's region.
+Physical names CloudFormation would generate become `<stack>-<LogicalId>`. Every resource type the emulator
+does not emulate is listed in `not_emulated`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emulator.intrinsics.evaluator import FUNCTIONS, MISSING, NO_VALUE, Evaluator, Rules
 from emulator.registry.store import LOCAL_ACCOUNT_ID
 
 DEFAULT_REGION = "us-east-1"
 HOOK_PAYLOAD_VERSION = "2020-04-01"
 CLAIM_CUSTOM_TYPE = "Custom::ClaimCredential"
+_CLAIM_TYPES = ("AWS::IoT::Certificate", CLAIM_CUSTOM_TYPE)
 
 # What the emulator builds from each type; anything else is reported, never silently skipped.
 EMULATED_TYPES = frozenset(
@@ -59,6 +61,8 @@ class TemplateSpec:
     template_type: str
     hook_function_arn: str | None
     hook_payload_version: str | None
+    provisioning_role_arn: str = ""
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,9 +191,9 @@ def load_stack(
     # Claims first: other resources (attachments) refer to their certificates.
     for logical_id, resource in resources.items():
         kind = resource.get("Type")
-        if not resolver.included(resource) or kind not in ("AWS::IoT::Certificate", CLAIM_CUSTOM_TYPE):
+        if kind not in _CLAIM_TYPES or not resolver.included(logical_id, resource):
             continue
-        props = resolver.resolve(resource.get("Properties", {}))
+        props = resolver.properties(logical_id, resource)
         if kind == CLAIM_CUSTOM_TYPE:
             claim = ClaimSpec(
                 str(props.get("ClaimName") or logical_id),
@@ -210,19 +214,19 @@ def load_stack(
 
     for logical_id, resource in resources.items():
         kind = resource.get("Type", "")
-        if not resolver.included(resource):
+        if not resolver.included(logical_id, resource):
             continue
         if kind not in EMULATED_TYPES:
             model.not_emulated.append((logical_id, kind))
             continue
-        props = resolver.resolve(resource.get("Properties", {}))
+        props = resolver.properties(logical_id, resource)
         if kind == "AWS::IoT::Policy":
-            document = props.get("PolicyDocument")
+            document: Any = props.get("PolicyDocument")
             if isinstance(document, str):
                 document = json.loads(document)
             model.policies.append(PolicySpec(resolver.physical(logical_id), document))
         elif kind == "AWS::IoT::ProvisioningTemplate":
-            body = props.get("TemplateBody")
+            body: Any = props.get("TemplateBody")
             try:
                 body = json.loads(body) if isinstance(body, str) else body
             except json.JSONDecodeError as exc:
@@ -238,6 +242,8 @@ def load_stack(
                     template_type=str(props.get("TemplateType", "FLEET_PROVISIONING")),
                     hook_function_arn=hook.get("TargetArn"),
                     hook_payload_version=hook.get("PayloadVersion"),
+                    provisioning_role_arn=str(props.get("ProvisioningRoleArn") or ""),
+                    description=str(props.get("Description") or ""),
                 )
             )
         elif kind == "AWS::IoT::PolicyPrincipalAttachment":
@@ -309,51 +315,86 @@ _NAME_PROPERTIES = {
     "AWS::Logs::LogGroup": "LogGroupName",
     "AWS::SNS::Topic": "TopicName",
 }
-_SUB_RE = re.compile(r"\$\{([^}]+)\}")
+
+
+def _placeholder(function: str, where: str) -> str:
+    return f"<{function} not resolved locally>"
+
+
+# CloudFormation's dialect, read leniently: CDK wrote the template, so a value where text is expected is
+# written with str() and a function the reader does not play becomes a visible placeholder.
+CLOUDFORMATION_RULES = Rules(
+    functions=FUNCTIONS,
+    error=AssemblyError,
+    unsupported=_placeholder,
+    lone_function=False,
+    strict_text=False,
+    no_value=True,
+    bad_ref="{where}: Ref takes the name of a parameter, a pseudo parameter or a resource",
+    unknown_ref="{where}: Ref to unknown resource {name}",
+    unknown_sub="{where}: ${{{name}}} is neither a Fn::Sub variable, a parameter nor a resource",
+)
 
 
 class _Resolver:
+    """The stack's names as CloudFormation would make them, locally, and the evaluator that reads them."""
+
     def __init__(self, template: Mapping[str, Any], *, stack_name: str, region: str, account_id: str) -> None:
         self._resources: Mapping[str, Any] = template.get("Resources", {})
-        self._parameters: Mapping[str, Any] = template.get("Parameters", {})
-        self._mappings: Mapping[str, Any] = template.get("Mappings", {})
-        self._conditions: Mapping[str, Any] = template.get("Conditions", {})
         self._certificates: dict[str, str] = {}
         self.stack_name = stack_name
         self.region = region
         self.account_id = account_id
-        self._pseudo = {
-            "AWS::AccountId": account_id,
-            "AWS::Region": region,
-            "AWS::Partition": "aws",
-            "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackName": stack_name,
-            "AWS::StackId": f"arn:aws:cloudformation:{region}:{account_id}:stack/{stack_name}/local",
-            "AWS::NotificationARNs": [],
-        }
+        self._evaluator = Evaluator(
+            CLOUDFORMATION_RULES,
+            parameters={
+                name: _parameter_value(spec) for name, spec in (template.get("Parameters") or {}).items()
+            },
+            pseudo_parameters={
+                "AWS::AccountId": account_id,
+                "AWS::Region": region,
+                "AWS::Partition": "aws",
+                "AWS::URLSuffix": "amazonaws.com",
+                "AWS::StackName": stack_name,
+                "AWS::StackId": f"arn:aws:cloudformation:{region}:{account_id}:stack/{stack_name}/local",
+                "AWS::NotificationARNs": [],
+            },
+            mappings=template.get("Mappings") or {},
+            conditions=template.get("Conditions") or {},
+            resource_ref=lambda name: self.physical(name) if name in self._resources else MISSING,
+            resource_attribute=lambda logical_id, attribute: (
+                self.get_att(logical_id, attribute) if logical_id in self._resources else MISSING
+            ),
+        )
 
     def set_certificate(self, logical_id: str, certificate_id: str) -> None:
         self._certificates[logical_id] = certificate_id
 
-    def included(self, resource: Mapping[str, Any]) -> bool:
+    def included(self, logical_id: str, resource: Mapping[str, Any]) -> bool:
         condition = resource.get("Condition")
-        return condition is None or self._condition(condition)
+        return condition is None or self._evaluator.condition(condition, f"Resources.{logical_id}.Condition")
 
-    def _condition(self, name: str) -> bool:
-        if name not in self._conditions:
-            raise AssemblyError(f"unknown condition {name}")
-        return bool(self.resolve(self._conditions[name]))
+    def properties(self, logical_id: str, resource: Mapping[str, Any]) -> dict[str, Any]:
+        where = f"Resources.{logical_id}.Properties"
+        properties = self._evaluator.evaluate(resource.get("Properties", {}), where)
+        if not isinstance(properties, dict):
+            raise AssemblyError(f"{where}: must be an object")
+        return properties
 
     def physical(self, logical_id: str) -> str:
         resource = self._resources.get(logical_id)
         if resource is None:
             raise AssemblyError(f"Ref to unknown resource {logical_id}")
         kind = resource.get("Type", "")
-        if kind in ("AWS::IoT::Certificate", CLAIM_CUSTOM_TYPE):
+        if kind in _CLAIM_TYPES:
             return self._certificates.get(logical_id, logical_id)
         prop = _NAME_PROPERTIES.get(kind)
         if prop and prop in resource.get("Properties", {}):
-            return str(self.resolve(resource["Properties"][prop]))
+            name = self._evaluator.evaluate(
+                resource["Properties"][prop], f"Resources.{logical_id}.Properties.{prop}"
+            )
+            if name is not NO_VALUE:
+                return str(name)
         return f"{self.stack_name}-{logical_id}"
 
     def get_att(self, logical_id: str, attribute: str) -> str:
@@ -363,7 +404,7 @@ class _Resolver:
         kind = resource.get("Type", "")
         name = self.physical(logical_id)
         r, a = self.region, self.account_id
-        if kind in ("AWS::IoT::Certificate", CLAIM_CUSTOM_TYPE):
+        if kind in _CLAIM_TYPES:
             cert_arn = f"arn:aws:iot:{r}:{a}:cert/{name}"
             return {
                 "Id": name,
@@ -391,77 +432,13 @@ class _Resolver:
             return f"arn:aws:{service}:{r}:{a}:{logical_id}"
         return f"{name}.{attribute}"
 
-    def resolve(self, node: Any) -> Any:
-        if isinstance(node, list):
-            return [self.resolve(item) for item in node if not _is_no_value(item)]
-        if not isinstance(node, dict):
-            return node
-        if len(node) == 1:
-            ((key, arg),) = node.items()
-            if key == "Ref":
-                return self._ref(arg)
-            if key == "Fn::GetAtt":
-                logical, attribute = arg if isinstance(arg, list) else str(arg).split(".", 1)
-                return self.get_att(logical, attribute)
-            if key == "Fn::Join":
-                separator, items = arg
-                return str(separator).join(str(i) for i in self.resolve(items))
-            if key == "Fn::Sub":
-                return self._sub(arg)
-            if key == "Fn::Select":
-                index, items = self.resolve(arg[0]), self.resolve(arg[1])
-                return items[int(index)]
-            if key == "Fn::Split":
-                separator, text = arg
-                return str(self.resolve(text)).split(separator)
-            if key == "Fn::If":
-                name, when_true, when_false = arg
-                chosen = when_true if self._condition(name) else when_false
-                return self.resolve(chosen)
-            if key == "Fn::Equals":
-                return self.resolve(arg[0]) == self.resolve(arg[1])
-            if key == "Fn::Not":
-                return not self.resolve(arg[0])
-            if key == "Fn::And":
-                return all(self.resolve(a) for a in arg)
-            if key == "Fn::Or":
-                return any(self.resolve(a) for a in arg)
-            if key == "Condition":
-                return self._condition(arg)
-            if key == "Fn::FindInMap":
-                name, top, second = (self.resolve(a) for a in arg[:3])
-                return self._mappings[name][top][second]
-            if key == "Fn::Base64":
-                return base64.b64encode(str(self.resolve(arg)).encode()).decode()
-            if key == "Fn::GetAZs":
-                return [f"{self.region}{suffix}" for suffix in "abc"]
-            if key.startswith("Fn::"):
-                return f"<{key} not resolved locally>"
-        return {k: self.resolve(v) for k, v in node.items() if not _is_no_value(v)}
 
-    def _ref(self, name: str) -> Any:
-        if name in self._pseudo:
-            return self._pseudo[name]
-        if name in self._parameters:
-            return self._parameters[name].get("Default", "")
-        return self.physical(name)
-
-    def _sub(self, arg: Any) -> str:
-        text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            if name in variables:
-                return str(variables[name])
-            if "." in name and name.split(".", 1)[0] in self._resources:
-                logical, attribute = name.split(".", 1)
-                return self.get_att(logical, attribute)
-            return str(self._ref(name))
-
-        return _SUB_RE.sub(replace, text)
-
-
-def _is_no_value(node: Any) -> bool:
-    return isinstance(node, dict) and node == {"Ref": "AWS::NoValue"}
+def _parameter_value(spec: Any) -> Any:
+    """A parameter's value locally: its Default (no one passes parameters), a list for the list types."""
+    if not isinstance(spec, Mapping):
+        return ""
+    default = spec.get("Default", "")
+    kind = str(spec.get("Type", "String"))
+    if isinstance(default, str) and (kind == "CommaDelimitedList" or kind.startswith("List<")):
+        return default.split(",")
+    return default

@@ -10,24 +10,46 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
+WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
 
 class LocalAwsServer:
-    def __init__(self, lock: threading.RLock, host: str = "127.0.0.1", port: int = 0) -> None:
+    """`front`, if given, wraps the locked moto application into the one the socket serves (the
+    emulator's gateway: control plane, refusals); `changes` counts requests that may have written."""
+
+    def __init__(
+        self,
+        lock: threading.RLock,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        front: Callable[[WsgiApp], WsgiApp] | None = None,
+    ) -> None:
         self._lock = lock
         self._host = host
         self._port = port
+        self._front = front
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._app: Any = None
+        self._outer: Any = None
         self._shortcut: _Shortcut | None = None
         self._routes: dict[str, str] = {}  # signing name -> URL of the server that holds it
+        self.changes = 0  # requests other than reads, for the state saver (--persist)
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self._lock
+
+    def count_change(self) -> None:
+        self.changes += 1
 
     def start(self) -> None:
         from moto.moto_server.werkzeug_app import (
@@ -43,25 +65,48 @@ class LocalAwsServer:
         routes = self._routes
 
         def locked(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            target = routes.get(_signing_name(environ.get("HTTP_AUTHORIZATION", ""))) if routes else None
+            if refused_route(str(environ.get("PATH_INFO", ""))):
+                return refuse_route(environ, start_response)
+            target = routes.get(signing_name(environ.get("HTTP_AUTHORIZATION", ""))) if routes else None
             if target is not None:
                 return [_forward(target, environ, start_response)]
             with lock:
                 # Materialise the body inside the lock: moto builds it lazily from backend state.
-                return [b"".join(app(environ, start_response))]
+                body = b"".join(app(environ, start_response))
+                # Counted once done, so that a save which sees the count also sees the write.
+                if not is_read(environ.get("REQUEST_METHOD", ""), environ.get("HTTP_X_AMZ_TARGET", "")):
+                    self.changes += 1
+                return [body]
 
         self._app = locked
+        self._outer = self._front(locked) if self._front is not None else locked
         self._dispatcher = app
-        self._server = make_server(
-            self._host, self._port, locked, threaded=True, request_handler=MotoRequestHandler
-        )
+        # Bound here, not by werkzeug, which answers a port in use with a print and sys.exit(1).
+        listener = _listen(self._host, self._port)
+        try:
+            self._server = make_server(
+                self._host,
+                self._port,
+                self._outer,
+                threaded=True,
+                request_handler=MotoRequestHandler,
+                fd=listener.fileno(),
+            )
+        finally:
+            listener.close()  # the server holds its own duplicate of the descriptor
         self._thread = threading.Thread(target=self._server.serve_forever, name="moto-server", daemon=True)
         self._thread.start()
 
     @property
-    def url(self) -> str:
+    def port(self) -> int:
         assert self._server is not None, "start() first"
-        return f"http://{self._host}:{self._server.server_address[1]}"
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Where clients reach it: a wildcard bind (0.0.0.0, ::) is reached on the loopback address."""
+        host = _connect_host(self._host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def route(self, service: str, url: str) -> None:
         """Forward requests signed for `service` (e.g. "dynamodb") to the moto server at `url`: one
@@ -75,7 +120,7 @@ class LocalAwsServer:
         import botocore.handlers
 
         if self._shortcut is None:
-            self._shortcut = _Shortcut(self.url, self._app, self._lock, self._routes)
+            self._shortcut = _Shortcut(self.url, self._outer, self._lock, self._routes, self)
             botocore.handlers.BUILTIN_HANDLERS.append(("before-send", self._shortcut))
 
     def stop(self) -> None:
@@ -106,10 +151,65 @@ _HOP_BY_HOP = frozenset(
 )
 
 
-def _signing_name(authorization: str) -> str:
+# moto's control routes (reset, seed, state...) and its instance-metadata stand-in: not AWS APIs. Any
+# local process could wipe the registry (or the hook process's serial table) with one POST.
+REFUSED_PREFIXES = ("/moto-api", "/latest/meta-data", "/latest/api", "/favicon.ico")
+
+
+def refused_route(path: str) -> bool:
+    return path.startswith(REFUSED_PREFIXES)
+
+
+def refuse_route(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    """404 in JSON (not an AWS API, so no SDK's error format to match), and one log line."""
+    from emulator.awsapi.errors import AwsApiError, error_response
+
+    path = str(environ.get("PATH_INFO", ""))[:80]
+    log.info(
+        "AWS API: refused %s %r (moto's control routes are not served)", environ.get("REQUEST_METHOD"), path
+    )
+    error = AwsApiError(404, "NotFound", f"{path} is not an AWS API: not served at aws_endpoint_url")
+    status, headers, body = error_response(error)
+    start_response(status, headers)
+    return [body]
+
+
+def signing_name(authorization: str) -> str:
     """The service a SigV4 request is signed for ("dynamodb", "iot"...), from its credential scope."""
     match = _SCOPE_RE.search(authorization)
     return match.group(1) if match else ""
+
+
+# DynamoDB actions that never write (JSON protocol: every request is a POST).
+_READ_PREFIXES = ("Get", "BatchGet", "Query", "Scan", "Describe", "List")
+
+
+def is_read(method: str, target: str = "") -> bool:
+    """A request that cannot change state: GET/HEAD, or a DynamoDB read (X-Amz-Target)."""
+    if method in ("GET", "HEAD"):
+        return True
+    action = target.rpartition(".")[2]
+    return bool(target) and action.startswith(_READ_PREFIXES)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port; OSError (e.g. the port is in use) says which address."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug does
+        listener.bind(address)
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        raise OSError(exc.errno, f"AWS API on {host}:{port}: {exc.strerror}") from None
+    return listener
+
+
+def _connect_host(host: str) -> str:
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
 
 
 def _forward(base_url: str, environ: dict[str, Any], start_response: Any) -> bytes:
@@ -151,6 +251,18 @@ def _forward(base_url: str, environ: dict[str, Any], start_response: Any) -> byt
         connection.close()
 
 
+def _moto_serves(service: str, operation: str) -> bool:
+    from moto.core.utils import camelcase_to_underscores
+
+    from emulator.awsapi.gateway import EMULATOR_IOT_ACTIONS
+
+    if not operation or (service == "iot" and operation in EMULATOR_IOT_ACTIONS):
+        return False
+
+    handler = _direct_handler(service)
+    return hasattr(getattr(handler, "__self__", handler), camelcase_to_underscores(operation))
+
+
 def _direct_handler(service: str) -> Any:
     if service == "dynamodb":
         from moto.dynamodb.responses import DynamoHandler
@@ -162,15 +274,18 @@ def _direct_handler(service: str) -> Any:
 
 
 class _Shortcut:
-    def __init__(self, url: str, app: Any, lock: threading.RLock, routes: dict[str, str]) -> None:
+    def __init__(
+        self, url: str, app: Any, lock: threading.RLock, routes: dict[str, str], server: LocalAwsServer
+    ) -> None:
         self.url = url
-        self.app = app
+        self.app = app  # the server's outer application: the same answers as over the socket
         self.lock = lock
         self.enabled = True
         self._handlers = {service: _direct_handler(service) for service in _DIRECT_SERVICES}
         self._routes = routes  # services held elsewhere go through the WSGI app, which forwards them
+        self._server = server
 
-    def __call__(self, request: Any, **_: Any) -> Any:
+    def __call__(self, request: Any, event_name: str = "", **_: Any) -> Any:
         if not self.enabled or not str(request.url).startswith(self.url):
             return None  # any other endpoint: botocore sends it as usual
         from botocore.awsrequest import AWSResponse
@@ -179,12 +294,18 @@ class _Shortcut:
         authorization = request.headers.get("Authorization", b"")
         if isinstance(authorization, bytes):
             authorization = authorization.decode()
-        service = _signing_name(authorization)
+        service = signing_name(authorization)
         handler = None if service in self._routes else self._handlers.get(service)
+        operation = event_name.rpartition(".")[2]  # before-send.<service>.<Operation>
+        if handler is not None and not _moto_serves(service, operation):
+            handler = None  # the emulator's own actions, and refusals: through the gateway
         if handler is None:
             code, response_headers, payload = self._through_wsgi(request)
         else:
+            target = request.headers.get("X-Amz-Target", b"")
             code, response_headers, payload = self._direct(handler, request)
+            if not is_read(request.method, target.decode() if isinstance(target, bytes) else str(target)):
+                self._server.count_change()
         return AWSResponse(request.url, code, response_headers, MockRawResponse(payload))
 
     def _direct(self, handler: Any, request: Any) -> tuple[int, dict[str, str], bytes]:

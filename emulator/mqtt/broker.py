@@ -228,18 +228,17 @@ class Broker:
 
     def close_certificate_sessions(self, certificate_id: str, reason: str) -> int:
         """Disconnect every connection authenticated with `certificate_id` and drop the sessions it held
-        (its certificate was deactivated or revoked); returns how many connections were closed. Callable
-        from any thread: the work runs on the broker's event loop."""
+        (its certificate left ACTIVE, as AWS IoT does); returns how many connections were found. Callable
+        from any thread without waiting: from another thread the closing is scheduled on the broker's
+        event loop (the registry calls it while it changes a certificate)."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return 0
         if threading.get_ident() == self._loop_thread:
             return self._close_certificate_sessions(certificate_id, reason)
-
-        async def on_loop() -> int:
-            return self._close_certificate_sessions(certificate_id, reason)
-
-        return asyncio.run_coroutine_threadsafe(on_loop(), loop).result(timeout=30)
+        found = sum(1 for s in list(self.sessions.values()) if s.certificate_id == certificate_id)
+        loop.call_soon_threadsafe(self._close_certificate_sessions, certificate_id, reason)
+        return found
 
     def _close_certificate_sessions(self, certificate_id: str, reason: str) -> int:
         closed = 0

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -55,15 +55,19 @@ class ProvisioningTopics:
         on_outcome: Callable[[Outcome], None] | None = None,
         *,
         register_executor: Executor | None = None,
+        lose_replies: Mapping[str, int] | None = None,
     ) -> None:
         """`executor` runs CreateCertificateFromCsr and CreateKeysAndCertificate (CPU work);
         `register_executor` (default: the same) runs RegisterThing, whose thread mostly waits for the
-        hook (up to its time-out), so that certificate requests never queue behind those waits."""
+        hook (up to its time-out), so that certificate requests never queue behind those waits.
+        `lose_replies` (operation -> N): the first N accepted replies of that operation are applied and
+        never sent, the way a reply is lost when a device loses power or its network (firmware tests)."""
         self._service = service
         self._executor = executor
         self._register_executor = register_executor or executor
         self._on_outcome = on_outcome
         self._tasks: set[asyncio.Task[None]] = set()
+        self._lose_replies = dict(lose_replies or {})
 
     def claims(self, topic: str) -> bool:
         return topic.startswith(RESERVED_PREFIXES)
@@ -95,6 +99,14 @@ class ProvisioningTopics:
             error = as_provisioning_error(exc)
             reply = Rejected(error.status_code, error.error_code, error.message)
         topic = reply_topic(message.topic, reply)
+        if not isinstance(reply, Rejected) and self._lose_replies.get(operation, 0) > 0:
+            self._lose_replies[operation] -= 1  # on the event loop's thread only: no lock needed
+            log.info(
+                "%s reply lost on purpose client=%r (--lose-replies): applied, not sent",
+                operation,
+                session.client_id,
+            )
+            return
         delivered = session.deliver(topic, encode(reply.body(), fmt), qos=1)
         outcome = Outcome(
             operation, session.client_id, reply, (time.perf_counter() - started) * 1000, delivered

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from emulator.provisioning import hook_log
 from emulator.provisioning.errors import AccessDenied
 
 HOOK_TIMEOUT_S = 5.0  # AWS's limit for a pre-provisioning hook
@@ -33,6 +34,27 @@ HookFunction = Callable[[dict[str, Any]], Any]
 class HookDecision:
     allowed: bool
     parameter_overrides: dict[str, str]
+
+
+@dataclass(frozen=True)
+class LambdaInvocation:
+    """What one invocation of the stack's Lambda gave: its answer (or the error it raised), the request
+    id the emulator put in its context, and the `reason` its decision log line named (`hook_log`)."""
+
+    answer: Any
+    request_id: str
+    reason: str | None = None
+    error: str | None = None  # the exception's type name, when the Lambda raised
+
+
+class HookDenied(AccessDenied):
+    """AccessDenied from the hook, with what its own log line said (for the emulator's log only: every
+    denial looks the same to the device)."""
+
+    def __init__(self, message: str, *, hook_reason: str | None = None, request_id: str | None = None):
+        super().__init__(message)
+        self.hook_reason = hook_reason
+        self.request_id = request_id
 
 
 def build_event(
@@ -96,9 +118,24 @@ class Hook:
             ) from None
         except Exception as exc:
             raise AccessDenied(f"The pre-provisioning hook failed: {type(exc).__name__}") from exc
-        decision = interpret(answer)
+        reason = request_id = None
+        if isinstance(answer, LambdaInvocation):
+            reason, request_id = answer.reason, answer.request_id
+            if answer.error is not None:
+                raise HookDenied(
+                    f"The pre-provisioning hook failed: {answer.error}",
+                    hook_reason=reason,
+                    request_id=request_id,
+                )
+            answer = answer.answer
+        try:
+            decision = interpret(answer)
+        except AccessDenied as exc:
+            raise HookDenied(exc.message, hook_reason=reason, request_id=request_id) from None
         if not decision.allowed:
-            raise AccessDenied("The pre-provisioning hook denied the request")
+            raise HookDenied(
+                "The pre-provisioning hook denied the request", hook_reason=reason, request_id=request_id
+            )
         return decision
 
     def close(self) -> None:
@@ -190,9 +227,16 @@ def load_lambda(spec: LambdaSpec, environment: dict[str, str]) -> Callable[[dict
         sys.path.insert(0, spec.asset_dir)
     module_name, _, function_name = spec.handler.rpartition(".")
     handler = getattr(importlib.import_module(module_name), function_name)
+    decisions = hook_log.capture()
 
-    def invoke(event: dict[str, Any]) -> Any:
-        return handler(event, _LambdaContext(spec, time.monotonic() + HOOK_TIMEOUT_S))
+    def invoke(event: dict[str, Any]) -> LambdaInvocation:
+        context = _LambdaContext(spec, time.monotonic() + HOOK_TIMEOUT_S)
+        try:
+            answer = handler(event, context)
+        except Exception as exc:
+            reason = decisions.pop(context.aws_request_id)
+            return LambdaInvocation(None, context.aws_request_id, reason, error=type(exc).__name__)
+        return LambdaInvocation(answer, context.aws_request_id, decisions.pop(context.aws_request_id))
 
     return invoke
 

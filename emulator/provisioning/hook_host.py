@@ -14,6 +14,10 @@ its own GIL:
 
 The Lambda's environment (AWS_ENDPOINT_URL, the table name...) is set in the child only. If the child
 dies, every invocation pending or later is a failure, which `Hook.invoke` turns into AccessDenied.
+
+With `--persist` the child's DynamoDB is saved with the rest of the state: `snapshot()` asks the child
+for its tables (pickled under its lock) and `initial_state` loads them back before it serves. The
+Lambda's decision log line is read in the child (`hook_log`) and comes back with each answer.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -53,12 +58,13 @@ class HookHost:
         iot_endpoint_url: str,
         region: str,
         workers: int = 16,
+        initial_state: bytes | None = None,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe()
         self._process = context.Process(
             target=_child_main,
-            args=(child_end, specs, iot_endpoint_url, region, workers),
+            args=(child_end, specs, iot_endpoint_url, region, workers, initial_state),
             name="emulator-hook-host",
             daemon=True,
         )
@@ -94,12 +100,31 @@ class HookHost:
         if self._closed or self._failure is not None:
             future.set_exception(HookHostError(self._failure or "the hook process is stopped"))
             return future
+        return self._request("invoke", future, function_arn, event)
+
+    def changes(self, timeout_s: float = 10.0) -> int:
+        """How many DynamoDB writes the child has served (the state saver's change detection)."""
+        return int(self._ask("changes").result(timeout_s))
+
+    def snapshot(self, timeout_s: float = 30.0) -> bytes:
+        """The child's DynamoDB backend (the serial table), pickled under its lock."""
+        return bytes(self._ask("snapshot").result(timeout_s))
+
+    def _ask(self, kind: str) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        if self._closed or self._failure is not None:
+            future.set_exception(HookHostError(self._failure or "the hook process is stopped"))
+            return future
+        return self._request(kind, future)
+
+    def _request(self, kind: str, future: Future[Any], *arguments: Any) -> Future[Any]:
         call_id = next(self._ids)
         with self._pending_lock:
             self._pending[call_id] = future
         try:
             with self._send_lock:
-                self._connection.send((call_id, function_arn, event))
+                self._connection.send((kind, call_id, *arguments))
         except (OSError, ValueError) as exc:
             with self._pending_lock:
                 self._pending.pop(call_id, None)
@@ -157,16 +182,23 @@ class HookHost:
 
 
 def _child_main(
-    connection: Connection, specs: list[Any], iot_endpoint_url: str, region: str, workers: int
+    connection: Connection,
+    specs: list[Any],
+    iot_endpoint_url: str,
+    region: str,
+    workers: int,
+    initial_state: bytes | None = None,
 ) -> None:
-    # Ctrl-C reaches the whole process group; the emulator decides when this process ends (it closes
-    # the pipe, or sends None).
+    # Ctrl-C reaches the whole process group, and a service manager's SIGTERM often the whole group
+    # too; the emulator decides when this process ends (it closes the pipe, or sends None), after its
+    # last save of the state (--persist) has read the serial table from here.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
-        handlers, server = _child_setup(specs, iot_endpoint_url, region)
+        handlers, server = _child_setup(specs, iot_endpoint_url, region, initial_state)
     except BaseException as exc:  # reported to the parent, which raises it as a start failure
         connection.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -174,19 +206,35 @@ def _child_main(
     send_lock = threading.Lock()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="hook")
 
+    def reply(message: tuple[int, bool, Any]) -> None:
+        try:
+            with send_lock:
+                connection.send(message)
+        except (OSError, ValueError):
+            pass  # the emulator is gone; the read loop below ends too
+
     def run(call_id: int, function_arn: str, event: dict[str, Any]) -> None:
         invoke = handlers.get(function_arn)
         try:
             if invoke is None:
                 raise HookHostError(f"no function {function_arn} in the hook process")
-            reply: tuple[int, bool, Any] = (call_id, True, invoke(event))
+            reply((call_id, True, invoke(event)))
         except Exception as exc:
-            reply = (call_id, False, _picklable(exc))
+            reply((call_id, False, _picklable(exc)))
+
+    def snapshot(call_id: int) -> None:
+        from moto.dynamodb.models import dynamodb_backends
+
+        from emulator.registry import persistence
+        from emulator.registry.store import LOCAL_ACCOUNT_ID
+
         try:
-            with send_lock:
-                connection.send(reply)
-        except (OSError, ValueError):
-            pass  # the emulator is gone; the read loop below ends too
+            with server.lock:
+                data = persistence.backend_data(dynamodb_backends[LOCAL_ACCOUNT_ID][region])
+                blob = pickle.dumps(data, pickle.HIGHEST_PROTOCOL)
+            reply((call_id, True, blob))
+        except Exception as exc:
+            reply((call_id, False, _picklable(exc)))
 
     while True:
         try:
@@ -195,20 +243,33 @@ def _child_main(
             break
         if message is None:
             break
-        pool.submit(run, *message)
+        kind, call_id, *arguments = message
+        if kind == "invoke":
+            pool.submit(run, call_id, *arguments)
+        elif kind == "changes":
+            reply((call_id, True, server.changes))
+        elif kind == "snapshot":
+            threading.Thread(target=snapshot, args=(call_id,), name="hook-snapshot", daemon=True).start()
     pool.shutdown(wait=False, cancel_futures=True)
     server.stop()
     os._exit(0)  # hook threads still running (a hung call) must not hold the process
 
 
-def _child_setup(specs: list[Any], iot_endpoint_url: str, region: str) -> tuple[dict[str, Any], Any]:
+def _child_setup(
+    specs: list[Any], iot_endpoint_url: str, region: str, initial_state: bytes | None = None
+) -> tuple[dict[str, Any], Any]:
     from moto.backends import get_backend
+    from moto.dynamodb.models import dynamodb_backends
 
     from emulator.awsapi.server import LocalAwsServer
     from emulator.provisioning import hook as hooks
-    from emulator.registry import moto_dynamodb
+    from emulator.registry import moto_dynamodb, persistence
+    from emulator.registry.store import LOCAL_ACCOUNT_ID
 
     get_backend("dynamodb").reset()
+    if initial_state is not None:
+        saved = pickle.loads(initial_state)  # noqa: S301 - the emulator's own snapshot (persistence.py)
+        persistence.restore_backend(dynamodb_backends[LOCAL_ACCOUNT_ID][region], saved)
     moto_dynamodb.install()
     server = LocalAwsServer(threading.RLock())
     server.start()

@@ -14,7 +14,13 @@ from typing import Any, Protocol
 
 from emulator.provisioning import hook as hooks
 from emulator.provisioning.ca import CertificateAuthority, IssuedCredential
-from emulator.provisioning.errors import InvalidParameters, TemplateDisabled, TemplateNotFound
+from emulator.provisioning.errors import (
+    AccessDenied,
+    InvalidParameters,
+    ProvisioningError,
+    TemplateDisabled,
+    TemplateNotFound,
+)
 from emulator.provisioning.payloads import (
     CreateCertificateFromCsrAccepted,
     CreateCertificateFromCsrRequest,
@@ -43,11 +49,23 @@ class Requester:
 
 @dataclass(frozen=True)
 class ProvisioningTemplate:
+    """One template as a request sees it: its current default version's body and settings."""
+
     name: str
     arn: str
-    body: Mapping[str, Any]  # parsed once at start-up
+    body: Mapping[str, Any]  # parsed once, when its version was created
     enabled: bool = True
     hook: hooks.Hook | None = None
+    template_type: str = "FLEET_PROVISIONING"
+    # Set when the template names a hook that cannot run here: every request is refused rather than
+    # provisioned without the hook the user asked for.
+    hook_problem: str | None = None
+
+
+class TemplateSource(Protocol):
+    """Where the service reads templates, once per request (a dict, or the control plane's catalog)."""
+
+    def get(self, name: str) -> ProvisioningTemplate | None: ...
 
 
 class RegistryPort(Protocol):
@@ -59,6 +77,9 @@ class RegistryPort(Protocol):
     def apply_plan(self, plan: ProvisioningPlan, certificate_id: str) -> None: ...
 
 
+RejectionObserver = Callable[[Requester, str, ProvisioningError], None]
+
+
 class ProvisioningService:
     def __init__(
         self,
@@ -66,15 +87,23 @@ class ProvisioningService:
         registry: RegistryPort,
         authority: CertificateAuthority,
         tokens: TokenStore,
-        templates: Mapping[str, ProvisioningTemplate],
+        templates: TemplateSource,
+        claim_expired: Callable[[str], bool] = lambda _certificate_id: False,
+        on_rejection: RejectionObserver | None = None,
     ) -> None:
+        """`templates` is read on every request, so changes to it apply at once. `claim_expired(id)`
+        says whether a connection's certificate is a temporary provisioning claim past its 5 minutes.
+        `on_rejection(requester, operation, error)` sees every refusal (the hook's reason, for logs)."""
         self._registry = registry
         self._authority = authority
         self.tokens = tokens
-        self._templates = dict(templates)
+        self._templates = templates
+        self._claim_expired = claim_expired
+        self._on_rejection = on_rejection
 
     # ---------------------------------------------------------------- certificates
     def create_keys_and_certificate(self, requester: Requester) -> CreateKeysAndCertificateAccepted:
+        self._check_claim(requester)
         issued: IssuedCredential = self._authority.create_keys_and_certificate()
         record = self._registry.register_certificate(issued.certificate_pem, PENDING_ACTIVATION)
         token = self.tokens.issue(record.certificate_id)
@@ -85,6 +114,7 @@ class ProvisioningService:
     def create_certificate_from_csr(
         self, requester: Requester, request: CreateCertificateFromCsrRequest
     ) -> CreateCertificateFromCsrAccepted:
+        self._check_claim(requester)
         pem, _ = self._authority.sign_csr(request.certificate_signing_request)
         record = self._registry.register_certificate(pem, PENDING_ACTIVATION)
         token = self.tokens.issue(record.certificate_id)
@@ -94,19 +124,37 @@ class ProvisioningService:
     def register_thing(
         self, requester: Requester, template_name: str, request: RegisterThingRequest
     ) -> RegisterThingAccepted:
-        template = self._templates.get(template_name)
-        if template is None:
-            raise TemplateNotFound(f"Template {template_name} does not exist")
-        if not template.enabled:
-            raise TemplateDisabled(f"Template {template_name} is disabled")
-        grant = self.tokens.claim(request.certificate_ownership_token)
         try:
-            accepted = self._register(requester, template, grant.certificate_id, request.parameters)
-        except BaseException:
-            self.tokens.release(grant)
+            self._check_claim(requester)
+            template = self._templates.get(template_name)
+            if template is None:
+                raise TemplateNotFound(f"Template {template_name} does not exist")
+            if not template.enabled:
+                raise TemplateDisabled(f"Template {template_name} is disabled")
+            if template.template_type != "FLEET_PROVISIONING":
+                raise TemplateDisabled(f"Template {template_name} is a {template.template_type} template")
+            if template.hook_problem is not None:
+                # The template names a hook that cannot run here (see docs/emulator.md): never
+                # provision without it.
+                raise AccessDenied(f"The pre-provisioning hook of template {template_name} cannot run")
+            grant = self.tokens.claim(request.certificate_ownership_token)
+            try:
+                accepted = self._register(requester, template, grant.certificate_id, request.parameters)
+            except BaseException:
+                self.tokens.release(grant)
+                raise
+        except ProvisioningError as exc:
+            if self._on_rejection is not None:
+                self._on_rejection(requester, "RegisterThing", exc)
             raise
         self.tokens.spend(grant)
         return accepted
+
+    def _check_claim(self, requester: Requester) -> None:
+        # AWS: a temporary claim's certificate must be obtained within its 5 minutes. A connection
+        # opened before the claim expired gets no more than that (UNCONFIRMED: AWS's answer then).
+        if self._claim_expired(requester.certificate_id):
+            raise AccessDenied("The temporary provisioning claim has expired")
 
     def _register(
         self,

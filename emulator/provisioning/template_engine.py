@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from emulator.intrinsics.evaluator import Evaluator, Rules, contains_function, describe
 from emulator.provisioning.template_errors import ResourceConflictError, TemplateEngineError, TemplateError
 
 __all__ = [
@@ -63,13 +64,35 @@ _OVERRIDE_ALIASES = {
 TEMPLATE_SECTIONS = frozenset({"Parameters", "Mappings", "Resources", "DeviceConfiguration"})
 SUPPORTED_FUNCTIONS = frozenset({"Ref", "Fn::Join", "Fn::Select", "Fn::Split", "Fn::Sub", "Fn::FindInMap"})
 
+
+def _refuse(function: str, where: str) -> Any:
+    # UNCONFIRMED: no AWS source documents Fn::If, Fn::Equals, Fn::GetAtt, Fn::Base64, Conditions... in
+    # provisioning templates; refusing them clearly beats a silent misreading.
+    raise TemplateError(
+        f"{where}: {function} is not supported by fleet provisioning templates "
+        f"(supported: {', '.join(sorted(SUPPORTED_FUNCTIONS))})"
+    )
+
+
+# AWS IoT's dialect of the intrinsic functions: the documented six, strings only, names are the parameters.
+PROVISIONING_RULES = Rules(
+    functions=SUPPORTED_FUNCTIONS,
+    error=TemplateError,
+    unsupported=_refuse,
+    lone_function=True,
+    strict_text=True,
+    no_value=False,
+    bad_ref="{where}: Ref takes a parameter name",
+    unknown_ref="Cannot resolve reference value: {name} ({where} refers to an undeclared parameter)",
+    unknown_sub="{where}: ${{{name}}} is neither a Fn::Sub variable nor a template parameter",
+)
+
 # Registry name rules (IoT API reference: CreateThing, CreateThingType, CreateThingGroup, CreateBillingGroup,
 # AttributePayload, CreatePolicy).
 NAME_RE = re.compile(r"^[a-zA-Z0-9:_-]{1,128}$")
 ATTRIBUTE_NAME_RE = re.compile(r"^[a-zA-Z0-9_.,@/:#-]{1,128}$")
 ATTRIBUTE_VALUE_RE = re.compile(r"^[a-zA-Z0-9_.,@/:#=\[\]-]{0,800}$")
 POLICY_NAME_RE = re.compile(r"^[\w+=,.@-]{1,128}$")
-_SUB_VARIABLE_RE = re.compile(r"\$\{([^}]*)\}")
 
 
 # --------------------------------------------------------------------------------------------------- plan
@@ -158,7 +181,7 @@ def evaluate_template(
 
     values = _resolve_parameters(template.get("Parameters", {}), parameters, certificate_id)
     mappings = _check_mappings(template.get("Mappings", {}))
-    evaluator = _Evaluator(values, mappings)
+    evaluator = Evaluator(PROVISIONING_RULES, parameters=values, mappings=mappings)
 
     resources = template.get("Resources")
     if not isinstance(resources, dict):
@@ -262,183 +285,13 @@ def _check_mappings(mappings: Any) -> dict[str, dict[str, dict[str, Any]]]:
                 raise TemplateError(f"Mappings.{map_name}.{top_key}: must be an object of values")
             for second_key, value in second.items():
                 where = f"Mappings.{map_name}.{top_key}.{second_key}"
-                if _contains_function(value):
+                if contains_function(value):
                     raise TemplateError(f"{where}: intrinsic functions are not allowed in Mappings")
                 if not isinstance(value, str) and not (
                     isinstance(value, list) and all(isinstance(item, str) for item in value)
                 ):
                     raise TemplateError(f"{where}: a mapping value must be a string or a list of strings")
     return {name: {key: dict(second) for key, second in top.items()} for name, top in mappings.items()}
-
-
-def _contains_function(value: Any) -> bool:
-    if isinstance(value, Mapping):
-        return any(_is_function_key(key) for key in value) or any(
-            _contains_function(item) for item in value.values()
-        )
-    if isinstance(value, list):
-        return any(_contains_function(item) for item in value)
-    return False
-
-
-def _is_function_key(key: Any) -> bool:
-    return isinstance(key, str) and (key == "Ref" or key == "Condition" or key.startswith("Fn::"))
-
-
-class _Evaluator:
-    """Evaluates intrinsic functions in a JSON value; `where` is a dotted path for error messages."""
-
-    def __init__(self, values: Mapping[str, str], mappings: Mapping[str, Mapping[str, Mapping[str, Any]]]):
-        self._values = values
-        self._mappings = mappings
-
-    def evaluate(self, node: Any, where: str) -> Any:
-        if isinstance(node, Mapping):
-            function_keys = [key for key in node if _is_function_key(key)]
-            if function_keys:
-                if len(node) != 1:
-                    raise TemplateError(
-                        f"{where}: an intrinsic function must be the only key of its object, found "
-                        f"{', '.join(sorted(map(str, node)))}"
-                    )
-                name = function_keys[0]
-                return self._call(name, node[name], f"{where}.{name}")
-            return {key: self.evaluate(value, f"{where}.{key}") for key, value in node.items()}
-        if isinstance(node, list):
-            return [self.evaluate(item, f"{where}[{index}]") for index, item in enumerate(node)]
-        return node
-
-    def _call(self, name: str, argument: Any, where: str) -> Any:
-        if name not in SUPPORTED_FUNCTIONS:
-            # UNCONFIRMED: no AWS source documents Fn::If, Fn::Equals, Fn::GetAtt, Fn::Base64, Conditions...
-            # in provisioning templates; refusing them clearly beats a silent misreading.
-            raise TemplateError(
-                f"{where}: {name} is not supported by fleet provisioning templates "
-                f"(supported: {', '.join(sorted(SUPPORTED_FUNCTIONS))})"
-            )
-        if name == "Ref":
-            return self._ref(argument, where)
-        if name == "Fn::Join":
-            return self._join(argument, where)
-        if name == "Fn::Select":
-            return self._select(argument, where)
-        if name == "Fn::Split":
-            return self._split(argument, where)
-        if name == "Fn::Sub":
-            return self._sub(argument, where)
-        return self._find_in_map(argument, where)
-
-    def _ref(self, argument: Any, where: str) -> str:
-        if not isinstance(argument, str):
-            raise TemplateError(f"{where}: Ref takes a parameter name")
-        if argument not in self._values:
-            raise TemplateError(
-                f"Cannot resolve reference value: {argument} ({where} refers to an undeclared parameter)"
-            )
-        return self._values[argument]
-
-    def _string(self, node: Any, where: str) -> str:
-        value = self.evaluate(node, where)
-        if not isinstance(value, str):
-            raise TemplateError(f"{where}: expected a string, got {_describe(value)}")
-        return value
-
-    def _string_list(self, node: Any, where: str) -> list[str]:
-        value = self.evaluate(node, where)
-        if not isinstance(value, list):
-            raise TemplateError(f"{where}: expected a list, got {_describe(value)}")
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                raise TemplateError(f"{where}[{index}]: expected a string, got {_describe(item)}")
-        return value
-
-    def _join(self, argument: Any, where: str) -> str:
-        if not isinstance(argument, list) or len(argument) != 2:
-            raise TemplateError(f"{where}: Fn::Join takes [delimiter, [values...]]")
-        delimiter = self._string(argument[0], f"{where}[0]")
-        return delimiter.join(self._string_list(argument[1], f"{where}[1]"))
-
-    def _select(self, argument: Any, where: str) -> Any:
-        # The guide: Fn::Select checks neither null values nor the index bounds; both fail provisioning.
-        if not isinstance(argument, list) or len(argument) != 2:
-            raise TemplateError(f"{where}: Fn::Select takes [index, [values...]]")
-        index = self.evaluate(argument[0], f"{where}[0]")
-        # CloudFormation accepts the index as a number or a string of digits; so does the emulator.
-        if isinstance(index, str) and index.isdigit():
-            index = int(index)
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise TemplateError(
-                f"{where}[0]: the index must be a non-negative integer, got {_describe(index)}"
-            )
-        values = self.evaluate(argument[1], f"{where}[1]")
-        if not isinstance(values, list):
-            raise TemplateError(f"{where}[1]: expected a list, got {_describe(values)}")
-        if not 0 <= index < len(values):
-            raise TemplateError(f"{where}: index {index} is out of range for a list of {len(values)}")
-        selected = values[index]
-        if selected is None:
-            raise TemplateError(f"{where}: the selected value (index {index}) is null")
-        return selected
-
-    def _split(self, argument: Any, where: str) -> list[str]:
-        if not isinstance(argument, list) or len(argument) != 2:
-            raise TemplateError(f"{where}: Fn::Split takes [delimiter, string]")
-        delimiter = self._string(argument[0], f"{where}[0]")
-        if not delimiter:
-            raise TemplateError(f"{where}[0]: the delimiter must not be empty")
-        return self._string(argument[1], f"{where}[1]").split(delimiter)
-
-    def _sub(self, argument: Any, where: str) -> str:
-        variables: dict[str, str] = {}
-        if isinstance(argument, list):
-            if len(argument) != 2 or not isinstance(argument[1], Mapping):
-                raise TemplateError(f"{where}: Fn::Sub takes a string or [string, {{name: value}}]")
-            text_node, variable_nodes = argument
-            for name, value in variable_nodes.items():
-                variables[name] = self._string(value, f"{where}[1].{name}")
-        else:
-            text_node = argument
-        if not isinstance(text_node, str):
-            raise TemplateError(f"{where}: the Fn::Sub template must be a literal string")
-
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"  # ${!Literal} writes ${Literal}
-            if name in variables:
-                return variables[name]
-            if name in self._values:
-                return self._values[name]
-            raise TemplateError(
-                f"{where}: ${{{name}}} is neither a Fn::Sub variable nor a template parameter"
-            )
-
-        return _SUB_VARIABLE_RE.sub(substitute, text_node)
-
-    def _find_in_map(self, argument: Any, where: str) -> Any:
-        if not isinstance(argument, list) or len(argument) != 3:
-            raise TemplateError(f"{where}: Fn::FindInMap takes [MapName, TopLevelKey, SecondLevelKey]")
-        map_name, top_key, second_key = (
-            self._string(node, f"{where}[{index}]") for index, node in enumerate(argument)
-        )
-        if map_name not in self._mappings:
-            raise TemplateError(f"{where}: no mapping named {map_name!r} in Mappings")
-        top = self._mappings[map_name]
-        if top_key not in top:
-            raise TemplateError(f"{where}: mapping {map_name!r} has no key {top_key!r}")
-        if second_key not in top[top_key]:
-            raise TemplateError(f"{where}: mapping {map_name!r}.{top_key!r} has no key {second_key!r}")
-        return top[top_key][second_key]
-
-
-def _describe(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
 
 
 # ---------------------------------------------------------------------------------------------- resources
@@ -491,7 +344,7 @@ def _check_properties(where: str, properties: Mapping[str, Any], allowed: Collec
 
 def _name(where: str, value: Any, what: str) -> str:
     if not isinstance(value, str):
-        raise TemplateError(f"{where}: {what} must be a string, got {_describe(value)}")
+        raise TemplateError(f"{where}: {what} must be a string, got {describe(value)}")
     if not NAME_RE.match(value):
         raise TemplateError(f"{where}: {what} {value!r} must be 1-128 characters of [a-zA-Z0-9:_-]")
     return value
@@ -520,7 +373,7 @@ def _thing_plan(
             if not ATTRIBUTE_NAME_RE.match(attr_name):
                 raise TemplateError(f"{attr_where}: the attribute name must be 1-128 of [a-zA-Z0-9_.,@/:#-]")
             if not isinstance(attr_value, str):
-                raise TemplateError(f"{attr_where}: the value must be a string, got {_describe(attr_value)}")
+                raise TemplateError(f"{attr_where}: the value must be a string, got {describe(attr_value)}")
             if not ATTRIBUTE_VALUE_RE.match(attr_value):
                 raise TemplateError(
                     f"{attr_where}: the value {attr_value!r} must be at most 800 of [a-zA-Z0-9_.,@/:#=[]-]"
@@ -629,7 +482,7 @@ def _device_configuration(value: Any) -> dict[str, str]:
         elif isinstance(item, Mapping | list):
             raise TemplateError(f"DeviceConfiguration.{key}: nested values are not allowed")
         else:
-            raise TemplateError(f"DeviceConfiguration.{key}: expected a string, got {_describe(item)}")
+            raise TemplateError(f"DeviceConfiguration.{key}: expected a string, got {describe(item)}")
     return result
 
 

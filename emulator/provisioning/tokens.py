@@ -36,12 +36,14 @@ class TokenStore:
         self._clock = clock
         self._grants: dict[str, TokenGrant] = {}
         self._lock = threading.Lock()
+        self.changes = 0  # tokens issued, spent or expired, for --persist
 
     def issue(self, certificate_id: str) -> str:
         # AWS's tokens are long opaque strings; the length makes guessing hopeless here too.
         token = secrets.token_urlsafe(96)
         with self._lock:
             self._grants[token] = TokenGrant(token, certificate_id, self._clock() + self.ttl_s)
+            self.changes += 1
         return token
 
     def claim(self, token: str) -> TokenGrant:
@@ -59,6 +61,7 @@ class TokenStore:
     def spend(self, grant: TokenGrant) -> None:
         with self._lock:
             self._grants.pop(grant.token, None)
+            self.changes += 1
 
     def release(self, grant: TokenGrant) -> None:
         with self._lock:
@@ -72,7 +75,23 @@ class TokenStore:
             expired = [g for g in self._grants.values() if g.expires_at <= now and not g.in_use]
             for grant in expired:
                 del self._grants[grant.token]
+            if expired:
+                self.changes += 1
         return [g.certificate_id for g in expired]
+
+    def snapshot(self) -> list[tuple[str, str, float]]:
+        """(token, certificate id, expiry in epoch seconds) of every token: the clock here is
+        monotonic, which does not survive a restart; wall time does."""
+        offset = time.time() - self._clock()
+        with self._lock:
+            return [(g.token, g.certificate_id, g.expires_at + offset) for g in self._grants.values()]
+
+    def restore(self, saved: list[tuple[str, str, float]]) -> None:
+        """Tokens of an earlier run, each with the time it had left (expired ones expire at once)."""
+        offset = self._clock() - time.time()
+        with self._lock:
+            for token, certificate_id, expires_at in saved:
+                self._grants[token] = TokenGrant(token, certificate_id, expires_at + offset)
 
     def __len__(self) -> int:
         return len(self._grants)

@@ -9,7 +9,9 @@ atomically and DynamoDB's conditional writes stay atomic under concurrent hook c
 from __future__ import annotations
 
 import json
+import pickle
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,12 +25,18 @@ from emulator.provisioning.template_engine import (
     apply_overrides,
     certificate_status_change,
 )
-from emulator.registry import moto_dynamodb, moto_index
+from emulator.registry import moto_dynamodb, moto_index, persistence
 
 LOCAL_ACCOUNT_ID = "123456789012"  # moto's default account: boto3 with any fake key lands here too
 
 PENDING_ACTIVATION = "PENDING_ACTIVATION"
 ACTIVE = "ACTIVE"
+EXPIRED = (
+    "EXPIRED"  # a temporary provisioning claim past its expiry (the emulator's word, not a status of AWS's)
+)
+# An expired temporary claim is still known for this long, so that a late connection is logged as
+# EXPIRED rather than as an unknown certificate.
+TEMPORARY_CLAIM_RETENTION_S = 3600.0
 
 
 def use_der_certificate_ids() -> None:
@@ -58,8 +66,26 @@ class ConnectionIdentity:
     thing_attributes: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TemporaryClaim:
+    """A temporary provisioning claim (CreateProvisioningClaim): known to CONNECT, never listed."""
+
+    certificate: CertificateRecord
+    template_name: str
+    policy_document: str
+    expires_at: float  # epoch seconds
+
+
 class Registry:
-    def __init__(self, *, region: str, account_id: str = LOCAL_ACCOUNT_ID) -> None:
+    def __init__(
+        self,
+        *,
+        region: str,
+        account_id: str = LOCAL_ACCOUNT_ID,
+        state: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`state` is a `snapshot()` of an earlier run (--persist), loaded into moto's IoT backend."""
         from moto.dynamodb.models import dynamodb_backends
         from moto.iot.models import iot_backends
 
@@ -68,9 +94,64 @@ class Registry:
         self.lock = threading.RLock()
         self.iot = iot_backends[account_id][region]
         self.dynamodb = dynamodb_backends[account_id][region]
+        self._clock = clock
+        # AWS: "Temporary claim certificates do not show up in the account's certificate list", so
+        # they are kept beside moto's certificates, where only CONNECT looks (`identity`).
+        self._temporary: dict[str, TemporaryClaim] = {}
+        self.generation = 0  # counts the writes made here (not those through moto's API), for --persist
+        if state is not None:
+            saved = pickle.loads(state)  # noqa: S301 - our own snapshot (registry/persistence.py)
+            persistence.restore_backend(self.iot, saved["iot"])
+            self._temporary = {c.certificate.certificate_id: c for c in saved["temporary_claims"]}
         # Lookups by certificate, thing or principal without scanning the fleet (moto_index.py).
         moto_index.install(self.iot)
         moto_dynamodb.install()  # UpdateItem without re-parsing the same expression (the hook's)
+        self._describe_temporary_claims()
+
+    def _describe_temporary_claims(self) -> None:
+        """DescribeCertificate answers for a temporary claim too (ACTIVE until it expires), though it is
+        never listed: the stack's hook asks whether the claim of a request is ACTIVE. UNCONFIRMED: AWS
+        says only that temporary claims are not in the certificate list; a certificate id that
+        DescribeCertificate did not know would make every hook that checks its claim deny them."""
+        from moto.iot.exceptions import ResourceNotFoundException
+        from moto.iot.models import FakeCertificate
+
+        describe = self.iot.describe_certificate
+
+        def describe_certificate(certificate_id: str) -> Any:
+            try:
+                return describe(certificate_id)
+            except ResourceNotFoundException:
+                claim = self._temporary.get(certificate_id)
+                if claim is None:
+                    raise
+            status = "INACTIVE" if claim.expires_at <= self._clock() else ACTIVE
+            found = FakeCertificate(claim.certificate.certificate_pem, status, self.account_id, self.region)
+            found.certificate_id = claim.certificate.certificate_id
+            found.arn = claim.certificate.certificate_arn
+            return found
+
+        self.iot.describe_certificate = describe_certificate  # type: ignore[method-assign]
+
+    def snapshot(self) -> bytes:
+        """moto's IoT backend and the temporary claims, for `Registry(state=...)`."""
+        with self.lock:
+            return pickle.dumps(
+                {
+                    "iot": persistence.backend_data(self.iot),
+                    "temporary_claims": list(self._temporary.values()),
+                },
+                pickle.HIGHEST_PROTOCOL,
+            )
+
+    def dynamodb_snapshot(self) -> bytes:
+        """This process's DynamoDB backend (the serial table when no hook process holds it)."""
+        with self.lock:
+            return pickle.dumps(persistence.backend_data(self.dynamodb), pickle.HIGHEST_PROTOCOL)
+
+    def restore_dynamodb(self, snapshot: bytes) -> None:
+        with self.lock:
+            persistence.restore_backend(self.dynamodb, pickle.loads(snapshot))  # noqa: S301 - our own
 
     @property
     def _policy_pairs(self) -> moto_index.PairIndex:
@@ -91,7 +172,37 @@ class Registry:
     def register_certificate(self, certificate_pem: str, status: str) -> CertificateRecord:
         with self.lock:
             cert = self.iot.register_certificate_without_ca(certificate_pem, status)
+            self.generation += 1
             return _record(cert)
+
+    # ------------------------------------------------- temporary provisioning claims
+    def add_temporary_claim(
+        self, certificate_pem: str, *, template_name: str, policy_document: str, expires_at: float
+    ) -> CertificateRecord:
+        from emulator.provisioning.ca import certificate_id
+
+        identifier = certificate_id(certificate_pem)
+        record = CertificateRecord(identifier, self.certificate_arn(identifier), certificate_pem, ACTIVE)
+        with self.lock:
+            self._temporary[identifier] = TemporaryClaim(record, template_name, policy_document, expires_at)
+            self.generation += 1
+        return record
+
+    def claim_expired(self, certificate_id: str) -> bool:
+        """True for a temporary provisioning claim past its expiry (any other certificate: False)."""
+        claim = self._temporary.get(certificate_id)
+        return claim is not None and claim.expires_at <= self._clock()
+
+    def forget_expired_claims(self) -> int:
+        """Drop temporary claims expired for over TEMPORARY_CLAIM_RETENTION_S; returns how many."""
+        horizon = self._clock() - TEMPORARY_CLAIM_RETENTION_S
+        with self.lock:
+            old = [i for i, c in self._temporary.items() if c.expires_at <= horizon]
+            for identifier in old:
+                del self._temporary[identifier]
+            if old:
+                self.generation += 1
+        return len(old)
 
     def certificate(self, certificate_id: str) -> CertificateRecord | None:
         with self.lock:
@@ -108,17 +219,38 @@ class Registry:
             if self._thing_pairs.keys_of_principal(arn) or self._policy_pairs.keys_of_principal(arn):
                 return False
             del self.iot.certificates[certificate_id]
+            self.generation += 1
             return True
 
     def delete_certificate(self, certificate_id: str) -> None:
         with self.lock:
             self.iot.certificates.pop(certificate_id, None)
+            self.generation += 1
+
+    def on_certificate_change(self, listener: Callable[[str, str], None]) -> None:
+        """Call `listener(certificate_id, status)` whenever a certificate leaves ACTIVE through the AWS API
+        (UpdateCertificate, DeleteCertificate: `DELETED`): the broker then closes its connections, as AWS
+        IoT does. Called under the registry's lock, so it must only schedule work, never wait for it."""
+        iot = self.iot
+        update, delete = iot.update_certificate, iot.delete_certificate
+
+        def update_certificate(certificate_id: str, new_status: str) -> None:
+            update(certificate_id, new_status)
+            if new_status != ACTIVE:
+                listener(certificate_id, new_status)
+
+        def delete_certificate(certificate_id: str, force_delete: bool) -> None:
+            delete(certificate_id, force_delete)
+            listener(certificate_id, "DELETED")
+
+        iot.update_certificate = update_certificate  # type: ignore[method-assign]
+        iot.delete_certificate = delete_certificate  # type: ignore[method-assign]
 
     def identity(self, certificate_id: str, client_id: str = "") -> ConnectionIdentity | None:
         with self.lock:
             cert = self.iot.certificates.get(certificate_id)
             if cert is None:
-                return None
+                return self._temporary_identity(certificate_id)
             arn = cert.arn
             attached_policies = self._policy_pairs
             documents = tuple(
@@ -134,6 +266,18 @@ class Registry:
                     attributes = {k: str(v) for k, v in thing.attributes.items()}
             return ConnectionIdentity(_record(cert), documents, things, thing_type, attributes)
 
+    def _temporary_identity(self, certificate_id: str) -> ConnectionIdentity | None:
+        claim = self._temporary.get(certificate_id)
+        if claim is None:
+            return None
+        record = claim.certificate
+        if claim.expires_at <= self._clock():
+            record = CertificateRecord(
+                record.certificate_id, record.certificate_arn, record.certificate_pem, EXPIRED
+            )
+        policy = (f"temporary-claim-{claim.template_name}", claim.policy_document)
+        return ConnectionIdentity(record, (policy,), ())
+
     # --------------------------------------------------------------- policies
     def policy_exists(self, policy_name: str) -> bool:
         return policy_name in self.iot.policies
@@ -148,6 +292,8 @@ class Registry:
             except BaseException:
                 journal.undo()
                 raise
+            finally:
+                self.generation += 1
 
     def _apply(self, plan: ProvisioningPlan, certificate_id: str, journal: _Journal) -> None:
         iot = self.iot

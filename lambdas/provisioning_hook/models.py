@@ -18,13 +18,20 @@ class Reason(StrEnum):
     """Why the hook decided what it did: a metric dimension and a log field, so keep the set small."""
 
     ALLOWED_NEW = "ALLOWED_NEW"
-    ALLOWED_RETRY = "ALLOWED_RETRY"
+    ALLOWED_RETRY = "ALLOWED_RETRY"  # the same certificate again (its earlier answer was lost)
+    ALLOWED_SAME_KEY = "ALLOWED_SAME_KEY"  # a new certificate of the reservation's key: the same device
     ALLOWED_TAKEOVER = "ALLOWED_TAKEOVER"
     MALFORMED_EVENT = "MALFORMED_EVENT"
     BAD_SERIAL = "BAD_SERIAL"
+    UNEXPECTED_PARAMETER = "UNEXPECTED_PARAMETER"  # a parameter a device may not set
+    CLAIM_INACTIVE = "CLAIM_INACTIVE"
     UNKNOWN_SERIAL = "UNKNOWN_SERIAL"
     REVOKED = "REVOKED"
     CLAIM_NOT_BOUND = "CLAIM_NOT_BOUND"
+    CN_MISMATCH = "CN_MISMATCH"
+    KEY_REQUIRED = "KEY_REQUIRED"  # attestation is required and the registry holds no key for the serial
+    KEY_MISMATCH = "KEY_MISMATCH"
+    CERTIFICATE_HOLDS_SERIAL = "CERTIFICATE_HOLDS_SERIAL"  # this certificate reserved another serial
     TAKEN = "TAKEN"
     REGISTRY_ERROR = "REGISTRY_ERROR"
     CONFIG_ERROR = "CONFIG_ERROR"

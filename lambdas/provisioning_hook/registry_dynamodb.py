@@ -9,6 +9,7 @@ DynamoDB or IoT gives a denial well inside AWS's 5 s limit for the hook.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -20,10 +21,20 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from .decision import STATUS_AVAILABLE, STATUS_RESERVED, RegistryError, Reservation, SerialRecord
+from .decision import (
+    CERT_ACTIVE,
+    STATUS_AVAILABLE,
+    STATUS_RESERVED,
+    BatchRecord,
+    RegistryError,
+    Reservation,
+    SerialRecord,
+    WriteOutcome,
+)
 
 SERIAL_KEY_PREFIX = "serial#"  # infra/constants.py SERIAL_KEY_PREFIX
 BATCH_KEY_PREFIX = "batch#"  # infra/constants.py BATCH_KEY_PREFIX
+CERTIFICATE_KEY_PREFIX = "cert#"  # infra/constants.py CERTIFICATE_KEY_PREFIX
 
 CONNECT_TIMEOUT_S = 0.5
 READ_TIMEOUT_S = 0.8
@@ -54,6 +65,12 @@ _CLIENT_CONFIG = Config(
 )
 _clients: dict[tuple[str, ...], Any] = {}
 _clients_lock = threading.Lock()
+# Claim certificates seen ACTIVE, until when (time.monotonic): see DynamoDBRegistry.claim_is_active.
+CLAIM_STATUS_TTL_S = 5.0
+_MAX_CACHED_CLAIMS = 1024
+_active_claims: dict[tuple[tuple[str, ...], str], float] = {}
+RETIRED_BY = {"same_key": "superseded_same_key", "takeover": "taken_over_stale", "provisioned": "superseded"}
+FINGERPRINT_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def client(service: str) -> Any:
@@ -62,19 +79,7 @@ def client(service: str) -> Any:
     The cache holds clients only, never data. Its key includes the endpoint and region variables so a
     process whose environment changes (tests, the emulator) never talks to a stale endpoint.
     """
-    key = (
-        service,
-        *(
-            os.environ.get(name, "")
-            for name in (
-                "AWS_ENDPOINT_URL",
-                f"AWS_ENDPOINT_URL_{service.upper()}",
-                "AWS_REGION",
-                "AWS_DEFAULT_REGION",
-                "AWS_ACCESS_KEY_ID",
-            )
-        ),
-    )
+    key = (service, *_endpoint_key(service))
     with _clients_lock:  # boto3's default session is not safe to build clients from concurrently
         cached = _clients.get(key)
         if cached is None:
@@ -84,13 +89,14 @@ def client(service: str) -> Any:
 
 
 def reset_clients() -> None:
-    """Forget cached clients (tests that start and stop moto)."""
+    """Forget cached clients and claim statuses (tests that start and stop moto)."""
     with _clients_lock:
         _clients.clear()
+        _active_claims.clear()
 
 
 class DynamoDBRegistry:
-    """`decision.Registry` over the serial table and iot:DescribeCertificate, within one time budget."""
+    """`decision.Registry` over the serial table and AWS IoT, within one time budget."""
 
     def __init__(
         self, table_name: str, *, budget_s: float | None = None, clock: Callable[[], float] = time.monotonic
@@ -101,6 +107,7 @@ class DynamoDBRegistry:
         # do it before the clock starts so the budget is spent on the network only.
         client("dynamodb")
         self._deadline = clock() + (DECISION_BUDGET_S if budget_s is None else budget_s)
+        self.attempts: list[tuple[float, float]] = []  # (start, end) of each call attempt, on `clock`
 
     # -- decision.Registry -------------------------------------------------------------------------
 
@@ -114,77 +121,149 @@ class DynamoDBRegistry:
         ).get("Item")
         return None if item is None else _serial_record(serial, item)
 
-    def batch_claims(self, batch: str) -> frozenset[str] | None:
+    def get_batch(self, batch: str) -> BatchRecord | None:
         item = self._call(
             "dynamodb",
             "get_item",
             TableName=self._table,
             ConsistentRead=True,
             Key={"pk": {"S": BATCH_KEY_PREFIX + batch}},
-            ProjectionExpression="claim_certificate_ids",
+            ProjectionExpression="claim_certificate_ids, require_device_key",
         ).get("Item")
         if item is None:
             return None
-        claims = item.get("claim_certificate_ids", {}).get("SS", [])
-        return frozenset(claims)
-
-    def reserve(self, reservation: Reservation) -> bool:
-        return self._write(reservation, "#status = :available", {":available": {"S": STATUS_AVAILABLE}})
-
-    def take_over(
-        self, reservation: Reservation, *, previous_certificate_id: str, previous_reserved_at: int
-    ) -> bool:
-        return self._write(
-            reservation,
-            "#status = :reserved AND certificate_id = :old_cert AND reserved_at = :old_at",
-            {
-                ":reserved": {"S": STATUS_RESERVED},
-                ":old_cert": {"S": previous_certificate_id},
-                ":old_at": {"N": str(previous_reserved_at)},
-            },
+        claims = item.get("claim_certificate_ids", {}).get("SS")
+        return BatchRecord(
+            batch=batch,
+            claim_certificate_ids=None if claims is None else frozenset(claims),
+            require_device_key=item.get("require_device_key", {}).get("BOOL") is True,
         )
 
-    def certificate_is_active(self, certificate_id: str) -> bool:
+    def certificate_status(self, certificate_id: str) -> str | None:
         try:
             reply = self._call("iot", "describe_certificate", certificateId=certificate_id)
         except _NotFound:
-            return False  # deleted (e.g. its ownership token expired): it never became a device
-        return bool(reply.get("certificateDescription", {}).get("status") == "ACTIVE")
+            return None  # deleted (e.g. its ownership token expired): it never became a device
+        status = reply.get("certificateDescription", {}).get("status")
+        if not isinstance(status, str):
+            raise RegistryError("iot.describe_certificate: no status in the answer")
+        return status
+
+    def claim_is_active(self, certificate_id: str) -> bool:
+        """A claim's ACTIVE status is kept for CLAIM_STATUS_TTL_S per function instance (one IoT call per
+        claim every few seconds, not per device); anything else is asked again every time, so a claim an
+        operator deactivates stops provisioning within that time. (AWS IoT also closes its connections.)"""
+        key = (_endpoint_key("iot"), certificate_id)
+        now = time.monotonic()
+        with _clients_lock:
+            if _active_claims.get(key, 0.0) > now:
+                return True
+        active = self.certificate_status(certificate_id) == CERT_ACTIVE
+        if active:
+            with _clients_lock:
+                if len(_active_claims) >= _MAX_CACHED_CLAIMS:
+                    _active_claims.clear()
+                _active_claims[key] = now + CLAIM_STATUS_TTL_S
+        return active
+
+    def write_reservation(self, reservation: Reservation, previous: SerialRecord) -> WriteOutcome:
+        at = {"N": str(reservation.reserved_at)}
+        now_iso = {"S": _iso(reservation.reserved_at)}
+        if previous.status == STATUS_AVAILABLE:
+            serial_condition = "attribute_exists(pk) AND #status = :available"
+            condition_values: dict[str, Any] = {":available": {"S": STATUS_AVAILABLE}}
+        else:
+            serial_condition = (
+                "attribute_exists(pk) AND #status = :reserved AND certificate_id = :old_cert "
+                "AND reserved_at = :old_at"
+            )
+            condition_values = {
+                ":old_cert": {"S": previous.certificate_id or ""},
+                ":old_at": {"N": str(previous.reserved_at or 0)},
+            }
+        items: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": {"pk": {"S": SERIAL_KEY_PREFIX + reservation.serial}},
+                    "UpdateExpression": (
+                        "SET #status = :reserved, certificate_id = :cert, thing_name = :thing, "
+                        "claim_certificate_id = :claim, client_id = :client, reserved_at = :at, "
+                        "reserved_key_sha256 = :key, updated_at = :now ADD certificate_ids :certs"
+                    ),
+                    # attribute_exists: an UpdateItem on a missing key would otherwise create the item.
+                    "ConditionExpression": serial_condition,
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": {
+                        ":reserved": {"S": STATUS_RESERVED},
+                        ":cert": {"S": reservation.certificate_id},
+                        ":thing": {"S": reservation.thing_name},
+                        ":claim": {"S": reservation.claim_certificate_id},
+                        ":client": {"S": reservation.client_id},
+                        ":at": at,
+                        ":key": {"S": reservation.key_sha256},
+                        ":now": now_iso,
+                        ":certs": {"SS": [reservation.certificate_id]},
+                        **condition_values,
+                    },
+                }
+            },
+            {
+                # One certificate, one serial: the certificate's item names the serial it holds.
+                "Update": {
+                    "TableName": self._table,
+                    "Key": {"pk": {"S": CERTIFICATE_KEY_PREFIX + reservation.certificate_id}},
+                    "UpdateExpression": (
+                        "SET certificate_id = :cert, serial = :serial, issued_at = :at, "
+                        "issued_reason = :reason, claim_certificate_id = :claim, key_sha256 = :key, "
+                        "updated_at = :now"
+                    ),
+                    "ConditionExpression": "attribute_not_exists(pk) OR serial = :serial",
+                    "ExpressionAttributeValues": {
+                        ":cert": {"S": reservation.certificate_id},
+                        ":serial": {"S": reservation.serial},
+                        ":at": at,
+                        ":reason": {"S": reservation.reason},
+                        ":claim": {"S": reservation.claim_certificate_id},
+                        ":key": {"S": reservation.key_sha256},
+                        ":now": now_iso,
+                    },
+                }
+            },
+        ]
+        if previous.certificate_id and previous.certificate_id != reservation.certificate_id:
+            items.append(
+                {
+                    # The certificate history: the certificate the serial was reserved for is retired.
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": {"pk": {"S": CERTIFICATE_KEY_PREFIX + previous.certificate_id}},
+                        "UpdateExpression": (
+                            "SET certificate_id = :cert, serial = if_not_exists(serial, :serial), "
+                            "retired_at = :at, retired_reason = :why, updated_at = :now"
+                        ),
+                        "ExpressionAttributeValues": {
+                            ":cert": {"S": previous.certificate_id},
+                            ":serial": {"S": reservation.serial},
+                            ":at": at,
+                            ":why": {"S": RETIRED_BY[reservation.reason]},
+                            ":now": now_iso,
+                        },
+                    }
+                }
+            )
+        try:
+            self._call("dynamodb", "transact_write_items", TransactItems=items)
+        except _Cancelled as cancelled:
+            if cancelled.failed(1):
+                return WriteOutcome.CERTIFICATE_HOLDS_SERIAL
+            return WriteOutcome.SERIAL_CHANGED
+        return WriteOutcome.WRITTEN
+
+    def deactivate_certificate(self, certificate_id: str) -> None:
+        self._call("iot", "update_certificate", certificateId=certificate_id, newStatus="INACTIVE")
 
     # -- plumbing ----------------------------------------------------------------------------------
-
-    def _write(self, reservation: Reservation, condition: str, values: dict[str, Any]) -> bool:
-        now_iso = datetime.fromtimestamp(reservation.reserved_at / 1000, UTC).isoformat(
-            timespec="milliseconds"
-        )
-        try:
-            self._call(
-                "dynamodb",
-                "update_item",
-                TableName=self._table,
-                Key={"pk": {"S": SERIAL_KEY_PREFIX + reservation.serial}},
-                UpdateExpression=(
-                    "SET #status = :reserved, certificate_id = :cert, thing_name = :thing, "
-                    "claim_certificate_id = :claim, client_id = :client, reserved_at = :at, "
-                    "updated_at = :now"
-                ),
-                # attribute_exists: an UpdateItem on a missing key would otherwise create the item.
-                ConditionExpression=f"attribute_exists(pk) AND {condition}",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":reserved": {"S": STATUS_RESERVED},
-                    ":cert": {"S": reservation.certificate_id},
-                    ":thing": {"S": reservation.thing_name},
-                    ":claim": {"S": reservation.claim_certificate_id},
-                    ":client": {"S": reservation.client_id},
-                    ":at": {"N": str(reservation.reserved_at)},
-                    ":now": {"S": now_iso},
-                    **values,
-                },
-            )
-        except _ConditionFailed:
-            return False
-        return True
 
     def _call(self, service: str, operation: str, **kwargs: Any) -> dict[str, Any]:
         last: str = "no attempt"
@@ -195,12 +274,18 @@ class DynamoDBRegistry:
             service_client = client(service)
             # A first use builds the client (local CPU, ~100 ms cold): not network time, so not budget.
             self._deadline += self._clock() - built
+            started = self._clock()
             try:
                 return getattr(service_client, operation)(**kwargs)  # type: ignore[no-any-return]
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
-                if code == "ConditionalCheckFailedException":
-                    raise _ConditionFailed from None
+                if code == "TransactionCanceledException":
+                    reasons = exc.response.get("CancellationReasons") or []
+                    codes = [str(r.get("Code", "")) for r in reasons if isinstance(r, dict)]
+                    if "ConditionalCheckFailed" in codes or "TransactionConflict" in codes:
+                        raise _Cancelled(codes) from None
+                    last = f"TransactionCanceledException {codes}"
+                    raise RegistryError(f"{service}.{operation}: {last}"[:300]) from None
                 if code == "ResourceNotFoundException" and service == "iot":
                     raise _NotFound from None
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -211,6 +296,8 @@ class DynamoDBRegistry:
                 last = type(exc).__name__
             except BotoCoreError as exc:  # credentials, region, parameter validation: not transient
                 raise RegistryError(f"{service}.{operation}: {type(exc).__name__}") from None
+            finally:
+                self.attempts.append((started, self._clock()))
             time.sleep(RETRY_PAUSE_S * (attempt + 1))
         raise RegistryError(f"{service}.{operation}: gave up after {MAX_ATTEMPTS} attempts ({last})")
 
@@ -220,8 +307,16 @@ def _attempt_worst_s() -> float:
     return float(_CLIENT_CONFIG.connect_timeout) + float(_CLIENT_CONFIG.read_timeout)
 
 
-class _ConditionFailed(Exception):
-    pass
+class _Cancelled(Exception):
+    """A transaction cancelled on a condition or a conflicting write: CancellationReasons' codes, one per
+    item in order ("None" for an item that was fine)."""
+
+    def __init__(self, codes: list[str]) -> None:
+        super().__init__(codes)
+        self.codes = codes
+
+    def failed(self, index: int) -> bool:
+        return index < len(self.codes) and self.codes[index] == "ConditionalCheckFailed"
 
 
 class _NotFound(Exception):
@@ -239,6 +334,36 @@ def _serial_record(serial: str, item: dict[str, Any]) -> SerialRecord:
             attributes=attributes,
             certificate_id=item.get("certificate_id", {}).get("S"),
             reserved_at=int(reserved_at) if reserved_at is not None else None,
+            public_key_sha256=_fingerprint(item, "public_key_sha256"),
+            reserved_key_sha256=_fingerprint(item, "reserved_key_sha256"),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise RegistryError(f"malformed serial item: {type(exc).__name__}") from None
+
+
+def _fingerprint(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name, {}).get("S")
+    if value is None:
+        return None
+    if not FINGERPRINT_RE.fullmatch(value):
+        # A fingerprint that can never match would deny the genuine device; say where the data is bad.
+        raise RegistryError(f"malformed {name} (64 lowercase hex digits expected)")
+    return value  # type: ignore[no-any-return]
+
+
+def _iso(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def _endpoint_key(service: str) -> tuple[str, ...]:
+    """The environment that decides where a client of `service` goes (tests and the emulator change it)."""
+    return tuple(
+        os.environ.get(name, "")
+        for name in (
+            "AWS_ENDPOINT_URL",
+            f"AWS_ENDPOINT_URL_{service.upper()}",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_ACCESS_KEY_ID",
+        )
+    )

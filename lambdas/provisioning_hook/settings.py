@@ -13,12 +13,19 @@ ENV_SERIAL_PATTERN = "SERIAL_PATTERN"
 ENV_THING_NAME_PREFIX = "THING_NAME_PREFIX"
 ENV_RESERVATION_TIMEOUT = "RESERVATION_TIMEOUT_S"
 ENV_TEMPLATE_ATTRIBUTES = "TEMPLATE_ATTRIBUTES"
+ENV_DEVICE_PARAMETERS = "DEVICE_PARAMETERS"
+ENV_REQUIRE_DEVICE_KEY = "REQUIRE_DEVICE_KEY"
+ENV_REQUIRE_CN_MATCH = "REQUIRE_CN_MATCH"
 ENV_SERVICE = "POWERTOOLS_SERVICE_NAME"
 ENV_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 
 DEFAULT_SERVICE = "provisioning-hook"
 DEFAULT_NAMESPACE = "FleetProvisioning"
 MAX_THING_NAME = 128
+PARAM_SERIAL = "SerialNumber"
+# AWS IoT's thing-name rule (API_CreateThing): what the template makes of prefix + serial.
+THING_NAME_RE = re.compile(r"[a-zA-Z0-9:_-]{1,128}")
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
 
 
 class SettingsError(ValueError):
@@ -32,6 +39,10 @@ class HookSettings:
     thing_name_prefix: str
     reservation_timeout_s: int
     template_attributes: tuple[str, ...]
+    # What a device may send besides AWS::IoT::Certificate::Id (its own certificate's id): its serial.
+    device_parameters: tuple[str, ...] = (PARAM_SERIAL,)
+    require_device_key: bool = False  # every serial must carry the fingerprint of its device's key
+    require_cn_match: bool = True  # the certificate's CN must be the serial
     service: str = DEFAULT_SERVICE
     namespace: str = DEFAULT_NAMESPACE
 
@@ -58,13 +69,34 @@ def load_settings(environ: Mapping[str, str] | None = None) -> HookSettings:
         raise SettingsError(f"{ENV_RESERVATION_TIMEOUT} must be an integer, got {raw_timeout!r}") from None
     if timeout <= 0:
         raise SettingsError(f"{ENV_RESERVATION_TIMEOUT} must be positive")
-    attributes = tuple(a.strip() for a in env.get(ENV_TEMPLATE_ATTRIBUTES, "").split(",") if a.strip())
+    device_parameters = _names(env.get(ENV_DEVICE_PARAMETERS, PARAM_SERIAL))
+    if PARAM_SERIAL not in device_parameters:
+        raise SettingsError(f"{ENV_DEVICE_PARAMETERS} must name {PARAM_SERIAL}")
     return HookSettings(
         table_name=table,
         serial_pattern=pattern,
         thing_name_prefix=env.get(ENV_THING_NAME_PREFIX, ""),
         reservation_timeout_s=timeout,
-        template_attributes=attributes,
+        template_attributes=_names(env.get(ENV_TEMPLATE_ATTRIBUTES, "")),
+        device_parameters=device_parameters,
+        require_device_key=_flag(env, ENV_REQUIRE_DEVICE_KEY, default=False),
+        require_cn_match=_flag(env, ENV_REQUIRE_CN_MATCH, default=True),
         service=env.get(ENV_SERVICE) or DEFAULT_SERVICE,
         namespace=env.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE,
     )
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in raw.split(",") if name.strip())
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name)
+    value = (raw or "").strip().lower()
+    if not value:
+        return default
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{name} must be true or false, got {value[:20]!r}")

@@ -15,9 +15,11 @@ from fleetctl.registry_store import RegistryStore
 from fleetctl.serial_csv import SerialRow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# The keys flow allowed (for its test); an inactive claim for the refused-claim test.
+# The keys flow allowed (for its test), so no CN check (AWS names those certificates); an inactive claim
+# for the refused-claim test.
 FLEET_OVERRIDES = {
     "allow_create_keys_and_certificate": True,
+    "require_cn_match": False,
     "claim_credentials": [
         {"name": "line-a", "mode": "generated", "active": True},
         {"name": "line-b", "mode": "generated", "active": False},
@@ -57,13 +59,26 @@ class Emulator:
 
 
 @pytest.fixture(scope="session")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+def sim_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import app
 
-    assembly = app.synthesize(FLEET_OVERRIDES, tmp_path_factory.mktemp("sim-cdk") / "cdk.out")
-    state = tmp_path_factory.mktemp("sim-emulator")
-    process = emulator_process.start(assembly, state)
+    return app.synthesize(FLEET_OVERRIDES, tmp_path_factory.mktemp("sim-cdk") / "cdk.out")
+
+
+def started(assembly: Path, state: Path, *extra: str) -> Iterator[Emulator]:
+    process = emulator_process.start(assembly, state, *extra)
     try:
         yield Emulator(process.endpoint_file, process.endpoint(), process.log_path)
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="session")
+def emulator(sim_assembly: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    yield from started(sim_assembly, tmp_path_factory.mktemp("sim-emulator"))
+
+
+@pytest.fixture
+def lossy_emulator(sim_assembly: Path, tmp_path: Path) -> Iterator[Emulator]:
+    """Applies the first RegisterThing and never sends its reply: a device that lost power or network."""
+    yield from started(sim_assembly, tmp_path / "lossy", "--lose-replies", "RegisterThing=1")

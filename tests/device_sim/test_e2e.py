@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def assert_registered(emulator: Emulator, serial: str, thing_name: str, certific
 def test_csr_flow(emulator: Emulator, tmp_path: Path, fmt: str) -> None:
     (serial,) = serials(emulator, 1)
     out = tmp_path / serial
-    result = provision(emulator, serial, out, "--format", fmt, "--param", "model=m7")
+    result = provision(emulator, serial, out, "--format", fmt)
     assert result.exit_code == 0, result.output
     thing = result.stdout.strip()
     assert thing == emulator.data["thing_name_prefix"] + serial
@@ -79,6 +80,14 @@ def test_csr_flow(emulator: Emulator, tmp_path: Path, fmt: str) -> None:
     certificate = x509.load_pem_x509_certificate((out / "certificate.pem").read_bytes())
     key = serialization.load_pem_private_key((out / "private.key").read_bytes(), None)
     assert certificate.public_key() == key.public_key()
+
+
+def test_a_parameter_besides_the_serial_is_refused(emulator: Emulator, tmp_path: Path) -> None:
+    """The device chooses only its serial: the stack's hook refuses any other parameter, as AccessDenied."""
+    (serial,) = serials(emulator, 1)
+    result = provision(emulator, serial, tmp_path / serial, "--param", "model=m7")
+    assert result.exit_code == 1 and "AccessDenied (403)" in result.output, result.output
+    assert emulator.serial_item(serial)["status"] == "AVAILABLE"  # type: ignore[index]
 
 
 def test_keys_flow_warns_that_the_key_crossed_the_network(emulator: Emulator, tmp_path: Path) -> None:
@@ -232,3 +241,85 @@ def test_fleet_report_matches_the_registry(emulator: Emulator, tmp_path: Path) -
         "1/2",
         "2/2",
     }
+
+
+def fleet_args(emulator: Emulator, serial_file: Path, report: Path, *extra: str) -> list[str]:
+    return [
+        "fleet",
+        "--endpoint-file",
+        str(emulator.endpoint_file),
+        "--serials",
+        str(serial_file),
+        "--concurrency",
+        "4",
+        "--report",
+        str(report),
+        *extra,
+    ]
+
+
+def test_fleet_thresholds_set_the_exit_code(emulator: Emulator, tmp_path: Path) -> None:
+    known = serials(emulator, 3)
+    unknown = serials(emulator, 3, imported=False)
+    rejected_only = tmp_path / "unknown.txt"
+    rejected_only.write_text("\n".join(unknown) + "\n")
+    result = runner.invoke(app, fleet_args(emulator, rejected_only, tmp_path / "r1.json", "--no-progress"))
+    assert result.exit_code == 1  # every device rejected is not a pass
+    assert "threshold: none of the 3 devices that finished was provisioned" in result.stderr
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("\n".join(known[:2] + serials(emulator, 1, imported=False)) + "\n")
+    strict = ("--max-rejected", "0", "--max-p99-ms", "0.001", "--no-progress")
+    result = runner.invoke(app, fleet_args(emulator, mixed, tmp_path / "r2.json", *strict))
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("threshold: ")]
+    assert [line.split()[-2] for line in lines] == ["--max-rejected", "--max-p99-ms"]
+    ok = tmp_path / "ok.txt"
+    ok.write_text(known[2] + "\n")
+    result = runner.invoke(app, fleet_args(emulator, ok, tmp_path / "r3.json", "--max-p99-ms", "60000"))
+    assert result.exit_code == 0, result.output
+    assert "threshold:" not in result.stderr
+
+
+def test_fleet_progress_lines_when_stderr_is_not_a_terminal(emulator: Emulator, tmp_path: Path) -> None:
+    serial_file = tmp_path / "serials.txt"
+    serial_file.write_text("\n".join(serials(emulator, 6)) + "\n")
+    result = runner.invoke(
+        app,
+        fleet_args(emulator, serial_file, tmp_path / "r.json", "--rate", "10", "--progress-every-s", "0.2"),
+    )
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("progress: ")]
+    assert len(lines) >= 2  # at least one during the run and the last one
+    assert lines[-1].startswith("progress: 6/6 devices in ") and "provisioned 6," in lines[-1]
+
+
+def test_fleet_ctrl_c_writes_the_html_and_counts_devices_in_flight_as_interrupted(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    serial_file = tmp_path / "serials.txt"
+    serial_file.write_text("\n".join(serials(emulator, 200)) + "\n")
+    report, page = tmp_path / "r.json", tmp_path / "r.html"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "device_sim", *fleet_args(emulator, serial_file, report, "--html", str(page))]
+        + ["--concurrency", "20", "--progress-every-s", "0.2"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if line.startswith("progress: ") and not line.startswith("progress: 0/"):
+                break
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+    data = json.loads(report.read_text())
+    assert data["run"]["interrupted"] is True
+    assert data["failed"] == 0 and data["interrupted"] > 0
+    assert data["devices"] == data["provisioned"] + data["rejected"] + data["interrupted"] < 200
+    assert "interrupted" in page.read_text()

@@ -74,5 +74,7 @@ def test_summary_of_known_values() -> None:
     summary = h.summary()
     assert 50 <= summary["p50"] <= 51.6
     assert 90 <= summary["p90"] <= 92.9
+    assert 95 <= summary["p95"] <= 98
     assert summary["max"] == 100.0
-    assert Histogram().summary() == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    assert summary["mean"] == 50.5
+    assert Histogram().summary() == {"p50": 0.0, "p90": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0}

@@ -240,7 +240,7 @@ async def broker_env(
 ) -> AsyncIterator[Env]:
     """A broker on an ephemeral port with the emulator's own TLS context (ALPN included), two client
     certificates ("a", "b")."""
-    from emulator.runtime import _server_ssl_context
+    from emulator.serving import server_ssl_context
 
     authority = CertificateAuthority.create()
     server = authority.issue_server_credential()
@@ -255,7 +255,7 @@ async def broker_env(
         paths[name], ids[name] = (cert, key), credential.certificate_id
     gatekeeper = FakeGatekeeper()
     broker = Broker(
-        ssl_context=_server_ssl_context(tmp_path, authority),
+        ssl_context=server_ssl_context(tmp_path, authority),
         gatekeeper=gatekeeper,
         handlers=[EchoHandler()],
         limits=limits or Limits(),

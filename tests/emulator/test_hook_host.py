@@ -208,3 +208,19 @@ def test_a_handler_that_cannot_load_fails_the_start(tmp_path: Path) -> None:
             iot_endpoint_url="http://127.0.0.1:9",
             region="eu-west-1",
         )
+
+
+def test_the_hook_processs_dynamodb_refuses_motos_control_routes(host: HookHost) -> None:
+    """Its port is on 127.0.0.1 as well: one POST to /moto-api/reset must not wipe the serial table."""
+    import urllib.error
+    import urllib.request
+
+    for path in ("/moto-api/reset", "/moto-api/seed?a=1"):
+        request = urllib.request.Request(host.dynamodb_url + path, data=b"", method="POST")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 404
+    assert (
+        client("dynamodb", host.dynamodb_url).describe_table(TableName="serials")["Table"]["TableName"]
+        == "serials"
+    )

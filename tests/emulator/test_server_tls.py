@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from emulator.provisioning.ca import CertificateAuthority, write_private
-from emulator.runtime import _server_ssl_context
+from emulator.serving import server_ssl_context as _server_ssl_context
 
 
 def server_context(tmp_path: Path, authority: CertificateAuthority) -> ssl.SSLContext:

@@ -315,6 +315,16 @@ def test_select_out_of_range_from_a_device_parameter() -> None:
     fails(body, {"SerialNumber": "nodash"}, match="index 1 is out of range for a list of 1")
 
 
+@pytest.mark.parametrize("index", ["²", "١", "1.5", " 1", "-1", ""])
+def test_select_index_from_a_device_parameter_is_validated(index: str) -> None:
+    # A device chooses the index: "²" and "١" are digits to str.isdigit() yet not to int(), and once escaped
+    # as a ValueError (an InternalFailure reply) instead of InvalidParameters.
+    body = template(DeviceConfiguration={"v": {"Fn::Select": [{"Ref": "Index"}, ["a", "b"]]}})
+    body["Parameters"]["Index"] = {"Type": "String"}
+    error = fails(body, {"Index": index}, match=r"DeviceConfiguration\.v\.Fn::Select\[0\]: the index must be")
+    assert (error.status_code, error.error_code) == (400, "InvalidParameters")
+
+
 def test_split() -> None:
     assert device_config({"Fn::Join": ["|", {"Fn::Split": [",", "a,,b"]}]})["value"] == "a||b"
     assert value_of({"Fn::Select": [0, {"Fn::Split": [":", "no-delimiter"]}]}) == "no-delimiter"

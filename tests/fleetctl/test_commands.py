@@ -93,6 +93,9 @@ def test_revoke_then_reset(table: Any) -> None:
         "status": "AVAILABLE",
         "previous_status": "REVOKED",
         "previous_certificate_id": CERT,
+        "retired": [  # the certificate is not in AWS IoT (moto): nothing to deactivate or detach
+            {"certificate_id": CERT, "previous_status": None, "detached_things": [], "detached_policies": []}
+        ],
     }
     item = get_serial_item(table, "SN-000001")
     assert item is not None and item["status"]["S"] == "AVAILABLE"
@@ -108,6 +111,115 @@ def test_revoke_then_reset(table: Any) -> None:
     assert item["batch"]["S"] == "B1" and item["attributes"]["M"] == {
         "model": {"S": "X1"}
     }  # registry data stays
+
+
+def provisioned_in_iot(table: Any, serial: str = "SN-000001") -> tuple[Any, str, str]:
+    """A serial provisioned as the template would: an ACTIVE certificate attached to its thing and the
+    device policy, and an earlier certificate of the same serial (a lost reply) still ACTIVE too."""
+    iot = boto3.client("iot", region_name=REGION)
+    iot.create_policy(policyName="device-policy", policyDocument='{"Version": "2012-10-17", "Statement": []}')
+    iot.create_thing(thingName=f"device-{serial}")
+    current = iot.create_keys_and_certificate(setAsActive=True)
+    earlier = iot.create_keys_and_certificate(setAsActive=True)
+    for certificate in (current, earlier):
+        iot.attach_thing_principal(thingName=f"device-{serial}", principal=certificate["certificateArn"])
+        iot.attach_policy(policyName="device-policy", target=certificate["certificateArn"])
+    put_serial(table, serial, status="RESERVED", certificate_id=current["certificateId"], reserved_at=1)
+    table.update_item(
+        TableName=TABLE,
+        Key={"pk": {"S": f"serial#{serial}"}},
+        UpdateExpression="SET thing_name = :t, certificate_ids = :ids",
+        ExpressionAttributeValues={
+            ":t": {"S": f"device-{serial}"},
+            ":ids": {"SS": [current["certificateId"], earlier["certificateId"]]},
+        },
+    )
+    return iot, current["certificateId"], earlier["certificateId"]
+
+
+def test_reset_retires_every_certificate_the_serial_had(table: Any) -> None:
+    """An RMA: the old certificates must neither work nor hold the thing (was: left attached and ACTIVE)."""
+    iot, current, earlier = provisioned_in_iot(table)
+    result = cli("registry", "reset", "SN-000001", *TARGET, "--json")
+    assert result.exit_code == 0, result.output
+    retired = {r["certificate_id"]: r for r in json.loads(result.stdout)["retired"]}
+    assert set(retired) == {current, earlier}
+    for certificate_id in (current, earlier):
+        description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
+        assert description["status"] == "INACTIVE"
+        assert iot.list_principal_things(principal=description["certificateArn"])["things"] == []
+        assert iot.list_attached_policies(target=description["certificateArn"])["policies"] == []
+        assert retired[certificate_id] == {
+            "certificate_id": certificate_id,
+            "previous_status": "ACTIVE",
+            "detached_things": ["device-SN-000001"],
+            "detached_policies": ["device-policy"],
+        }
+    item = get_serial_item(table, "SN-000001")
+    assert item is not None and item["status"]["S"] == "AVAILABLE" and "certificate_id" not in item
+    history = table.get_item(TableName=TABLE, Key={"pk": {"S": f"cert#{current}"}})["Item"]
+    assert history["retired_reason"]["S"] == "reset"
+
+
+def test_reset_keep_certificate_leaves_aws_iot_alone(table: Any) -> None:
+    iot, current, _ = provisioned_in_iot(table)
+    result = cli("registry", "reset", "SN-000001", *TARGET, "--keep-certificate")
+    assert result.exit_code == 0, result.output
+    assert "left as it is" in result.stderr
+    assert iot.describe_certificate(certificateId=current)["certificateDescription"]["status"] == "ACTIVE"
+    assert get_serial_item(table, "SN-000001")["status"]["S"] == "AVAILABLE"  # type: ignore[index]
+
+
+def test_revoke_deactivate_cuts_the_device_off(table: Any) -> None:
+    iot, current, earlier = provisioned_in_iot(table)
+    result = cli("registry", "revoke", "SN-000001", *TARGET, "--deactivate")
+    assert result.exit_code == 0, result.output
+    assert f"certificate {current}: ACTIVE -> INACTIVE" in result.stdout
+    for certificate_id in (current, earlier):
+        description = iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
+        assert description["status"] == "INACTIVE"
+        # Revoked, not reset: the thing keeps its (dead) certificate for the record.
+        assert iot.list_principal_things(principal=description["certificateArn"])["things"] == [
+            "device-SN-000001"
+        ]
+    assert get_serial_item(table, "SN-000001")["status"]["S"] == "REVOKED"  # type: ignore[index]
+
+
+def test_show_lists_the_certificate_history(table: Any) -> None:
+    iot, current, earlier = provisioned_in_iot(table)
+    table.put_item(
+        TableName=TABLE,
+        Item={
+            "pk": {"S": f"cert#{earlier}"},
+            "certificate_id": {"S": earlier},
+            "serial": {"S": "SN-000001"},
+            "issued_at": {"N": "1000"},
+            "issued_reason": {"S": "provisioned"},
+            "retired_at": {"N": "2000"},
+            "retired_reason": {"S": "superseded_same_key"},
+        },
+    )
+    table.put_item(
+        TableName=TABLE,
+        Item={
+            "pk": {"S": f"cert#{current}"},
+            "certificate_id": {"S": current},
+            "serial": {"S": "SN-000001"},
+            "issued_at": {"N": "2000"},
+            "issued_reason": {"S": "same_key"},
+        },
+    )
+    result = cli("registry", "show", "SN-000001", *TARGET, "--json")
+    assert result.exit_code == 0, result.output
+    history = json.loads(result.stdout)["certificates"]
+    assert [
+        (h["certificate_id"], h["issued_reason"], h.get("retired_reason"), h["iot_status"]) for h in history
+    ] == [
+        (earlier, "provisioned", "superseded_same_key", "ACTIVE"),
+        (current, "same_key", None, "ACTIVE"),
+    ]
+    text = cli("registry", "show", "SN-000001", *TARGET)
+    assert "certificates (oldest first)" in text.stdout and "retired 1970-01-01T00:00:02+00:00" in text.stdout
 
 
 def test_revoke_and_reset_unknown_serial(table: Any) -> None:
@@ -134,6 +246,8 @@ def test_stats(table: Any) -> None:
         "RESERVED": 1,
         "REVOKED": 0,
         "bound_claims": 1,
+        "with_public_key_sha256": 0,
+        "require_device_key": False,
     }
     assert stats["by_batch"]["(none)"]["REVOKED"] == 1
     view = cli("registry", "stats", *TARGET)

@@ -8,7 +8,7 @@ import pytest
 from moto import mock_aws
 from provisioning_hook import registry_dynamodb
 
-from .support import HOOK_ENV, REGION, create_table
+from .support import CLAIM_ID, HOOK_ENV, OTHER_CLAIM_ID, REGION, create_table, register_claim
 
 
 @pytest.fixture
@@ -27,7 +27,8 @@ REAL_DECISION_BUDGET_S = registry_dynamodb.DECISION_BUDGET_S
 
 @pytest.fixture
 def dynamodb(hook_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """moto's DynamoDB and IoT with the serial table created; yields a low-level DynamoDB client.
+    """moto's DynamoDB and IoT with the serial table and the events' two claim certificates (ACTIVE);
+    yields a low-level DynamoDB client.
 
     In-process moto cannot hang, but on a loaded CI machine its calls can be slow enough to exhaust the
     hook's 3 s budget and turn a rule test into REGISTRY_ERROR. Rule tests get a wide budget; the
@@ -37,6 +38,9 @@ def dynamodb(hook_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     with mock_aws():
         client = boto3.client("dynamodb", region_name=REGION)
         create_table(client)
+        iot = boto3.client("iot", region_name=REGION)
+        for claim in (CLAIM_ID, OTHER_CLAIM_ID):
+            register_claim(iot, claim)
         yield client
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import threading
 import urllib.request
@@ -41,10 +42,26 @@ HOOK_ENV = {
 
 
 @cache
-def device_certificate_pem() -> str:
+def device_key(label: str) -> ec.EllipticCurvePrivateKey:
+    """One key per label (by default a certificate id: different certificates, different keys)."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_sha256(label: str) -> str:
+    """The registry's fingerprint of a label's key: SHA-256 of its DER SubjectPublicKeyInfo."""
+    der = (
+        device_key(label)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return hashlib.sha256(der).hexdigest()
+
+
+@cache
+def device_certificate_pem(common_name: str = "SN-000001", key_label: str = "device") -> str:
     """A throwaway self-signed device certificate (public part only leaves this function)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SN-000001")])
+    key = device_key(key_label)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -60,20 +77,51 @@ def device_certificate_pem() -> str:
 
 
 def load_event(
-    name: str, *, serial: str | None = None, certificate_id: str | None = None, claim_id: str | None = None
+    name: str,
+    *,
+    serial: str | None = None,
+    certificate_id: str | None = None,
+    claim_id: str | None = None,
+    key: str | None = None,
+    common_name: str | None = None,
 ) -> dict[str, Any]:
+    """A captured event by name. Its certificate is made at test time with CN = the event's serial (or
+    `common_name`) and the key named `key` (default: one key per certificate id)."""
     event: dict[str, Any] = json.loads((EVENTS_DIR / f"{name}.json").read_text())
-    if event.get("certificatePem") == PEM_PLACEHOLDER:
-        event["certificatePem"] = device_certificate_pem()
     if serial is not None:
         event["parameters"]["SerialNumber"] = serial
         event["clientId"] = f"prov-{serial}"
     if certificate_id is not None:
         event["certificateId"] = certificate_id
-        event["parameters"]["AWS::IoT::Certificate::Id"] = certificate_id
+        if "AWS::IoT::Certificate::Id" in event["parameters"]:
+            event["parameters"]["AWS::IoT::Certificate::Id"] = certificate_id
     if claim_id is not None:
         event["claimCertificateId"] = claim_id
+    if event.get("certificatePem") == PEM_PLACEHOLDER:
+        cn = common_name or str(event.get("parameters", {}).get("SerialNumber", "SN-000001"))
+        if not 0 < len(cn.encode()) <= 64:  # X.509 caps a CN at 64; such serials are refused before the CN
+            cn = "SN-not-a-serial"
+        label = key or str(event.get("certificateId"))
+        event["certificatePem"] = device_certificate_pem(cn, label)
     return event
+
+
+def register_claim(iot: Any, certificate_id: str = CLAIM_ID, *, status: str = "ACTIVE") -> str:
+    """A claim certificate in moto's IoT under the id the captured events carry.
+
+    moto derives a certificate's id from its PEM; the captured events name a fixed claim id, so the
+    certificate is registered and then filed under that id in moto's backend (tests only).
+    """
+    from moto.iot.models import iot_backends
+
+    pem = device_certificate_pem(f"claim {certificate_id[:8]}", f"claim-{certificate_id}")
+    registered = iot.register_certificate_without_ca(certificatePem=pem, status=status)["certificateId"]
+    backend = iot_backends["123456789012"][REGION]
+    certificate = backend.certificates.pop(registered)
+    certificate.certificate_id = certificate_id
+    certificate.arn = f"arn:aws:iot:{REGION}:123456789012:cert/{certificate_id}"
+    backend.certificates[certificate_id] = certificate
+    return certificate_id
 
 
 def cert_id(n: int) -> str:
@@ -98,6 +146,7 @@ def put_serial(
     attributes: dict[str, str] | None = None,
     certificate_id: str | None = None,
     reserved_at: int | None = None,
+    public_key_sha256: str | None = None,
     table: str = TABLE,
 ) -> None:
     item: dict[str, Any] = {
@@ -113,24 +162,39 @@ def put_serial(
         item["certificate_id"] = {"S": certificate_id}
     if reserved_at is not None:
         item["reserved_at"] = {"N": str(reserved_at)}
+    if public_key_sha256 is not None:
+        item["public_key_sha256"] = {"S": public_key_sha256}
     dynamodb.put_item(TableName=table, Item=item)
 
 
-def put_batch(dynamodb: Any, batch: str, claim_ids: list[str], table: str = TABLE) -> None:
-    dynamodb.put_item(
-        TableName=table,
-        Item={
-            "pk": {"S": f"batch#{batch}"},
-            "batch": {"S": batch},
-            "claim_certificate_ids": {"SS": claim_ids},
-        },
-    )
+def put_batch(
+    dynamodb: Any,
+    batch: str,
+    claim_ids: list[str] | None,
+    *,
+    require_device_key: bool | None = None,
+    table: str = TABLE,
+) -> None:
+    item: dict[str, Any] = {"pk": {"S": f"batch#{batch}"}, "batch": {"S": batch}}
+    if claim_ids:
+        item["claim_certificate_ids"] = {"SS": claim_ids}
+    if require_device_key is not None:
+        item["require_device_key"] = {"BOOL": require_device_key}
+    dynamodb.put_item(TableName=table, Item=item)
 
 
 def get_serial_item(dynamodb: Any, serial: str, table: str = TABLE) -> dict[str, Any] | None:
     return dynamodb.get_item(
         TableName=table,
         Key={"pk": {"S": f"serial#{serial}"}},  # type: ignore[no-any-return]
+        ConsistentRead=True,
+    ).get("Item")
+
+
+def get_certificate_item(dynamodb: Any, certificate_id: str, table: str = TABLE) -> dict[str, Any] | None:
+    return dynamodb.get_item(
+        TableName=table,
+        Key={"pk": {"S": f"cert#{certificate_id}"}},  # type: ignore[no-any-return]
         ConsistentRead=True,
     ).get("Item")
 

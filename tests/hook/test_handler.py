@@ -12,11 +12,15 @@ from .support import (
     OTHER_CLAIM_ID,
     cert_id,
     decision_log,
+    device_certificate_pem,
+    get_certificate_item,
     get_serial_item,
+    key_sha256,
     load_event,
     metric_lines,
     put_batch,
     put_serial,
+    register_claim,
     run_hook,
 )
 
@@ -169,3 +173,172 @@ def test_missing_table_denies(
     response, log = invoke(load_event("register_thing"), capsys)
     assert response == DENY and log["reason"] == "REGISTRY_ERROR"
     assert "ResourceNotFoundException" in log["detail"]
+
+
+def test_reservation_records_the_key_and_the_certificate_history(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_serial(dynamodb, "SN-000001")
+    invoke(load_event("register_thing", certificate_id=cert_id(1), key="device"), capsys)
+    item = get_serial_item(dynamodb, "SN-000001")
+    assert item is not None and item["reserved_key_sha256"]["S"] == key_sha256("device")
+    assert item["certificate_ids"]["SS"] == [cert_id(1)]
+    held = get_certificate_item(dynamodb, cert_id(1))
+    assert held is not None
+    assert (held["serial"]["S"], held["issued_reason"]["S"], held["claim_certificate_id"]["S"]) == (
+        "SN-000001",
+        "provisioned",
+        CLAIM_ID,
+    )
+    assert held["key_sha256"]["S"] == key_sha256("device") and "retired_at" not in held
+
+
+def test_attestation_against_moto(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    put_serial(dynamodb, "SN-000001", public_key_sha256=key_sha256("factory"))
+    response, log = invoke(load_event("register_thing", certificate_id=cert_id(1), key="copy"), capsys)
+    assert response == DENY and log["reason"] == "KEY_MISMATCH"
+    assert get_serial_item(dynamodb, "SN-000001")["status"]["S"] == "AVAILABLE"  # type: ignore[index]
+    response, log = invoke(load_event("register_thing", certificate_id=cert_id(2), key="factory"), capsys)
+    assert response["allowProvisioning"] is True and log["reason"] == "ALLOWED_NEW"
+
+
+def test_batch_that_requires_a_device_key(dynamodb: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    put_serial(dynamodb, "SN-000001", batch="B1")
+    put_batch(dynamodb, "B1", None, require_device_key=True)
+    response, log = invoke(load_event("register_thing"), capsys)
+    assert response == DENY and (log["reason"], log["detail"]) == (
+        "KEY_REQUIRED",
+        "batch B1 requires a device key",
+    )
+
+
+def test_stack_that_requires_a_device_key(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REQUIRE_DEVICE_KEY", "true")
+    put_serial(dynamodb, "SN-000001")
+    response, log = invoke(load_event("register_thing"), capsys)
+    assert response == DENY and log["reason"] == "KEY_REQUIRED"
+
+
+def test_cn_must_match_unless_configured_off(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put_serial(dynamodb, "SN-000010")
+    event = load_event("register_thing", serial="SN-000010", common_name="SN-000001")
+    response, log = invoke(event, capsys)
+    assert response == DENY and log["reason"] == "CN_MISMATCH"
+    monkeypatch.setenv("REQUIRE_CN_MATCH", "false")
+    response, log = invoke(event, capsys)
+    assert response["allowProvisioning"] is True
+
+
+def test_a_device_parameter_the_registry_owns_is_denied(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_serial(dynamodb, "SN-000001", attributes={"model": "X1"})
+    event = load_event("register_thing")
+    event["parameters"]["model"] = "bad value!"
+    response, log = invoke(event, capsys)
+    assert response == DENY and log["reason"] == "UNEXPECTED_PARAMETER" and "model" in log["detail"]
+    assert get_serial_item(dynamodb, "SN-000001")["status"]["S"] == "AVAILABLE"  # type: ignore[index]
+
+
+def test_a_deactivated_claim_provisions_nothing(
+    dynamodb: Any, iot: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from provisioning_hook import registry_dynamodb
+
+    put_serial(dynamodb, "SN-000001")
+    iot.update_certificate(certificateId=CLAIM_ID, newStatus="INACTIVE")
+    registry_dynamodb.reset_clients()  # no ACTIVE status cached from an earlier test
+    response, log = invoke(load_event("register_thing"), capsys)
+    assert response == DENY and log["reason"] == "CLAIM_INACTIVE"
+    response, log = invoke(load_event("register_thing", claim_id="d" * 64), capsys)  # unknown to IoT
+    assert response == DENY and log["reason"] == "CLAIM_INACTIVE"
+
+
+def test_claim_status_is_cached_only_while_active(
+    dynamodb: Any, iot: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provisioning_hook import registry_dynamodb
+
+    put_serial(dynamodb, "SN-000001")
+    put_serial(dynamodb, "SN-000002")
+    assert invoke(load_event("register_thing"), capsys)[0]["allowProvisioning"] is True
+    iot.update_certificate(certificateId=CLAIM_ID, newStatus="INACTIVE")
+    # Within the cache's life the claim still counts as ACTIVE (AWS IoT has closed its connections)...
+    assert (
+        invoke(load_event("register_thing", serial="SN-000002", certificate_id=cert_id(2)), capsys)[1][
+            "reason"
+        ]
+        == "ALLOWED_NEW"
+    )
+    # ... and once it has passed, it does not.
+    monkeypatch.setattr(registry_dynamodb, "CLAIM_STATUS_TTL_S", 0.0)
+    registry_dynamodb._active_claims.clear()
+    put_serial(dynamodb, "SN-000003")
+    assert (
+        invoke(load_event("register_thing", serial="SN-000003", certificate_id=cert_id(3)), capsys)[1][
+            "reason"
+        ]
+        == "CLAIM_INACTIVE"
+    )
+    iot.update_certificate(certificateId=CLAIM_ID, newStatus="ACTIVE")
+    assert (
+        invoke(load_event("register_thing", serial="SN-000003", certificate_id=cert_id(3)), capsys)[1][
+            "reason"
+        ]
+        == "ALLOWED_NEW"
+    )
+
+
+def test_same_key_after_a_lost_reply_retires_the_old_certificate(
+    dynamodb: Any, iot: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RegisterThing applied (the certificate ACTIVE), its reply lost; the device asks again with a new
+    certificate of the same key: allowed, and the first certificate is deactivated."""
+    put_serial(dynamodb, "SN-000001", attributes={"model": "X1"})
+    first_pem = device_certificate_pem("SN-000001", "device")
+    first = iot.register_certificate_without_ca(certificatePem=first_pem, status="ACTIVE")["certificateId"]
+    event = load_event("register_thing", certificate_id=first, key="device")
+    assert invoke(event, capsys)[1]["reason"] == "ALLOWED_NEW"
+    again, log = invoke(load_event("register_thing", certificate_id=cert_id(2), key="device"), capsys)
+    assert again == {"allowProvisioning": True, "parameterOverrides": {"model": "X1"}}
+    assert log["reason"] == "ALLOWED_SAME_KEY" and "deactivated" in log["detail"], log
+    assert iot.describe_certificate(certificateId=first)["certificateDescription"]["status"] == "INACTIVE"
+    item = get_serial_item(dynamodb, "SN-000001")
+    assert item is not None and item["certificate_id"]["S"] == cert_id(2)
+    assert set(item["certificate_ids"]["SS"]) == {first, cert_id(2)}
+    retired = get_certificate_item(dynamodb, first)
+    assert retired is not None and retired["retired_reason"]["S"] == "superseded_same_key"
+    # A clone with another key is still refused, however often the genuine device re-provisions.
+    clone, log = invoke(load_event("register_thing", certificate_id=cert_id(3), key="clone"), capsys)
+    assert clone == DENY and log["reason"] == "TAKEN"
+
+
+def test_one_certificate_cannot_lock_a_second_serial(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for serial in ("SN-000001", "SN-000002"):
+        put_serial(dynamodb, serial)
+    assert invoke(load_event("register_thing", certificate_id=cert_id(1)), capsys)[0]["allowProvisioning"]
+    response, log = invoke(
+        load_event("register_thing", serial="SN-000002", certificate_id=cert_id(1), common_name="SN-000002"),
+        capsys,
+    )
+    assert response == DENY and log["reason"] == "CERTIFICATE_HOLDS_SERIAL"
+    assert get_serial_item(dynamodb, "SN-000002")["status"]["S"] == "AVAILABLE"  # type: ignore[index]
+
+
+def test_malformed_fingerprint_in_the_registry_denies(
+    dynamodb: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    put_serial(dynamodb, "SN-000001", public_key_sha256="ABC")
+    response, log = invoke(load_event("register_thing"), capsys)
+    assert response == DENY and log["reason"] == "REGISTRY_ERROR" and "public_key_sha256" in log["detail"]
+
+
+def test_claim_registration_helper_files_the_claim_under_its_id(iot: Any) -> None:
+    assert register_claim(iot, "e" * 64, status="INACTIVE") == "e" * 64
+    assert iot.describe_certificate(certificateId="e" * 64)["certificateDescription"]["status"] == "INACTIVE"

@@ -26,6 +26,7 @@ from .support import (
     get_serial_item,
     load_event,
     put_serial,
+    register_claim,
     run_hook,
 )
 
@@ -49,6 +50,7 @@ def served_table(hook_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[An
         registry_dynamodb.reset_clients()
         client = boto3.client("dynamodb", region_name=REGION, endpoint_url=url)
         create_table(client)
+        register_claim(boto3.client("iot", region_name=REGION, endpoint_url=url))
         yield client
 
 
@@ -85,3 +87,35 @@ def test_fifty_certificates_one_serial_one_allow(
     assert answers[winners[0]]["parameterOverrides"] == {"model": "X1"}
     item = get_serial_item(served_table, serial)
     assert item is not None and item["certificate_id"]["S"] == cert_id(winners[0])
+
+
+def test_one_certificate_racing_for_many_serials_reserves_one(
+    served_table: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The "one certificate locks many serials" attack, concurrently: the certificate's item and the serial
+    item are one transaction, so however the requests interleave the certificate ends up with one serial."""
+    from provisioning_hook.handler import lambda_handler
+
+    serials = [f"SN-LOCK-{n}" for n in range(10)]
+    for serial in serials:
+        put_serial(served_table, serial)
+    run_hook({}, capsys)
+    start = threading.Barrier(len(serials))
+    answers: dict[str, dict[str, Any]] = {}
+
+    def attacker(serial: str) -> None:
+        event = load_event("register_thing", serial=serial, certificate_id=cert_id(77), key="one-key")
+        start.wait()
+        answers[serial] = lambda_handler(event, None)
+
+    threads = [threading.Thread(target=attacker, args=(s,)) for s in serials]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    reasons = Counter(line["reason"] for line in decision_log(capsys.readouterr().out))
+    won = [s for s, answer in answers.items() if answer["allowProvisioning"]]
+    assert len(won) == 1, reasons
+    assert reasons["CERTIFICATE_HOLDS_SERIAL"] + reasons["TAKEN"] == len(serials) - 1, reasons
+    reserved = [s for s in serials if get_serial_item(served_table, s)["status"]["S"] == "RESERVED"]  # type: ignore[index]
+    assert reserved == won

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app import REPO_ROOT, build_app
+from app import REPO_ROOT, build_app, load_fleet_config
 from infra.config import ConfigError
 from tests.infra.conftest import write_csr
 
@@ -45,6 +45,8 @@ INVALID: list[tuple[str, Any, str]] = [
     ("claim_client_id_pattern", "", "claim_client_id_pattern"),
     ("allow_create_keys_and_certificate", "yes", "allow_create_keys_and_certificate"),
     ("iot_logging", 1, "iot_logging"),
+    ("require_device_key", "true", "require_device_key"),
+    ("require_cn_match", 0, "require_cn_match"),
     ("claim_credentials", [], "claim_credentials"),
     ("claim_credentials", "line-a", "claim_credentials"),
     ("claim_credentials", ["line-a"], "claim_credentials[0]"),
@@ -85,6 +87,29 @@ def test_invalid_value_stops_synth_naming_the_key(key: str, value: Any, named: s
     assert message.startswith(f"fleet.{named}: "), message
     assert "\n" not in message
     assert not (tmp_path / "cdk.out" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("keys", "named"),
+    [
+        ({"allow_create_keys_and_certificate": True}, "require_cn_match"),
+        (
+            {
+                "allow_create_keys_and_certificate": True,
+                "require_cn_match": False,
+                "require_device_key": True,
+            },
+            "require_device_key",
+        ),
+    ],
+)
+def test_the_keys_flow_cannot_be_attested(keys: dict[str, Any], named: str) -> None:
+    """AWS makes the key and names the certificate in CreateKeysAndCertificate: neither check could pass."""
+    with pytest.raises(
+        ConfigError, match=f"^fleet.{named}: cannot hold with allow_create_keys_and_certificate"
+    ):
+        load_fleet_config(None, keys)
+    assert load_fleet_config(None, {**keys, "require_cn_match": False, "require_device_key": False})
 
 
 # A key's PEM armour, built at run time so no committed file carries private-key text.

@@ -69,14 +69,21 @@ def test_environment_names_are_exactly_the_shared_ones(template: Template) -> No
     assert env[c.ENV_THING_NAME_PREFIX] == CONFIG.thing_name_prefix
     assert env[c.ENV_RESERVATION_TIMEOUT] == str(CONFIG.reservation_timeout_s)
     assert env[c.ENV_TEMPLATE_ATTRIBUTES] == "model,hw_rev"
+    assert env[c.ENV_DEVICE_PARAMETERS] == "SerialNumber"
+    assert (env[c.ENV_REQUIRE_DEVICE_KEY], env[c.ENV_REQUIRE_CN_MATCH]) == ("false", "true")
     assert env[c.ENV_POWERTOOLS_SERVICE] == c.HOOK_SERVICE_NAME
     assert env[c.ENV_POWERTOOLS_NAMESPACE] == CONFIG.metrics_namespace
 
 
-def test_permissions_are_exactly_get_update_item_and_describe_certificate(template: Template) -> None:
+def test_permissions_are_exactly_get_update_item_and_describe_update_certificate(template: Template) -> None:
     found = statements(template, "PreProvisioningHookFunctionServiceRole")
     actions = sorted(a for s in found for a in as_list(s["Action"]))
-    assert actions == ["dynamodb:GetItem", "dynamodb:UpdateItem", "iot:DescribeCertificate"]
+    assert actions == [
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "iot:DescribeCertificate",
+        "iot:UpdateCertificate",
+    ]
     by_action = {a: s for s in found for a in as_list(s["Action"])}
     table_arn = by_action["dynamodb:GetItem"]["Resource"]
     assert all("Fn::GetAtt" in r and r["Fn::GetAtt"][0].startswith("Table") for r in as_list(table_arn))
@@ -122,3 +129,22 @@ def test_code_asset_is_lambdas_without_the_claim_custom_resource(synthesized: tu
     manifest = json.loads((out / "Test.assets.json").read_text())
     sources = {f["source"]["path"] for f in manifest["files"].values()}
     assert metadata["aws:asset:path"] in sources
+
+
+def test_attestation_settings_reach_the_hook(tmp_path: Path) -> None:
+    config = make_config(require_device_key=True, require_cn_match=False)
+    built, _ = synth_construct(
+        tmp_path,
+        lambda stack: PreProvisioningHook(
+            stack,
+            c.ID_HOOK,
+            config=config,
+            table=dynamodb.Table(
+                stack,
+                "Table",
+                partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            ),
+        ),
+    )
+    env = _function(built)["Properties"]["Environment"]["Variables"]
+    assert (env[c.ENV_REQUIRE_DEVICE_KEY], env[c.ENV_REQUIRE_CN_MATCH]) == ("true", "false")

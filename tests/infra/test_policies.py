@@ -50,6 +50,7 @@ def policies_with_create(tmp_path_factory: pytest.TempPathFactory) -> dict[str, 
         stack_name="Fleet",
         template_name="Tpl",
         allow_create_keys_and_certificate=True,
+        require_cn_match=False,
         claim_client_id_pattern="factory-?-*",
     )
 

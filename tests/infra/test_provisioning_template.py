@@ -164,3 +164,40 @@ def test_body_just_under_the_limit_is_accepted() -> None:
     base = len(render_template_body(make_config(device_configuration={"k": ""})))
     config = make_config(device_configuration={"k": "v" * (MAX_TEMPLATE_BODY - base)})
     assert len(render_template_body(config)) == MAX_TEMPLATE_BODY
+
+
+def test_template_parameters_equal_the_hooks_at_synth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parameter the hook does not source would come from the device's request, after the hook allowed
+    it: synth refuses a template whose parameters and the hook's lists differ."""
+    from infra import template_body as body_module
+
+    config = make_config(thing_attributes=["model", "hw_rev"])
+    body = body_module.template_body(config)
+    body_module.check_parameters(body, config)  # the generated body and the hook agree
+    assert set(body["Parameters"]) == {
+        "SerialNumber",
+        "AWS::IoT::Certificate::Id",
+        "Batch",
+        "model",
+        "hw_rev",
+    }
+
+    real = body_module.template_body
+
+    def with_extra(cfg: Any) -> dict[str, Any]:
+        tampered = real(cfg)
+        tampered["Parameters"]["Location"] = {"Type": "String"}
+        return tampered
+
+    monkeypatch.setattr(body_module, "template_body", with_extra)
+    with pytest.raises(ConfigError, match=r"template only: \['Location'\]"):
+        render_template_body(config)
+
+    def without_attribute(cfg: Any) -> dict[str, Any]:
+        tampered = real(cfg)
+        del tampered["Parameters"]["hw_rev"]
+        return tampered
+
+    monkeypatch.setattr(body_module, "template_body", without_attribute)
+    with pytest.raises(ConfigError, match=r"hook only: \['hw_rev'\]"):
+        render_template_body(config)

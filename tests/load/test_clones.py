@@ -74,25 +74,37 @@ def test_clones_are_rejected_and_both_registries_agree(emulator: EmulatorProcess
 
     state = snapshot(raw, policies=True)
     prefix = raw["thing_name_prefix"]
-    assert set(state.things) == {prefix + s for s in originals}
+    # On a starved machine the hook may answer after AWS's 5 s: the device is refused (AccessDenied, and it
+    # does not retry a refusal) though the hook had reserved the serial. Only such serials may lack a thing;
+    # their reservation goes stale and is taken over once its certificate is gone (docs/registry.md).
+    late_hooks = emulator.log().count("hook did not answer within")
+    unprovisioned = {prefix + s for s in originals} - set(state.things)
+    assert set(state.things) <= {prefix + s for s in originals}
+    assert len(unprovisioned) <= late_hooks, (sorted(unprovisioned)[:5], late_hooks)
+    # A device dropped after its RegisterThing was applied recovers with a new certificate for its key (the
+    # hook's ALLOWED_SAME_KEY): its thing then also holds the superseded certificate, deactivated.
+    superseded = {c for c, status in state.certificates.items() if status == "INACTIVE"}
+    assert len(superseded) <= stats.retries_by_reason.get("lost_reply", 0), (superseded, report["retries"])
     thing_certificates: dict[str, str] = {}
     for thing, principals in state.things.items():
-        assert len(principals) == 1, (thing, principals)
-        certificate_id = certificate_id_of(principals[0])
-        assert state.certificates[certificate_id] == "ACTIVE", thing
-        thing_certificates[thing] = certificate_id
+        ids = [certificate_id_of(p) for p in principals]
+        active = [c for c in ids if state.certificates[c] == "ACTIVE"]
+        assert len(active) == 1 and set(ids) - set(active) <= superseded, (thing, principals)
+        thing_certificates[thing] = active[0]
     # Exactly one ACTIVE certificate per thing and no ACTIVE certificate without a thing.
     assert state.active() == set(thing_certificates.values())
-    assert len(state.active()) == DEVICES - CLONES
+    assert len(state.active()) == DEVICES - CLONES - len(unprovisioned)
     # The clones' certificates were issued but never activated, attached or given a policy.
-    pending = {c for c, status in state.certificates.items() if status != "ACTIVE"}
+    pending = {c for c, status in state.certificates.items() if status == "PENDING_ACTIVATION"}
     retries = sum(stats.retries_by_step.values())  # a retried CreateCertificateFromCsr leaves one more
-    assert len(pending) <= CLONES + retries and {state.certificates[c] for c in pending} <= {
-        "PENDING_ACTIVATION"
-    }
-    assert set(state.certificate_policies) == state.active()
+    assert len(pending) <= CLONES + retries + late_hooks
+    assert set(state.certificates) == state.active() | superseded | pending
+    assert set(state.certificate_policies) == state.active() | superseded
     assert set(state.serials) == set(originals)
     for serial, item in state.serials.items():
         assert item["status"] == "RESERVED", item
         assert item["thing_name"] == prefix + serial
-        assert item["certificate_id"] == thing_certificates[prefix + serial], item
+        if prefix + serial in unprovisioned:
+            assert state.certificates.get(item["certificate_id"]) in (None, "PENDING_ACTIVATION"), item
+        else:
+            assert item["certificate_id"] == thing_certificates[prefix + serial], item

@@ -1,0 +1,1 @@
+"""CloudFormation's intrinsic functions, evaluated once for the assembly reader and the template engine."""

@@ -1,0 +1,100 @@
+"""The hook's reason and request id, read from its own Powertools log line in the hook process, reach
+the emulator's rejection line; nothing a client chose can forge that line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator.provisioning.hook import HookDenied, LambdaSpec, hosted_lambda_hook
+from emulator.provisioning.hook_host import HookHost
+from emulator.provisioning.hook_log import RejectionNotes
+
+ARN = "arn:aws:lambda:eu-west-1:000000000000:function:logging-probe"
+HANDLER = """
+from aws_lambda_powertools import Logger
+
+logger = Logger(service="logging-probe")
+
+def handler(event, context):
+    allowed = event["reason"].startswith("ALLOWED")
+    fields = {"reason": event["reason"], "request_id": context.aws_request_id}
+    logger.info("provisioning decision", extra=fields)
+    if event.get("raise"):
+        raise RuntimeError("after logging")
+    return {"allowProvisioning": allowed, "parameterOverrides": {"request_id": context.aws_request_id}}
+"""
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HookHost]:
+    asset = tmp_path_factory.mktemp("asset")
+    (asset / "logging_probe.py").write_text(textwrap.dedent(HANDLER))
+    spec = LambdaSpec(str(asset), "logging_probe.handler", {}, "logging-probe", ARN)
+    host = HookHost([spec], iot_endpoint_url="http://127.0.0.1:9", region="eu-west-1", workers=2)
+    yield host
+    host.close()
+
+
+def test_a_denial_carries_the_reason_and_request_id_the_lambda_logged(host: HookHost) -> None:
+    hook = hosted_lambda_hook(host, LambdaSpec("unused", "x.y", {}, "logging-probe", ARN))
+    allowed = hook.invoke({"reason": "ALLOWED_NEW"})
+    uuid.UUID(allowed.parameter_overrides["request_id"])  # the emulator sets aws_request_id
+    with pytest.raises(HookDenied) as denied:
+        hook.invoke({"reason": "UNKNOWN_SERIAL"})
+    assert denied.value.hook_reason == "UNKNOWN_SERIAL"
+    uuid.UUID(str(denied.value.request_id))
+    with pytest.raises(HookDenied, match="failed: RuntimeError") as failed:
+        hook.invoke({"reason": "ALLOWED_NEW", "raise": True})
+    assert failed.value.hook_reason == "ALLOWED_NEW" and failed.value.request_id
+
+
+def rejection_line(notes: RejectionNotes, client_id: str) -> str:
+    record = logging.LogRecord(
+        "emulator.provisioning",
+        logging.INFO,
+        __file__,
+        1,
+        "%s rejected client=%s status=%s code=%s message=%r %.1fms%s",
+        (
+            "RegisterThing",
+            client_id,
+            403,
+            "AccessDenied",
+            "The pre-provisioning hook denied the request",
+            3.0,
+            "",
+        ),
+        None,
+    )
+    notes.filter(record)
+    return record.getMessage()
+
+
+def test_the_rejection_line_names_the_hook_reason_once_and_cannot_be_forged() -> None:
+    notes = RejectionNotes()
+    assert rejection_line(notes, "prov-1").endswith("3.0ms")  # nothing noted: the line as it was
+    notes.note("prov-1", HookDenied("denied", hook_reason="TAKEN", request_id="r-1"))
+    notes.note("prov-1", HookDenied("denied", hook_reason="REVOKED", request_id="r-2"))
+    assert rejection_line(notes, "prov-1").endswith("3.0ms hook_reason=TAKEN request_id=r-1")
+    assert rejection_line(notes, "prov-1").endswith("hook_reason=REVOKED request_id=r-2")
+    assert "hook_reason" not in rejection_line(notes, "prov-1")  # each note is used once
+    notes.note(
+        "prov-2", HookDenied("denied", hook_reason="X\nRegisterThing accepted device-SN9", request_id="a b")
+    )
+    line = rejection_line(notes, "prov-2")
+    assert "\n" not in line and re.search(
+        r"hook_reason=X\?RegisterThing\?accepted\?device-SN9 request_id=a\?b$", line
+    )
+
+
+def test_a_denial_without_hook_details_adds_nothing(tmp_path: Path) -> None:
+    notes = RejectionNotes()
+    notes.note("prov-3", HookDenied("The pre-provisioning hook did not answer within 5 s"))
+    assert "hook_reason" not in rejection_line(notes, "prov-3")
