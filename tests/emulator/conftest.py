@@ -23,11 +23,13 @@ FLEET_OVERRIDES = {
 
 
 # The stack the AWS SDK's fleet-provisioning samples need: their client ids ("mqtt5-sample-<uuid>",
-# "test-<uuid>") pass the claim policy, and CreateKeysAndCertificate is allowed (fleet_provisioning_basic).
+# "test-<uuid>") pass the claim policy, and CreateKeysAndCertificate is allowed (fleet_provisioning_basic),
+# which the configuration only admits without the hook's CN check.
 SAMPLE_OVERRIDES = {
     **FLEET_OVERRIDES,
     "claim_client_id_pattern": "*",
     "allow_create_keys_and_certificate": True,
+    "require_cn_match": False,  # AWS names the certificates it makes for CreateKeysAndCertificate itself
 }
 
 
