@@ -13,19 +13,26 @@ from infra.config import FleetConfig
 FORMATS = ("json", "cbor")  # the Renesas RX and FreeRTOS devices speak CBOR
 
 
-def claim_request_topics(config: FleetConfig) -> list[str]:
-    """Exact request topics: CreateCertificateFromCsr, RegisterThing, CreateKeysAndCertificate if enabled."""
+def request_topics(template_name: str, *, create_keys: bool = False) -> list[str]:
+    """Exact request topics: CreateCertificateFromCsr, RegisterThing on the template, and
+    CreateKeysAndCertificate if asked for."""
     apis = ["$aws/certificates/create-from-csr"]
-    if config.allow_create_keys_and_certificate:
+    if create_keys:
         apis.append("$aws/certificates/create")
-    apis.append(f"$aws/provisioning-templates/{config.template_name}/provision")
+    apis.append(f"$aws/provisioning-templates/{template_name}/provision")
     return [f"{api}/{fmt}" for api in apis for fmt in FORMATS]
 
 
+def reply_topics(requests: list[str]) -> list[str]:
+    return [f"{topic}/{reply}" for topic in requests for reply in ("accepted", "rejected")]
+
+
+def claim_request_topics(config: FleetConfig) -> list[str]:
+    return request_topics(config.template_name, create_keys=config.allow_create_keys_and_certificate)
+
+
 def claim_reply_topics(config: FleetConfig) -> list[str]:
-    return [
-        f"{topic}/{reply}" for topic in claim_request_topics(config) for reply in ("accepted", "rejected")
-    ]
+    return reply_topics(claim_request_topics(config))
 
 
 class ClaimPolicy(Construct):

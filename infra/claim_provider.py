@@ -13,9 +13,9 @@ from constructs import Construct
 from infra import constants as c
 from infra.config import FleetConfig
 from infra.dependencies import depend_on_role_policy_only
+from infra.lambda_code import lambda_code
 from infra.retention import retention
 
-CLAIM_ASSET_EXCLUDES = ["provisioning_hook", "**/__pycache__", "*.pyc", ".pytest_cache", "**/tests"]
 BASIC_EXECUTION = (
     "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]"
 )
@@ -42,7 +42,7 @@ class ClaimCredentialProvider(Construct):
             "Function",
             runtime=lambda_.Runtime.PYTHON_3_12,
             handler=c.CLAIM_CR_HANDLER,
-            code=lambda_.Code.from_asset(str(c.LAMBDAS_DIR), exclude=CLAIM_ASSET_EXCLUDES),
+            code=lambda_code("claim_credential"),
             timeout=Duration.minutes(2),
             log_group=log_group,
         )

@@ -77,6 +77,18 @@ class ClaimCredential:
 
 
 @dataclass(frozen=True)
+class RotationConfig:
+    """Certificate rotation in the field (docs/rotation.md): a second template, the same hook, a retirer."""
+
+    enabled: bool = False
+    template_name: str | None = None  # default: the provisioning template's name + "Rotation"
+    grace_s: int = 86_400  # the old certificate is retired at most this long after a rotation
+    sweep_minutes: int = 5  # how often the retirer looks for rotations past their grace
+    expiring_within_days: int = 30  # the metric of certificates that expire soon
+    failure_rate_alarm_percent: int = 10  # denied rotations per 5 minutes, of all rotation requests
+
+
+@dataclass(frozen=True)
 class FleetConfig:
     stack_name: str = "FleetProvisioning"
     template_name: str = "FleetProvisioningTemplate"
@@ -94,6 +106,7 @@ class FleetConfig:
     # Attestation (docs/security.md): every serial must carry its device key's fingerprint to provision.
     require_device_key: bool = False
     require_cn_match: bool = True  # the device certificate's CN must be its serial
+    rotation: RotationConfig = field(default_factory=RotationConfig)
     log_retention_days: int = 30
     iot_logging: bool = True
     alarm_email: str | None = None
@@ -101,6 +114,10 @@ class FleetConfig:
     provisioning_spike_per_5min: int = 1000
     powertools_layer_version: int = 18
     metrics_namespace: str = "FleetProvisioning"
+
+    @property
+    def rotation_template_name(self) -> str:
+        return self.rotation.template_name or f"{self.template_name}Rotation"
 
     @property
     def max_serial_length(self) -> int:
@@ -228,6 +245,8 @@ def load_config(context: Any, *, base_dir: Path) -> FleetConfig:
         values["alarm_email"] = email
 
     values["claim_credentials"] = _claims(raw.get("claim_credentials"), base_dir)
+    template_name = values.get("template_name", FleetConfig.template_name)
+    values["rotation"] = _rotation(raw.get("rotation"), template_name)
     if values.get("allow_create_keys_and_certificate"):
         # CreateKeysAndCertificate: AWS makes the key and names the certificate "AWS IoT Certificate". Its
         # CN cannot be the serial, and its key cannot be one the factory recorded.
@@ -283,6 +302,44 @@ def _claims(raw: Any, base_dir: Path) -> tuple[ClaimCredential, ...]:
     return tuple(claims)
 
 
+_ROTATION_INTS = {
+    "grace_s": (60, 30 * 86_400),
+    "sweep_minutes": (1, 60),
+    "expiring_within_days": (1, 365),
+    "failure_rate_alarm_percent": (1, 100),
+}
+
+
+def _rotation(raw: Any, template_name: str) -> RotationConfig:
+    if raw is None:
+        return RotationConfig()
+    if not isinstance(raw, dict):
+        raise ConfigError("rotation", 'must be an object such as {"enabled": true, "grace_s": 86400}')
+    unknown = set(raw) - set(RotationConfig.__dataclass_fields__)
+    if unknown:
+        raise ConfigError(f"rotation.{sorted(unknown)[0]}", "unknown key")
+    values: dict[str, Any] = {}
+    if "enabled" in raw:
+        if not isinstance(raw["enabled"], bool):
+            raise ConfigError("rotation.enabled", "must be true or false")
+        values["enabled"] = raw["enabled"]
+    if raw.get("template_name") is not None:
+        name = raw["template_name"]
+        if not isinstance(name, str) or not TEMPLATE_NAME_RE.fullmatch(name):
+            raise ConfigError("rotation.template_name", "must be 1-36 characters of [0-9A-Za-z_-]")
+        values["template_name"] = name
+    for key, (low, high) in _ROTATION_INTS.items():
+        if key in raw:
+            values[key] = _int(raw, key, low, high, where=f"rotation.{key}")
+    rotation = RotationConfig(**values)
+    name = rotation.template_name or f"{template_name}Rotation"
+    if not TEMPLATE_NAME_RE.fullmatch(name):
+        raise ConfigError("rotation.template_name", f"{name!r} is too long for a template name (36): set one")
+    if name == template_name:
+        raise ConfigError("rotation.template_name", "must differ from template_name")
+    return rotation
+
+
 def _check_csr(key: str, path: Path) -> None:
     from cryptography import x509
 
@@ -307,8 +364,8 @@ def _string(raw: dict[str, Any], key: str) -> str:
     return value
 
 
-def _int(raw: dict[str, Any], key: str, low: int, high: int) -> int:
+def _int(raw: dict[str, Any], key: str, low: int, high: int, *, where: str | None = None) -> int:
     value = raw[key]
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(key, f"must be an integer from {low} to {high}")
+        raise ConfigError(where or key, f"must be an integer from {low} to {high}")
     return value

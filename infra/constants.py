@@ -12,6 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LAMBDAS_DIR = REPO_ROOT / "lambdas"
 HOOK_HANDLER = "provisioning_hook.handler.lambda_handler"
 CLAIM_CR_HANDLER = "claim_credential.handler.on_event"
+RETIRER_HANDLER = "certificate_retirer.handler.lambda_handler"
 
 # Environment of the pre-provisioning hook.
 ENV_SERIAL_TABLE = "SERIAL_TABLE_NAME"
@@ -22,6 +23,7 @@ ENV_TEMPLATE_ATTRIBUTES = "TEMPLATE_ATTRIBUTES"  # comma-separated attribute par
 ENV_DEVICE_PARAMETERS = "DEVICE_PARAMETERS"  # comma-separated parameters a device may send: its serial
 ENV_REQUIRE_DEVICE_KEY = "REQUIRE_DEVICE_KEY"  # "true": every serial needs its device key's fingerprint
 ENV_REQUIRE_CN_MATCH = "REQUIRE_CN_MATCH"  # "true": the certificate's CN must be the serial
+ENV_ROTATION_TEMPLATE = "ROTATION_TEMPLATE_NAME"  # requests to this template are rotations ("": none)
 ENV_POWERTOOLS_SERVICE = "POWERTOOLS_SERVICE_NAME"
 ENV_POWERTOOLS_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
@@ -35,11 +37,21 @@ HOOK_ENV_NAMES = frozenset(
         ENV_DEVICE_PARAMETERS,
         ENV_REQUIRE_DEVICE_KEY,
         ENV_REQUIRE_CN_MATCH,
+        ENV_ROTATION_TEMPLATE,
         ENV_POWERTOOLS_SERVICE,
         ENV_POWERTOOLS_NAMESPACE,
         ENV_LOG_LEVEL,
     }
 )
+
+# Environment of the certificate retirer (lambdas/certificate_retirer/settings.py), besides the table,
+# prefix and Powertools names above.
+ENV_DEVICE_POLICY = "DEVICE_POLICY_NAME"
+ENV_ROTATION_GRACE = "ROTATION_GRACE_S"
+ENV_EXPIRING_DAYS = "EXPIRING_WITHIN_DAYS"
+ENV_ROTATIONS_INDEX = "ROTATIONS_INDEX"
+RETIRER_SERVICE_NAME = "certificate-retirer"
+ROTATIONS_INDEX = "rotations"  # sparse index of the serials with a pending rotation
 HOOK_SERVICE_NAME = "provisioning-hook"
 HOOK_TIMEOUT_S = 4  # AWS gives the hook 5 s; the function's own clients give up well before this
 
@@ -54,6 +66,11 @@ METRIC_DECISIONS = "HookDecisions"  # dimensions: service, Decision, Reason
 METRIC_ALLOWED = "HookAllowed"  # dimensions: service
 METRIC_DENIED = "HookDenied"  # dimensions: service
 METRIC_ALLOWED_BY_CLAIM = "ProvisioningAllowedByClaim"  # dimensions: service, ClaimCertificateId
+METRIC_ROTATION_ALLOWED = "RotationAllowed"  # dimensions: service (the hook's, on the rotation template)
+METRIC_ROTATION_DENIED = "RotationDenied"
+METRIC_EXPIRING = "CertificatesExpiringSoon"  # dimensions: service=certificate-retirer
+METRIC_RETIRED = "CertificatesRetired"
+METRIC_ABANDONED = "RotationsAbandoned"
 
 # Construct ids.
 ID_REGISTRY = "SerialRegistry"
@@ -64,9 +81,11 @@ ID_DEVICE_POLICY = "DevicePolicy"
 ID_CLAIM_POLICY = "ClaimPolicy"
 ID_CLAIMS = "ClaimCredentials"
 ID_MONITORING = "Monitoring"
+ID_ROTATION = "Rotation"
 
 # Stack outputs.
 OUT_TEMPLATE_NAME = "ProvisioningTemplateName"
+OUT_ROTATION_TEMPLATE_NAME = "RotationTemplateName"  # only with rotation enabled
 OUT_SERIAL_TABLE = "SerialTableName"
 OUT_CLAIM_CERT_PREFIX = "ClaimCertificateId"  # + claim name in PascalCase
 OUT_CLAIM_SECRET_PREFIX = "ClaimSecretArn"  # generated mode only

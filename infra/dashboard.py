@@ -24,6 +24,7 @@ def build_dashboard(
     errors: cw.IMetric,
     claim_metrics: Mapping[str, cw.Metric],
     alarms: Sequence[cw.Alarm],
+    rotation_metrics: Mapping[str, cw.IMetric] | None = None,
 ) -> cw.Dashboard:
     dashboard = cw.Dashboard(scope, "Dashboard", dashboard_name=f"{config.stack_name}-provisioning")
     dashboard.add_widgets(
@@ -41,5 +42,16 @@ def build_dashboard(
             width=WIDTH * 2,
         ),
     )
+    if rotation_metrics:
+        dashboard.add_widgets(
+            cw.GraphWidget(
+                title="Rotation failure rate (%)",
+                left=[rotation_metrics["rotation_failure_rate"]],
+                width=WIDTH,
+            ),
+            cw.GraphWidget(
+                title="Certificates expiring soon", left=[rotation_metrics["expiring"]], width=WIDTH
+            ),
+        )
     dashboard.add_widgets(cw.AlarmStatusWidget(title="Alarms", alarms=list(alarms), width=WIDTH * 2))
     return dashboard

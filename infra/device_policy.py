@@ -8,6 +8,7 @@ from aws_cdk import aws_iot as iot
 from constructs import Construct
 
 from infra import names
+from infra.claim_policy import reply_topics, request_topics
 from infra.config import FleetConfig
 
 # Policy variables resolved by AWS IoT per connection (not CloudFormation substitutions: the ARNs are
@@ -52,5 +53,27 @@ class DevicePolicy(Construct):
                 },
             ],
         }
+        if config.rotation.enabled:
+            # Certificate rotation (docs/rotation.md): a thing may ask for a certificate from a CSR and
+            # register it through the rotation template, and nothing else new. The hook checks the rest.
+            requests = request_topics(config.rotation_template_name)
+            replies = reply_topics(requests)
+            document["Statement"] += [
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:Publish",
+                    "Resource": [names.iot_arn(self, "topic", t) for t in requests],
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:Receive",
+                    "Resource": [names.iot_arn(self, "topic", t) for t in replies],
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": "iot:Subscribe",
+                    "Resource": [names.iot_arn(self, "topicfilter", t) for t in replies],
+                },
+            ]
         self.policy_name = names.device_policy_name(config)
         self.policy = iot.CfnPolicy(self, "Policy", policy_name=self.policy_name, policy_document=document)

@@ -13,6 +13,7 @@ from infra import constants as c
 from infra import names
 from infra.config import FleetConfig
 from infra.dependencies import depend_on_role_policy_only
+from infra.lambda_code import lambda_code
 from infra.retention import retention
 from infra.template_body import hook_parameters
 
@@ -21,7 +22,6 @@ POWERTOOLS_LAYER_NAME = "AWSLambdaPowertoolsPythonV3-python312-x86_64"
 # The hook imports pydantic (v2) besides Powertools. AWS builds its public layer with the `[all]` extras
 # (powertools-lambda-python layer_v3/layer_constructors/helpers.py: include_extras defaults to True), which
 # bring pydantic v2, so the function needs no bundling and no Docker.
-HOOK_ASSET_EXCLUDES = ["claim_credential", "**/__pycache__", "*.pyc", ".pytest_cache", "**/tests"]
 
 
 class PreProvisioningHook(Construct):
@@ -47,7 +47,7 @@ class PreProvisioningHook(Construct):
             runtime=lambda_.Runtime.PYTHON_3_12,
             architecture=lambda_.Architecture.X86_64,
             handler=c.HOOK_HANDLER,
-            code=lambda_.Code.from_asset(str(c.LAMBDAS_DIR), exclude=HOOK_ASSET_EXCLUDES),
+            code=lambda_code("provisioning_hook"),
             layers=[lambda_.LayerVersion.from_layer_version_arn(self, "Powertools", layer_arn)],
             # AWS waits 5 s for the hook; the function's own clients give up before this.
             timeout=Duration.seconds(c.HOOK_TIMEOUT_S),
@@ -62,6 +62,7 @@ class PreProvisioningHook(Construct):
                 c.ENV_DEVICE_PARAMETERS: ",".join(from_device),
                 c.ENV_REQUIRE_DEVICE_KEY: "true" if config.require_device_key else "false",
                 c.ENV_REQUIRE_CN_MATCH: "true" if config.require_cn_match else "false",
+                c.ENV_ROTATION_TEMPLATE: config.rotation_template_name if config.rotation.enabled else "",
                 c.ENV_POWERTOOLS_SERVICE: c.HOOK_SERVICE_NAME,
                 c.ENV_POWERTOOLS_NAMESPACE: config.metrics_namespace,
                 c.ENV_LOG_LEVEL: "INFO",
@@ -70,26 +71,45 @@ class PreProvisioningHook(Construct):
         # Exactly what the hook calls: read a serial, reserve it in one TransactWriteItems of UpdateItems
         # (IAM authorises each item's action), read certificates' status (claim, stale reservation), and
         # deactivate a certificate its own device superseded after a lost reply.
-        table.grant(self.function, "dynamodb:GetItem", "dynamodb:UpdateItem")
+        # The table itself, not its indexes (the rotation index is the retirer's): no grant() here,
+        # which adds `/index/*` once the table has one.
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:GetItem", "dynamodb:UpdateItem"], resources=[table.table_arn]
+            )
+        )
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["iot:DescribeCertificate", "iot:UpdateCertificate"],
                 resources=[stack.format_arn(service="iot", resource="cert", resource_name="*")],
             )
         )
+        if config.rotation.enabled:
+            # A rotation is the thing's own only if the requesting certificate is attached to it.
+            self.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["iot:ListThingPrincipals"],
+                    resources=[stack.format_arn(service="iot", resource="thing", resource_name="*")],
+                )
+            )
         depend_on_role_policy_only(self.function)
-        template_arn = stack.format_arn(
-            service="iot", resource="provisioningtemplate", resource_name=config.template_name
-        )
-        # Scoped by SourceArn and SourceAccount against the confused deputy (AWS's advice for hooks).
-        self.function.add_permission(
-            "IotInvoke",
-            principal=iam.ServicePrincipal(names.IOT_PRINCIPAL),
-            action="lambda:InvokeFunction",
-            source_arn=template_arn,
-            source_account=stack.account,
-        )
+        # Scoped by SourceArn and SourceAccount against the confused deputy (AWS's advice for hooks): one
+        # permission per template that may call it.
+        templates = {"IotInvoke": config.template_name}
+        if config.rotation.enabled:
+            templates["IotInvokeRotation"] = config.rotation_template_name
+        for permission_id, template_name in templates.items():
+            self.function.add_permission(
+                permission_id,
+                principal=iam.ServicePrincipal(names.IOT_PRINCIPAL),
+                action="lambda:InvokeFunction",
+                source_arn=stack.format_arn(
+                    service="iot", resource="provisioningtemplate", resource_name=template_name
+                ),
+                source_account=stack.account,
+            )
         self.invoke_permission = self.function.node.find_child("IotInvoke")
+        self.invoke_permissions = [self.function.node.find_child(i) for i in templates]
         Validations.of(self.function).acknowledge(
             Acknowledgment(
                 id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
@@ -107,3 +127,12 @@ class PreProvisioningHook(Construct):
                 reason="python3.12 is the runtime AWS's published Powertools layer is built for.",
             ),
         )
+        if config.rotation.enabled:
+            Validations.of(self.function).acknowledge(
+                Acknowledgment(
+                    id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:"
+                    "thing/*]",
+                    reason="A rotation names its thing at run time; the hook only lists the certificates "
+                    "attached to it (ListThingPrincipals) to check the requester is one of them.",
+                )
+            )

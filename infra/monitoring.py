@@ -47,6 +47,7 @@ class Monitoring(Construct):
         hook: lambda_.IFunction,
         claims: Sequence[ClaimCertificate],
         key: kms.IKey,
+        retirer: lambda_.IFunction | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.topic = sns.Topic(
@@ -101,6 +102,9 @@ class Monitoring(Construct):
                     f"in 5 minutes: a leaked claim? Set it inactive in cdk.json and deploy.",
                 )
             )
+        rotation_metrics: dict[str, cw.IMetric] = {}
+        if retirer is not None:
+            rotation_metrics = self._rotation_alarms(config, retirer)
         self.dashboard = build_dashboard(
             self,
             config=config,
@@ -111,7 +115,43 @@ class Monitoring(Construct):
             errors=errors,
             claim_metrics=claim_metrics,
             alarms=self.alarms,
+            rotation_metrics=rotation_metrics,
         )
+
+    def _rotation_alarms(self, config: FleetConfig, retirer: lambda_.IFunction) -> dict[str, cw.IMetric]:
+        """Rotations refused above a rate, a failing retirer, and the certificates that expire soon."""
+        allowed = hook_metric(config, c.METRIC_ROTATION_ALLOWED)
+        denied = hook_metric(config, c.METRIC_ROTATION_DENIED)
+        failure_rate = cw.MathExpression(
+            expression=DENIAL_RATE_EXPRESSION,
+            using_metrics={"allowed": allowed, "denied": denied},
+            period=PERIOD,
+            label="Rotation failure rate (%)",
+        )
+        expiring = cw.Metric(
+            namespace=config.metrics_namespace,
+            metric_name=c.METRIC_EXPIRING,
+            statistic="Maximum",
+            period=Duration.days(1),
+            dimensions_map={"service": c.RETIRER_SERVICE_NAME},
+            label=f"Certificates expiring within {config.rotation.expiring_within_days} days",
+        )
+        self.alarms += [
+            self._alarm(
+                "RotationFailureRate",
+                failure_rate,
+                threshold=config.rotation.failure_rate_alarm_percent,
+                description="Many certificate rotations are refused: devices cannot renew (a broken "
+                "device policy, a firmware bug) or something tries to rotate in their place.",
+            ),
+            self._alarm(
+                "RetirerErrors",
+                retirer.metric_errors(statistic="Sum", period=PERIOD),
+                threshold=1,
+                description="The certificate retirer failed: old certificates stay ACTIVE after rotation.",
+            ),
+        ]
+        return {"rotation_failure_rate": failure_rate, "expiring": expiring}
 
     def _alarm(
         self,

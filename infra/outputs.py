@@ -13,7 +13,12 @@ from infra.names import pascal
 
 
 def add_outputs(
-    scope: Construct, *, template_name: str, table_name: str, claims: Sequence[ClaimCertificate]
+    scope: Construct,
+    *,
+    template_name: str,
+    table_name: str,
+    claims: Sequence[ClaimCertificate],
+    rotation_template_name: str | None = None,
 ) -> None:
     CfnOutput(
         scope,
@@ -21,6 +26,13 @@ def add_outputs(
         value=template_name,
         description="Provisioning template name (devices publish to its provision topics)",
     )
+    if rotation_template_name is not None:
+        CfnOutput(
+            scope,
+            c.OUT_ROTATION_TEMPLATE_NAME,
+            value=rotation_template_name,
+            description="Certificate rotation template name (devices rotate through its provision topics)",
+        )
     CfnOutput(
         scope,
         c.OUT_SERIAL_TABLE,

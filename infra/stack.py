@@ -18,6 +18,7 @@ from infra.monitoring import Monitoring
 from infra.outputs import add_outputs
 from infra.provisioning_template import ProvisioningRole, ProvisioningTemplate
 from infra.registry import SerialRegistry
+from infra.rotation import Rotation, rotations_index
 from infra.things import ThingGrouping
 
 
@@ -43,6 +44,18 @@ class FleetProvisioningStack(Stack):
         template = ProvisioningTemplate(
             self, c.ID_TEMPLATE, config=config, role=role.role, hook=hook.function, depends_on=depends_on
         )
+        rotation = None
+        if config.rotation.enabled:
+            rotations_index(registry.table)
+            rotation = Rotation(
+                self,
+                c.ID_ROTATION,
+                config=config,
+                role=role.role,
+                hook=hook.function,
+                table=registry.table,
+                depends_on=[device_policy.policy, *hook.invoke_permissions],
+            )
         claims = ClaimCredentials(
             self,
             c.ID_CLAIMS,
@@ -54,11 +67,18 @@ class FleetProvisioningStack(Stack):
         if config.iot_logging:
             IotLogging(self, names.ID_IOT_LOGGING)
         Monitoring(
-            self, c.ID_MONITORING, config=config, hook=hook.function, claims=claims.certificates, key=key
+            self,
+            c.ID_MONITORING,
+            config=config,
+            hook=hook.function,
+            claims=claims.certificates,
+            key=key,
+            retirer=rotation.retirer.function if rotation else None,
         )
         add_outputs(
             self,
             template_name=template.template.ref,
             table_name=registry.table.table_name,
             claims=claims.certificates,
+            rotation_template_name=rotation.template.ref if rotation else None,
         )

@@ -61,17 +61,52 @@ def template_body(config: FleetConfig) -> dict[str, Any]:
     }
 
 
-def hook_parameters(config: FleetConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Where the hook takes each template parameter from: (the device, the registry); see infra/hook.py."""
-    return tuple(c.DEVICE_PARAMETERS), (c.PARAM_BATCH, *config.thing_attributes)
+def hook_parameters(
+    config: FleetConfig, *, rotation: bool = False
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Where the hook takes each template parameter from: (the device, the registry); see infra/hook.py.
+    A rotation leaves the thing as it is: the registry gives it nothing."""
+    return tuple(c.DEVICE_PARAMETERS), () if rotation else (c.PARAM_BATCH, *config.thing_attributes)
 
 
-def check_parameters(body: dict[str, Any], config: FleetConfig) -> None:
+def rotation_template_body(config: FleetConfig) -> dict[str, Any]:
+    """The rotation template: the thing as it is, the new certificate ACTIVE, attached to it with the
+    device policy (docs/rotation.md). The hook has checked that the requester is that thing."""
+    return {
+        "Parameters": {c.PARAM_SERIAL: {"Type": "String"}, c.PARAM_CERTIFICATE_ID: {"Type": "String"}},
+        "Resources": {
+            names.TEMPLATE_THING: {
+                "Type": "AWS::IoT::Thing",
+                "Properties": {
+                    "ThingName": {"Fn::Join": ["", [config.thing_name_prefix, {"Ref": c.PARAM_SERIAL}]]}
+                },
+                "OverrideSettings": {"AttributePayload": "DO_NOTHING", "ThingGroups": "DO_NOTHING"},
+            },
+            names.TEMPLATE_CERTIFICATE: {
+                "Type": "AWS::IoT::Certificate",
+                "Properties": {"CertificateId": {"Ref": c.PARAM_CERTIFICATE_ID}, "Status": "ACTIVE"},
+            },
+            names.TEMPLATE_POLICY: {
+                "Type": "AWS::IoT::Policy",
+                "Properties": {"PolicyName": names.device_policy_name(config)},
+            },
+        },
+        "DeviceConfiguration": {"topic_root": config.device_topic_root, **config.device_configuration},
+    }
+
+
+def render_rotation_template_body(config: FleetConfig) -> str:
+    document = rotation_template_body(config)
+    check_parameters(document, config, rotation=True)
+    return _sized(document, config)
+
+
+def check_parameters(body: dict[str, Any], config: FleetConfig, *, rotation: bool = False) -> None:
     """The template's parameters are exactly those the hook sources: every one but the certificate id is
     the device's (its serial) or the registry's (the hook's overrides). A parameter the hook did not know
     would reach the template from the device's request (or fail it) after the hook allowed it."""
     declared = set(body.get("Parameters", {})) - {c.PARAM_CERTIFICATE_ID}
-    from_device, from_registry = hook_parameters(config)
+    from_device, from_registry = hook_parameters(config, rotation=rotation)
     sourced = set(from_device) | set(from_registry)
     if declared != sourced:
         unknown, unused = sorted(declared - sourced), sorted(sourced - declared)
@@ -88,6 +123,10 @@ def render_template_body(config: FleetConfig) -> str:
         raise ConfigError("template_name", "must be 1-36 characters of [0-9A-Za-z_-]")
     document = template_body(config)
     check_parameters(document, config)
+    return _sized(document, config)
+
+
+def _sized(document: dict[str, Any], config: FleetConfig) -> str:
     body = json.dumps(document, separators=(",", ":"))
     if len(body) > MAX_TEMPLATE_BODY:
         raise ConfigError(

@@ -22,6 +22,7 @@ class CertificateError(ValueError):
 class CertificateFacts:
     key_sha256: str  # lowercase hex SHA-256 of the DER SubjectPublicKeyInfo (the registry's fingerprint)
     common_names: tuple[str, ...]  # every CN of the subject; a device certificate has exactly one
+    not_after_ms: int = 0  # epoch milliseconds the certificate expires (`fleetctl certs expiring`)
 
 
 def public_key_sha256(public_key: object) -> str:
@@ -39,6 +40,7 @@ def certificate_facts(certificate_pem: str | None) -> CertificateFacts:
         certificate = x509.load_pem_x509_certificate(certificate_pem.encode())
         subject = certificate.subject
         names = tuple(str(cn.value) for cn in subject.get_attributes_for_oid(NameOID.COMMON_NAME))
-        return CertificateFacts(public_key_sha256(certificate.public_key()), names)
+        not_after = int(certificate.not_valid_after_utc.timestamp() * 1000)
+        return CertificateFacts(public_key_sha256(certificate.public_key()), names, not_after)
     except (ValueError, TypeError, UnicodeError) as exc:
         raise CertificateError(f"certificatePem is not a PEM certificate ({type(exc).__name__})") from None

@@ -48,6 +48,9 @@ class SerialRecord:
     reserved_at: int | None = None  # epoch milliseconds
     public_key_sha256: str | None = None  # from the factory: the device key's fingerprint (attestation)
     reserved_key_sha256: str | None = None  # the key of the certificate the serial is reserved for
+    rotating_from: str | None = None  # a rotation is pending: the certificate it replaces, still working
+    rotating_from_key_sha256: str | None = None  # that certificate's key
+    rotation_started_at: int | None = None  # epoch milliseconds
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,8 @@ class Reservation:
     client_id: str
     reserved_at: int  # epoch milliseconds
     key_sha256: str
-    reason: str  # "provisioned", "same_key" or "takeover": the certificate history's entry
+    reason: str  # "provisioned", "same_key", "takeover" or "rotation": the certificate history's entry
+    expires_at: int = 0  # epoch milliseconds the new certificate expires
 
 
 class WriteOutcome(StrEnum):
@@ -103,6 +107,19 @@ class Registry(Protocol):
 
     def deactivate_certificate(self, certificate_id: str) -> None: ...
 
+    def thing_certificates(self, thing_name: str) -> frozenset[str]:
+        """The ids of the certificates attached to the thing (none if it does not exist)."""
+        ...
+
+    def write_rotation(
+        self, reservation: Reservation, previous: SerialRecord, *, requester: str, requester_key: str
+    ) -> WriteOutcome:
+        """One transactional write: the serial's current certificate becomes the new one, and the
+        requester (the certificate it replaces, still working) becomes `rotating_from` until the retirer
+        retires it; the new certificate's item as in `write_reservation`; the certificate the rotation
+        makes obsolete (a pending rotation's, or one an earlier rotation replaced) is marked retired."""
+        ...
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -135,6 +152,10 @@ def decide(event: HookEvent, settings: HookSettings, registry: Registry, *, now_
         shown = ", ".join(repr(name[:64]) for name in facts.common_names) or "none"
         return Decision(Reason.CN_MISMATCH, serial, detail=f"certificate CN {shown}")
     try:
+        if settings.is_rotation(event.template_arn):
+            from .rotation import decide_rotation
+
+            return decide_rotation(event, serial, facts, settings, registry, now_ms)
         return _decide_known(event, serial, facts, settings, registry, now_ms)
     except RegistryError as exc:
         return Decision(Reason.REGISTRY_ERROR, serial, detail=str(exc)[:300])
@@ -208,6 +229,7 @@ def _decide_known(
             reserved_at=now_ms,
             key_sha256=facts.key_sha256,
             reason=reason,
+            expires_at=facts.not_after_ms,
         )
 
     if record.status == STATUS_AVAILABLE:

@@ -85,14 +85,17 @@ def _count(decision: Decision, event: HookEvent | None, settings: HookSettings |
     service = settings.service if settings else DEFAULT_SERVICE
     namespace = settings.namespace if settings else os.environ.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE
     dims = {"service": service}
+    # A rotation is counted apart, so its refusals neither hide nor inflate the provisioning denial rate.
+    rotation = event is not None and settings is not None and settings.is_rotation(event.template_arn)
+    outcome = ("Rotation" if rotation else "Hook") + ("Allowed" if decision.allowed else "Denied")
     per_decision = [
         (
             "HookDecisions",
             {"Decision": "allow" if decision.allowed else "deny", "Reason": decision.reason.value},
         ),
-        ("HookAllowed" if decision.allowed else "HookDenied", {}),
+        (outcome, {}),
     ]
-    if decision.allowed and event is not None:
+    if decision.allowed and event is not None and not rotation:
         per_decision.append(
             ("ProvisioningAllowedByClaim", {"ClaimCertificateId": event.claim_certificate_id})
         )

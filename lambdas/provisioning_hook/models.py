@@ -21,6 +21,7 @@ class Reason(StrEnum):
     ALLOWED_RETRY = "ALLOWED_RETRY"  # the same certificate again (its earlier answer was lost)
     ALLOWED_SAME_KEY = "ALLOWED_SAME_KEY"  # a new certificate of the reservation's key: the same device
     ALLOWED_TAKEOVER = "ALLOWED_TAKEOVER"
+    ALLOWED_ROTATION = "ALLOWED_ROTATION"  # a provisioned thing's new certificate (the rotation template)
     MALFORMED_EVENT = "MALFORMED_EVENT"
     BAD_SERIAL = "BAD_SERIAL"
     UNEXPECTED_PARAMETER = "UNEXPECTED_PARAMETER"  # a parameter a device may not set
@@ -33,6 +34,8 @@ class Reason(StrEnum):
     KEY_MISMATCH = "KEY_MISMATCH"
     CERTIFICATE_HOLDS_SERIAL = "CERTIFICATE_HOLDS_SERIAL"  # this certificate reserved another serial
     TAKEN = "TAKEN"
+    ROTATION_REFUSED = "ROTATION_REFUSED"  # not that thing's current, ACTIVE, attached certificate asking
+    KEY_NOT_NEW = "KEY_NOT_NEW"  # a rotation must bring a key the thing has not had
     REGISTRY_ERROR = "REGISTRY_ERROR"
     CONFIG_ERROR = "CONFIG_ERROR"
 

@@ -69,7 +69,13 @@ _clients_lock = threading.Lock()
 CLAIM_STATUS_TTL_S = 5.0
 _MAX_CACHED_CLAIMS = 1024
 _active_claims: dict[tuple[tuple[str, ...], str], float] = {}
-RETIRED_BY = {"same_key": "superseded_same_key", "takeover": "taken_over_stale", "provisioned": "superseded"}
+RETIRED_BY = {
+    "same_key": "superseded_same_key",
+    "takeover": "taken_over_stale",
+    "provisioned": "superseded",
+    "rotation": "superseded_rotation",
+}
+ROTATION_PENDING = "1"  # the `rotation_pending` attribute: the rotations index's partition (sparse)
 FINGERPRINT_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -189,7 +195,8 @@ class DynamoDBRegistry:
                     "UpdateExpression": (
                         "SET #status = :reserved, certificate_id = :cert, thing_name = :thing, "
                         "claim_certificate_id = :claim, client_id = :client, reserved_at = :at, "
-                        "reserved_key_sha256 = :key, updated_at = :now ADD certificate_ids :certs"
+                        "reserved_key_sha256 = :key, certificate_expires_at = :expires, updated_at = :now "
+                        "ADD certificate_ids :certs"
                     ),
                     # attribute_exists: an UpdateItem on a missing key would otherwise create the item.
                     "ConditionExpression": serial_condition,
@@ -202,56 +209,123 @@ class DynamoDBRegistry:
                         ":client": {"S": reservation.client_id},
                         ":at": at,
                         ":key": {"S": reservation.key_sha256},
+                        ":expires": {"N": str(reservation.expires_at)},
                         ":now": now_iso,
                         ":certs": {"SS": [reservation.certificate_id]},
                         **condition_values,
                     },
                 }
             },
-            {
-                # One certificate, one serial: the certificate's item names the serial it holds.
-                "Update": {
-                    "TableName": self._table,
-                    "Key": {"pk": {"S": CERTIFICATE_KEY_PREFIX + reservation.certificate_id}},
-                    "UpdateExpression": (
-                        "SET certificate_id = :cert, serial = :serial, issued_at = :at, "
-                        "issued_reason = :reason, claim_certificate_id = :claim, key_sha256 = :key, "
-                        "updated_at = :now"
-                    ),
-                    "ConditionExpression": "attribute_not_exists(pk) OR serial = :serial",
-                    "ExpressionAttributeValues": {
-                        ":cert": {"S": reservation.certificate_id},
-                        ":serial": {"S": reservation.serial},
-                        ":at": at,
-                        ":reason": {"S": reservation.reason},
-                        ":claim": {"S": reservation.claim_certificate_id},
-                        ":key": {"S": reservation.key_sha256},
-                        ":now": now_iso,
-                    },
-                }
-            },
+            self._certificate_item(reservation),
         ]
         if previous.certificate_id and previous.certificate_id != reservation.certificate_id:
             items.append(
-                {
-                    # The certificate history: the certificate the serial was reserved for is retired.
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": {"pk": {"S": CERTIFICATE_KEY_PREFIX + previous.certificate_id}},
-                        "UpdateExpression": (
-                            "SET certificate_id = :cert, serial = if_not_exists(serial, :serial), "
-                            "retired_at = :at, retired_reason = :why, updated_at = :now"
-                        ),
-                        "ExpressionAttributeValues": {
-                            ":cert": {"S": previous.certificate_id},
-                            ":serial": {"S": reservation.serial},
-                            ":at": at,
-                            ":why": {"S": RETIRED_BY[reservation.reason]},
-                            ":now": now_iso,
-                        },
-                    }
-                }
+                self._retired_item(previous.certificate_id, reservation, RETIRED_BY[reservation.reason])
             )
+        return self._transact(items)
+
+    def write_rotation(
+        self, reservation: Reservation, previous: SerialRecord, *, requester: str, requester_key: str
+    ) -> WriteOutcome:
+        at = {"N": str(reservation.reserved_at)}
+        from_current = requester == previous.certificate_id
+        started = (
+            reservation.reserved_at
+            if from_current
+            else (previous.rotation_started_at or reservation.reserved_at)
+        )
+        retired = previous.rotating_from if from_current else previous.certificate_id
+        items: list[dict[str, Any]] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": {"pk": {"S": SERIAL_KEY_PREFIX + reservation.serial}},
+                    "UpdateExpression": (
+                        "SET certificate_id = :cert, reserved_at = :at, reserved_key_sha256 = :key, "
+                        "certificate_expires_at = :expires, rotating_from = :from, "
+                        "rotating_from_key_sha256 = :from_key, rotation_pending = :pending, "
+                        "rotation_started_at = :started, updated_at = :now ADD certificate_ids :certs"
+                    ),
+                    "ConditionExpression": "#status = :reserved AND certificate_id = :current",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": {
+                        ":reserved": {"S": STATUS_RESERVED},
+                        ":current": {"S": previous.certificate_id or ""},
+                        ":cert": {"S": reservation.certificate_id},
+                        ":at": at,
+                        ":key": {"S": reservation.key_sha256},
+                        ":expires": {"N": str(reservation.expires_at)},
+                        ":from": {"S": requester},
+                        ":from_key": {"S": requester_key},
+                        ":pending": {"S": ROTATION_PENDING},
+                        ":started": {"N": str(started)},
+                        ":now": {"S": _iso(reservation.reserved_at)},
+                        ":certs": {"SS": [reservation.certificate_id]},
+                    },
+                }
+            },
+            self._certificate_item(reservation),
+        ]
+        if retired and retired not in (requester, reservation.certificate_id):
+            why = "rotated" if from_current else RETIRED_BY[reservation.reason]
+            items.append(self._retired_item(retired, reservation, why))
+        return self._transact(items)
+
+    def thing_certificates(self, thing_name: str) -> frozenset[str]:
+        try:
+            reply = self._call("iot", "list_thing_principals", thingName=thing_name)
+        except _NotFound:
+            return frozenset()
+        return frozenset(
+            str(arn).rsplit("/", 1)[-1] for arn in reply.get("principals", []) if ":cert/" in str(arn)
+        )
+
+    def _certificate_item(self, reservation: Reservation) -> dict[str, Any]:
+        """One certificate, one serial: the certificate's item names the serial it holds."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": {"pk": {"S": CERTIFICATE_KEY_PREFIX + reservation.certificate_id}},
+                "UpdateExpression": (
+                    "SET certificate_id = :cert, serial = :serial, issued_at = :at, "
+                    "issued_reason = :reason, claim_certificate_id = :claim, key_sha256 = :key, "
+                    "expires_at = :expires, updated_at = :now"
+                ),
+                "ConditionExpression": "attribute_not_exists(pk) OR serial = :serial",
+                "ExpressionAttributeValues": {
+                    ":cert": {"S": reservation.certificate_id},
+                    ":serial": {"S": reservation.serial},
+                    ":at": {"N": str(reservation.reserved_at)},
+                    ":reason": {"S": reservation.reason},
+                    ":claim": {"S": reservation.claim_certificate_id},
+                    ":key": {"S": reservation.key_sha256},
+                    ":expires": {"N": str(reservation.expires_at)},
+                    ":now": {"S": _iso(reservation.reserved_at)},
+                },
+            }
+        }
+
+    def _retired_item(self, certificate_id: str, reservation: Reservation, why: str) -> dict[str, Any]:
+        """The certificate history: a certificate whose reservation ended."""
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": {"pk": {"S": CERTIFICATE_KEY_PREFIX + certificate_id}},
+                "UpdateExpression": (
+                    "SET certificate_id = :cert, serial = if_not_exists(serial, :serial), "
+                    "retired_at = :at, retired_reason = :why, updated_at = :now"
+                ),
+                "ExpressionAttributeValues": {
+                    ":cert": {"S": certificate_id},
+                    ":serial": {"S": reservation.serial},
+                    ":at": {"N": str(reservation.reserved_at)},
+                    ":why": {"S": why},
+                    ":now": {"S": _iso(reservation.reserved_at)},
+                },
+            }
+        }
+
+    def _transact(self, items: list[dict[str, Any]]) -> WriteOutcome:
         try:
             self._call("dynamodb", "transact_write_items", TransactItems=items)
         except _Cancelled as cancelled:
@@ -336,6 +410,9 @@ def _serial_record(serial: str, item: dict[str, Any]) -> SerialRecord:
             reserved_at=int(reserved_at) if reserved_at is not None else None,
             public_key_sha256=_fingerprint(item, "public_key_sha256"),
             reserved_key_sha256=_fingerprint(item, "reserved_key_sha256"),
+            rotating_from=item.get("rotating_from", {}).get("S"),
+            rotating_from_key_sha256=_fingerprint(item, "rotating_from_key_sha256"),
+            rotation_started_at=_number(item, "rotation_started_at"),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise RegistryError(f"malformed serial item: {type(exc).__name__}") from None
@@ -349,6 +426,11 @@ def _fingerprint(item: dict[str, Any], name: str) -> str | None:
         # A fingerprint that can never match would deny the genuine device; say where the data is bad.
         raise RegistryError(f"malformed {name} (64 lowercase hex digits expected)")
     return value  # type: ignore[no-any-return]
+
+
+def _number(item: dict[str, Any], name: str) -> int | None:
+    value = item.get(name, {}).get("N")
+    return None if value is None else int(value)
 
 
 def _iso(epoch_ms: int) -> str:

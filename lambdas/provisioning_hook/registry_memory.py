@@ -27,6 +27,7 @@ class InMemoryRegistry:
         self.reservations: dict[str, Reservation] = {}
         self.held: dict[str, str] = {}  # certificate id -> the serial it holds
         self.retired: dict[str, str] = {}  # certificate id -> why its reservation ended
+        self.things: dict[str, set[str]] = {}  # thing name -> attached certificate ids
 
     def add_serial(
         self,
@@ -94,6 +95,39 @@ class InMemoryRegistry:
 
     def deactivate_certificate(self, certificate_id: str) -> None:
         self.certificates[certificate_id] = "INACTIVE"
+
+    def thing_certificates(self, thing_name: str) -> frozenset[str]:
+        return frozenset(self.things.get(thing_name, ()))
+
+    def write_rotation(
+        self, reservation: Reservation, previous: SerialRecord, *, requester: str, requester_key: str
+    ) -> WriteOutcome:
+        with self._lock:
+            current = self.serials.get(reservation.serial)
+            if current is None or current.status != STATUS_RESERVED:
+                return WriteOutcome.SERIAL_CHANGED
+            if current.certificate_id != previous.certificate_id:
+                return WriteOutcome.SERIAL_CHANGED
+            if self.held.get(reservation.certificate_id, reservation.serial) != reservation.serial:
+                return WriteOutcome.CERTIFICATE_HOLDS_SERIAL
+            from_current = requester == previous.certificate_id
+            retired = previous.rotating_from if from_current else previous.certificate_id
+            self.serials[reservation.serial] = dataclasses.replace(
+                current,
+                certificate_id=reservation.certificate_id,
+                reserved_at=reservation.reserved_at,
+                reserved_key_sha256=reservation.key_sha256,
+                rotating_from=requester,
+                rotating_from_key_sha256=requester_key,
+                rotation_started_at=reservation.reserved_at
+                if from_current
+                else (previous.rotation_started_at or reservation.reserved_at),
+            )
+            self.reservations[reservation.serial] = reservation
+            self.held[reservation.certificate_id] = reservation.serial
+            if retired and retired not in (requester, reservation.certificate_id):
+                self.retired[retired] = "rotated" if from_current else reservation.reason
+            return WriteOutcome.WRITTEN
 
 
 def _unchanged(current: SerialRecord, previous: SerialRecord) -> bool:

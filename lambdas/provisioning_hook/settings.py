@@ -16,6 +16,7 @@ ENV_TEMPLATE_ATTRIBUTES = "TEMPLATE_ATTRIBUTES"
 ENV_DEVICE_PARAMETERS = "DEVICE_PARAMETERS"
 ENV_REQUIRE_DEVICE_KEY = "REQUIRE_DEVICE_KEY"
 ENV_REQUIRE_CN_MATCH = "REQUIRE_CN_MATCH"
+ENV_ROTATION_TEMPLATE = "ROTATION_TEMPLATE_NAME"
 ENV_SERVICE = "POWERTOOLS_SERVICE_NAME"
 ENV_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 
@@ -43,11 +44,17 @@ class HookSettings:
     device_parameters: tuple[str, ...] = (PARAM_SERIAL,)
     require_device_key: bool = False  # every serial must carry the fingerprint of its device's key
     require_cn_match: bool = True  # the certificate's CN must be the serial
+    rotation_template_name: str = ""  # the template whose requests are rotations ("": rotation is off)
     service: str = DEFAULT_SERVICE
     namespace: str = DEFAULT_NAMESPACE
 
     def thing_name(self, serial: str) -> str:
         return f"{self.thing_name_prefix}{serial}"
+
+    def is_rotation(self, template_arn: str) -> bool:
+        """A request to the rotation template (`arn:...:provisioningtemplate/<name>`)."""
+        name = template_arn.rsplit("/", 1)[-1]
+        return bool(self.rotation_template_name) and name == self.rotation_template_name
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> HookSettings:
@@ -81,6 +88,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> HookSettings:
         device_parameters=device_parameters,
         require_device_key=_flag(env, ENV_REQUIRE_DEVICE_KEY, default=False),
         require_cn_match=_flag(env, ENV_REQUIRE_CN_MATCH, default=True),
+        rotation_template_name=env.get(ENV_ROTATION_TEMPLATE, "").strip(),
         service=env.get(ENV_SERVICE) or DEFAULT_SERVICE,
         namespace=env.get(ENV_NAMESPACE) or DEFAULT_NAMESPACE,
     )
