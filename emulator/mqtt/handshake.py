@@ -84,7 +84,8 @@ async def handshake(
             exc,
         )
         return None
-    session = _open_session(broker, connect, wire, writer, client_id, assigned, admission, peer)
+    session, connack = _open_session(broker, connect, wire, writer, client_id, assigned, admission, peer)
+    # Logged before the CONNACK goes out: whoever reads the log after the client connected finds the line.
     log.info(
         "connect client=%s cert=%.12s %s peer=%s mqtt=%s session=%s%s",
         client_id,
@@ -95,6 +96,7 @@ async def handshake(
         session.state_label,
         f" alpn={tls.selected_alpn_protocol()}" if tls.selected_alpn_protocol() else "",
     )
+    writer.write(connack)
     for message in broker.store.take_queue(session.state):
         session.send_message(message, message.qos, message.retain)
     return session
@@ -124,8 +126,8 @@ def _open_session(
     assigned: str | None,
     admission: Admission,
     peer: str,
-) -> Session:
-    """Take the client id over, resume or start its session, and answer CONNACK."""
+) -> tuple[Session, bytes]:
+    """Take the client id over, resume or start its session; (the session, its CONNACK)."""
     previous = broker.sessions.get(client_id)
     if previous is not None:
         # AWS IoT: a second connection with the same client id disconnects the first
@@ -168,8 +170,7 @@ def _open_session(
         connack_properties[props.ASSIGNED_CLIENT_IDENTIFIER] = assigned
     if requested != expiry:
         connack_properties[props.SESSION_EXPIRY_INTERVAL] = expiry  # section 3.2.2.3.2: the server's value
-    writer.write(wire.connack(resumed, reasons.SUCCESS, connack_properties))
-    return session
+    return session, wire.connack(resumed, reasons.SUCCESS, connack_properties)
 
 
 def _reauthorise(broker: Broker, session: Session) -> None:

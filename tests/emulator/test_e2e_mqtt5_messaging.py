@@ -23,7 +23,7 @@ from tests.emulator.conftest import EmulatorProcess
 from tests.emulator.device import TIMEOUT_S, Endpoint
 from tests.emulator.device5 import Raw5, connect5, stop
 from tests.emulator.test_e2e import aws, new_serial, seed
-from tests.emulator.test_e2e_mqtt5 import provision5
+from tests.emulator.test_e2e_mqtt5 import connect_line, provision5
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("emulator-mqtt5")]
 
@@ -257,10 +257,7 @@ def test_alpn_on_the_second_port(mqtt5_emulator: EmulatorProcess, observer: Cred
     # The 3.1.1 builder offers ALPN only on port 443; elsewhere it offers none, which works too.
     connection, _, _, _ = connect311(endpoint, observer, without_alpn, port=second)
     connection.disconnect().result(TIMEOUT_S)
-    lines = {
-        cid: next(line for line in mqtt5_emulator.log().splitlines() if f"connect client={cid} " in line)
-        for cid in (with_alpn, without_alpn)
-    }
+    lines = {cid: connect_line(mqtt5_emulator, cid) for cid in (with_alpn, without_alpn)}
     assert "mqtt=5" in lines[with_alpn] and "alpn=x-amzn-mqtt-ca" in lines[with_alpn]
     assert "mqtt=3.1.1" in lines[without_alpn]
     assert ("alpn=x-amzn-mqtt-ca" in lines[without_alpn]) == (second == 443)
