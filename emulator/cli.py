@@ -1,5 +1,6 @@
 """`iot-emulator up` (also `python -m emulator up`) `--state-dir DIR [--cloud-assembly cdk.out] [--port 0]
-[--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N]`.
+[--alpn-port N] [--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N]
+[--session-expiry-s N]`.
 
 Exit codes as every tool of the project (cli_conventions): 2 a wrong option or an unusable cloud assembly or
 state directory, 1 it could not start (a port in use), 130 interrupted while starting; once it serves,
@@ -20,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from cli_conventions import EXIT_CODES_HELP, CommandError, UsageError, one_line_errors
+from emulator.mqtt.limits import DEFAULT_LIMITS
 from emulator.provisioning.tokens import DEFAULT_TTL_S
 
 TOOL = "iot-emulator"
@@ -72,6 +74,27 @@ def up(
         Path, typer.Option("--cloud-assembly", help="The synthesized app (cdk.out).")
     ] = Path("cdk.out"),
     port: Annotated[int, typer.Option("--port", min=0, max=65535, help="MQTT port; 0 picks a free one.")] = 0,
+    alpn_port: Annotated[
+        int | None,
+        typer.Option(
+            "--alpn-port",
+            min=0,
+            max=65535,
+            help=(
+                "A second MQTT port, as AWS IoT's 443 (where the AWS SDKs connect by default, with ALPN "
+                "x-amzn-mqtt-ca); 0 picks a free one. ALPN is accepted on every port."
+            ),
+        ),
+    ] = None,
+    session_expiry_s: Annotated[
+        int,
+        typer.Option(
+            "--session-expiry-s",
+            min=1,
+            max=7 * 24 * 3600,
+            help="How long a persistent session outlives its connection (AWS: 3600, adjustable to 7 days).",
+        ),
+    ] = DEFAULT_LIMITS.session_expiry_s,
     aws_port: Annotated[
         int,
         typer.Option(
@@ -176,6 +199,8 @@ def up(
             hook_isolation=hook_isolation,
             service_workers=service_workers,
             hook_workers=hook_workers,
+            alpn_port=alpn_port,
+            session_expiry_s=session_expiry_s,
             lose_replies=lost,
         )
     except (AssemblyError, PersistError, ValueError, ImportError, AttributeError) as exc:

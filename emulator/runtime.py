@@ -19,6 +19,8 @@ from emulator.awsapi.control_plane import IotControlPlane, MqttAddress
 from emulator.awsapi.gateway import AwsGateway
 from emulator.awsapi.server import LocalAwsServer
 from emulator.awsapi.trusted_user import CLAIM_TTL_S, TemporaryClaims
+from emulator.mqtt.broker import Broker
+from emulator.mqtt.limits import DEFAULT_LIMITS
 from emulator.mqtt.provisioning import Outcome
 from emulator.provisioning import hook as hooks
 from emulator.provisioning.ca import CertificateAuthority, certificate_id, write_private
@@ -56,6 +58,8 @@ class EmulatorOptions:
     record_outcomes: bool = False
     hook_isolation: str = "process"
     lose_replies: dict[str, int] = field(default_factory=dict)  # operation -> accepted replies not sent
+    alpn_port: int | None = None  # a second MQTT port (AWS IoT's 443)
+    session_expiry_s: int = DEFAULT_LIMITS.session_expiry_s  # persistent sessions outlive their connection
 
     @property
     def advertised_host(self) -> str:
@@ -92,6 +96,7 @@ class Emulator:
     catalog: TemplateCatalog | None = None
     outcomes: list[Outcome] = field(default_factory=list)
     saver: PeriodicSaver | None = None
+    broker: Broker | None = None
     _stop: Callable[[], None] | None = None
 
     @property
@@ -135,6 +140,8 @@ def start_emulator(
     record_outcomes: bool = False,
     hook_isolation: str = "process",
     lose_replies: dict[str, int] | None = None,
+    alpn_port: int | None = None,
+    session_expiry_s: int = DEFAULT_LIMITS.session_expiry_s,
 ) -> Emulator:
     """Build the emulator from the cloud assembly and start serving; returns once it accepts connections.
 
@@ -147,6 +154,8 @@ def start_emulator(
     stack's Lambda in the hook process, next to the serial table (provisioning/hook_host.py: nothing leaks
     into the caller's process, and the hook's CPU is not under this process's GIL); "thread" runs it on
     threads of this process, with its environment set here and the table in this process's moto.
+    `alpn_port` opens a second MQTT port (AWS IoT's 443; 0 picks a free one); ALPN `x-amzn-mqtt-ca` is
+    accepted on both. `session_expiry_s` is how long a persistent session outlives its connection.
     """
     options = EmulatorOptions(
         port=port,
@@ -166,6 +175,8 @@ def start_emulator(
         record_outcomes=record_outcomes,
         hook_isolation=hook_isolation,
         lose_replies=dict(lose_replies or {}),
+        alpn_port=alpn_port,
+        session_expiry_s=session_expiry_s,
     )
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)

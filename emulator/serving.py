@@ -17,7 +17,8 @@ from emulator.assembly.reader import StackModel
 from emulator.awsapi.control_plane import MqttAddress
 from emulator.awsapi.server import LocalAwsServer
 from emulator.mqtt.auth import IotGatekeeper
-from emulator.mqtt.broker import Broker
+from emulator.mqtt.broker import ALPN_PROTOCOL, Broker
+from emulator.mqtt.limits import Limits
 from emulator.mqtt.provisioning import ProvisioningTopics
 from emulator.provisioning.ca import CertificateAuthority
 from emulator.provisioning.service import ProvisioningService
@@ -75,7 +76,10 @@ def serve(
         handlers=[topics],
         host=options.host,
         port=options.port,
+        extra_ports=() if options.alpn_port is None else (options.alpn_port,),
+        limits=Limits(session_expiry_s=options.session_expiry_s),
     )
+    emulator.broker = broker
 
     loop = asyncio.new_event_loop()
     started = threading.Event()
@@ -130,11 +134,21 @@ def serve(
     emulator.endpoint = stack_setup.endpoint_document(
         model, claims, state, options.advertised_host, broker.port, aws.url
     )
+    emulator.endpoint.update(
+        {
+            "mqtt_versions": ["3.1.1", "5"],
+            "alpn_port": broker.ports[1] if options.alpn_port is not None else None,
+            "alpn_protocols": [ALPN_PROTOCOL],
+            "session_expiry_s": options.session_expiry_s,
+        }
+    )
     stack_setup.write_json(state / "endpoint.json", emulator.endpoint)
     log.info(
-        "listening on %s:%s (MQTT 3.1.1 over TLS), AWS APIs at %s, state in %s%s",
+        "listening on %s:%s%s (MQTT 3.1.1 and 5 over TLS, ALPN %s), AWS APIs at %s, state in %s%s",
         options.host,
         broker.port,
+        f" and :{broker.ports[1]}" if options.alpn_port is not None else "",
+        ALPN_PROTOCOL,
         aws.url,
         state,
         " (persisted)" if options.persist else "",
@@ -148,6 +162,10 @@ def server_ssl_context(state: Path, authority: CertificateAuthority) -> ssl.SSLC
     context.load_cert_chain(state / "server.pem", state / "server.key")
     context.load_verify_locations(cadata=authority.certificate_pem)
     context.verify_mode = ssl.CERT_REQUIRED  # mutual TLS, as AWS IoT's port 8883
+    # AWS IoT's port 443 takes MQTT with client certificates from clients offering ALPN x-amzn-mqtt-ca
+    # (the SDKs' default: port 443 with that ALPN). Offered on every port here: a client that offers it gets
+    # it, a client that offers no ALPN (or none of ours: OpenSSL then answers without ALPN) still connects.
+    context.set_alpn_protocols([ALPN_PROTOCOL])
     # No TLS 1.3 session tickets. OpenSSL sends two after every handshake by default, which took a
     # third of the server's handshake CPU here (1.7 -> 1.2 ms). No device in this flow could use one:
     # awscrt's MQTT client does not resume sessions, and a device's second connection presents a new

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from emulator.mqtt.broker import Admission, Refused, Session
+from emulator.mqtt.connection import Session
+from emulator.mqtt.contracts import Admission, Refused
 from emulator.mqtt.policy_engine import (
     ConnectionContext,
     PolicyEngine,
@@ -63,10 +64,11 @@ class IotGatekeeper:
     async def admit(self, certificate_id: str, client_id: str) -> Admission:
         loop = asyncio.get_running_loop()
         identity = await loop.run_in_executor(self._executor, self._identity, certificate_id, client_id)
+        # A certificate AWS IoT does not accept ends the connection before any MQTT answer (hang_up).
         if identity is None:
-            raise Refused("certificate is not registered")
+            raise Refused("certificate is not registered", hang_up=True)
         if identity.certificate.status != ACTIVE:
-            raise Refused(f"certificate is {identity.certificate.status}")
+            raise Refused(f"certificate is {identity.certificate.status}", hang_up=True)
         attached = client_id in identity.thing_names
         context = ConnectionContext(
             client_id=client_id,

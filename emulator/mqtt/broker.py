@@ -1,120 +1,42 @@
-"""The MQTT 3.1.1 broker: TLS with client certificates, sessions, subscriptions, routing.
+"""The MQTT broker (3.1.1 and 5): listening over TLS with client certificates, each connection's packet loop,
+and the sessions that outlive connections.
 
-AWS IoT's decisions (who may connect, publish, subscribe, receive) come from a `Gatekeeper`;
-reserved request topics (the provisioning API) go to `TopicHandler`s instead of subscribers.
-Behaviour on refusals follows AWS IoT (docs/emulator.md): a refused CONNECT is closed without
-CONNACK, an unauthorised PUBLISH closes the connection, an unauthorised SUBSCRIBE gets 0x80 for
-that filter in the SUBACK.
+AWS IoT's decisions (who may connect, publish, subscribe, receive) come from a `Gatekeeper`; reserved
+request topics (the provisioning API) go to `TopicHandler`s instead of subscribers. Each connection reads
+and writes through its version's codec; the broker works on the version-free packet objects and speaks
+in MQTT 5 reason codes, which the 3.1.1 codec maps to return codes or to a bare close. The CONNECT phase
+is `handshake.py`, what PUBLISH/SUBSCRIBE do is `routing.py`, sending to one client is `connection.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from emulator.mqtt import codec
+from emulator.mqtt import codec, reasons
+from emulator.mqtt import properties as props
 from emulator.mqtt.codec import ProtocolError
+from emulator.mqtt.connection import Session
+from emulator.mqtt.contracts import Admission, Gatekeeper, Refused, TopicHandler
+from emulator.mqtt.handshake import handshake
+from emulator.mqtt.limits import DEFAULT_LIMITS, Limits
+from emulator.mqtt.routing import Router
+from emulator.mqtt.sessions import Message, SessionState, SessionStore
+
+__all__ = ["ALPN_PROTOCOL", "Admission", "Broker", "Gatekeeper", "Refused", "Session", "TopicHandler"]
 
 log = logging.getLogger("emulator.mqtt")
 
-# AWS IoT's payload limit is 128 KB; packets up to twice that are read so that an oversized
-# provisioning request can still be answered with a 400 rejection instead of a dropped connection.
-MAX_PACKET_BYTES = 256 * 1024 + 1024
-MAX_PAYLOAD_BYTES = 128 * 1024
-CONNECT_TIMEOUT_S = 10.0
-
-
-@dataclass
-class Admission:
-    """What the gatekeeper decided at CONNECT: who this is and what it may do (opaque to the broker)."""
-
-    certificate_id: str
-    authority: Any  # the gatekeeper's per-connection state (policies, context)
-    label: str = ""  # for log lines, e.g. "claim" or "thing device-123"
-
-
-class Refused(Exception):
-    """The gatekeeper refuses a CONNECT; the reason goes to the log, never to the client (as AWS)."""
-
-
-class Gatekeeper(Protocol):
-    async def admit(self, certificate_id: str, client_id: str) -> Admission: ...
-    def may_publish(self, session: Session, topic: str) -> bool: ...
-    def may_subscribe(self, session: Session, topic_filter: str) -> bool: ...
-    def may_receive(self, session: Session, topic: str) -> bool: ...
-
-
-class TopicHandler(Protocol):
-    def claims(self, topic: str) -> bool:
-        """True for a topic this handler owns: it is never routed to subscribers."""
-        ...
-
-    def handle(self, session: Session, message: codec.Publish) -> None: ...
-
-
-class Session:
-    """One client connection after a successful CONNECT."""
-
-    def __init__(
-        self, broker: Broker, writer: asyncio.StreamWriter, client_id: str, admission: Admission, peer: str
-    ) -> None:
-        self.broker = broker
-        self.client_id = client_id
-        self.admission = admission
-        self.peer = peer
-        self.subscriptions: dict[str, int] = {}
-        self.keep_alive = 0
-        self._writer = writer
-        self._next_packet_id = 0
-        self.closed = False
-
-    @property
-    def certificate_id(self) -> str:
-        return self.admission.certificate_id
-
-    def send(self, data: bytes) -> None:
-        if not self.closed:
-            self._writer.write(data)
-
-    def _packet_id(self) -> int:
-        self._next_packet_id = self._next_packet_id % 65535 + 1
-        return self._next_packet_id
-
-    def granted_qos(self, topic: str) -> int | None:
-        """The highest QoS among this session's subscriptions matching `topic`, None if none does."""
-        best = None
-        for topic_filter, qos in self.subscriptions.items():
-            if codec.topic_matches(topic_filter, topic) and (best is None or qos > best):
-                best = qos
-        return best
-
-    def deliver(self, topic: str, payload: bytes, qos: int = 1) -> bool:
-        """Send a message to this client alone, as a subscriber of `topic`: only if it subscribed to a
-        matching filter and may receive it. Returns whether it was sent."""
-        granted = self.granted_qos(topic)
-        if granted is None or self.closed:
-            return False
-        if not self.broker.gatekeeper.may_receive(self, topic):
-            return False
-        out_qos = min(qos, granted)
-        self.send(codec.publish(topic, payload, out_qos, self._packet_id() if out_qos else None))
-        return True
-
-    def close(self, reason: str, level: int = logging.INFO) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        log.log(
-            level, "disconnect client=%s cert=%.12s reason=%s", self.client_id, self.certificate_id, reason
-        )
-        with contextlib.suppress(Exception):
-            self._writer.close()
+ALPN_PROTOCOL = "x-amzn-mqtt-ca"  # AWS IoT: MQTT with X.509 client certificates on port 443
+# Kept as module names for callers of the 3.1.1-only broker.
+MAX_PACKET_BYTES = DEFAULT_LIMITS.maximum_packet_size_v3
+MAX_PAYLOAD_BYTES = DEFAULT_LIMITS.maximum_payload_bytes
+CONNECT_TIMEOUT_S = DEFAULT_LIMITS.connect_timeout_s
 
 
 class Broker:
@@ -126,57 +48,87 @@ class Broker:
         handlers: Sequence[TopicHandler],
         host: str = "127.0.0.1",
         port: int = 0,
+        extra_ports: Sequence[int] = (),
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.gatekeeper = gatekeeper
         self.handlers = list(handlers)
+        self.limits = limits
+        self.store = SessionStore(limits)
+        self.router = Router(gatekeeper, self.handlers, limits, self.store)
+        self.sessions: dict[str, Session] = {}  # connected clients by client id
         self._ssl = ssl_context
         self._host = host
-        self._port = port
-        self._server: asyncio.base_events.Server | None = None
-        self.sessions: dict[str, Session] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._ports = [port, *extra_ports]
+        self._servers: list[asyncio.base_events.Server] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        # What every MQTT 5 CONNACK announces: AWS IoT Core's values (limits.py).
+        self._connack = {
+            props.RECEIVE_MAXIMUM: limits.receive_maximum,
+            props.MAXIMUM_QOS: limits.maximum_qos,
+            props.RETAIN_AVAILABLE: int(limits.retain_available),
+            props.MAXIMUM_PACKET_SIZE: limits.maximum_packet_size,
+            props.TOPIC_ALIAS_MAXIMUM: limits.topic_alias_maximum,
+            props.WILDCARD_SUBSCRIPTION_AVAILABLE: int(limits.wildcard_subscription_available),
+            props.SUBSCRIPTION_IDENTIFIER_AVAILABLE: int(limits.subscription_identifier_available),
+            props.SHARED_SUBSCRIPTION_AVAILABLE: int(limits.shared_subscription_available),
+        }
+
+    def connack_properties(self, keep_alive: int) -> dict[str, Any]:
+        # AWS IoT sends Server Keep Alive in every CONNACK (1200 for a client that asked for 1200).
+        return {**self._connack, props.SERVER_KEEP_ALIVE: keep_alive}
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(
-            self._on_connection,
-            self._host,
-            self._port,
-            ssl=self._ssl,
-            ssl_handshake_timeout=CONNECT_TIMEOUT_S,
-            backlog=1024,
-            limit=MAX_PACKET_BYTES + 16,
-        )
+        self._loop_thread = threading.get_ident()
+        for port in self._ports:
+            self._servers.append(
+                await asyncio.start_server(
+                    self._on_connection,
+                    self._host,
+                    port,
+                    ssl=self._ssl,
+                    ssl_handshake_timeout=self.limits.connect_timeout_s,
+                    backlog=1024,
+                    limit=self.limits.maximum_packet_size_v3 + 16,
+                )
+            )
+        self._sweeper = asyncio.create_task(self._sweep_sessions())
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.sockets[0].getsockname()[1])
+        return self.ports[0]
 
-    def close_certificate_sessions(self, certificate_id: str, reason: str) -> int:
-        """Disconnect every connection authenticated with `certificate_id` (its certificate left ACTIVE, as
-        AWS IoT does). Callable from any thread: the closing happens on the broker's loop. Returns how
-        many connections were found."""
-        matching = [s for s in list(self.sessions.values()) if s.certificate_id == certificate_id]
-        if matching and self._loop is not None:
-            self._loop.call_soon_threadsafe(_close_each, matching, reason)
-        return len(matching)
+    @property
+    def ports(self) -> list[int]:
+        return [int(server.sockets[0].getsockname()[1]) for server in self._servers]
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        for server in self._servers:
+            server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for session in list(self.sessions.values()):
-            session.close("server shutting down")
+            session.disconnect(reasons.SERVER_SHUTTING_DOWN, "server shutting down")
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
+        for server in self._servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+                await asyncio.wait_for(server.wait_closed(), 2)
 
-    # ------------------------------------------------------------------ connection
+    # ------------------------------------------------------------------ messages (see routing.py)
+    def route(self, message: Message) -> int:
+        return self.router.route(message)
+
+    def offer(self, state: SessionState, message: Message, qos: int, retain: bool) -> bool:
+        return self.router.offer(state, message, qos, retain)
+
+    # ------------------------------------------------------------------ connections
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -185,162 +137,121 @@ class Broker:
         peer = f"{host}:{port}"
         session: Session | None = None
         try:
-            session = await self._connect(reader, writer, peer)
+            session = await handshake(self, reader, writer, peer)
             if session is not None:
                 await self._serve(session, reader)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, TimeoutError):
             pass
         except ProtocolError as exc:
-            log.info("protocol error peer=%s client=%s: %s", peer, session.client_id if session else "-", exc)
+            client = session.client_id if session else "-"
+            log.info("protocol error peer=%s client=%s: %s", peer, client, exc)
+            if session is not None:
+                session.disconnect(exc.reason_code, f"protocol error: {exc}")
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("unexpected error on connection peer=%s", peer)
+            if session is not None:
+                session.disconnect(reasons.UNSPECIFIED_ERROR, "unexpected error")
         finally:
             self._tasks.discard(task)
             if session is not None:
                 session.close("connection closed", logging.DEBUG)
-                if self.sessions.get(session.client_id) is session:
-                    del self.sessions[session.client_id]
+                self.release(session)
             with contextlib.suppress(Exception):
                 writer.close()
 
-    async def _connect(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
-    ) -> Session | None:
-        kind, _, body = await asyncio.wait_for(codec.read_packet(reader, MAX_PACKET_BYTES), CONNECT_TIMEOUT_S)
-        if kind != codec.CONNECT:
-            raise ProtocolError("first packet is not CONNECT")  # MQTT-3.1.0-1
-        connect = codec.parse_connect(body)
-        if connect.protocol_name != "MQTT" or connect.protocol_level != 4:
-            writer.write(codec.connack(codec.CONNACK_BAD_PROTOCOL))
-            log.info(
-                "connect refused peer=%s: protocol %s level %s (only MQTT 3.1.1 is emulated)",
-                peer,
-                connect.protocol_name,
-                connect.protocol_level,
-            )
-            return None
-        if not connect.client_id:
-            writer.write(codec.connack(codec.CONNACK_IDENTIFIER_REJECTED))
-            log.info("connect refused peer=%s: empty client id", peer)
-            return None
-        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        certificate_id = hashlib.sha256(der).hexdigest() if der else ""
-        try:
-            admission = await self.gatekeeper.admit(certificate_id, connect.client_id)
-        except Refused as exc:
-            # AWS IoT closes the connection without a CONNACK; the SDK reports an unexpected hang-up.
-            log.info(
-                "connect refused client=%s cert=%.12s peer=%s: %s",
-                connect.client_id,
-                certificate_id,
-                peer,
-                exc,
-            )
-            return None
-        previous = self.sessions.get(connect.client_id)
-        if previous is not None:
-            # AWS IoT: a second connection with the same client id disconnects the first.
-            previous.close("DUPLICATE_CLIENTID")
-        session = Session(self, writer, connect.client_id, admission, peer)
-        self.sessions[connect.client_id] = session
-        writer.write(codec.connack(codec.CONNACK_ACCEPTED, session_present=False))
-        log.info(
-            "connect client=%s cert=%.12s %s peer=%s",
-            connect.client_id,
-            certificate_id,
-            admission.label,
-            peer,
-        )
-        session.keep_alive = connect.keep_alive
-        return session
-
     async def _serve(self, session: Session, reader: asyncio.StreamReader) -> None:
-        keep_alive = session.keep_alive
-        timeout = keep_alive * 1.5 if keep_alive else None
+        wire, router = session.codec, self.router
+        read_limit = wire.read_limit(self.limits)
+        timeout = session.keep_alive * 1.5 if session.keep_alive else None
         while not session.closed:
-            if timeout is None:
-                kind, flags, body = await codec.read_packet(reader, MAX_PACKET_BYTES)
-            else:
-                try:
-                    kind, flags, body = await asyncio.wait_for(
-                        codec.read_packet(reader, MAX_PACKET_BYTES), timeout
-                    )
-                except TimeoutError:
-                    session.close("MQTT_KEEP_ALIVE_TIMEOUT")
-                    return
+            try:
+                kind, flags, body = await asyncio.wait_for(codec.read_packet(reader, read_limit), timeout)
+            except TimeoutError:
+                session.disconnect(reasons.KEEP_ALIVE_TIMEOUT, "MQTT_KEEP_ALIVE_TIMEOUT")
+                return
             if kind == codec.PUBLISH:
-                self._on_publish(session, codec.parse_publish(flags, body))
-            elif kind == codec.SUBSCRIBE:
-                self._on_subscribe(session, *codec.parse_subscribe(body))
-            elif kind == codec.UNSUBSCRIBE:
-                packet_id, filters = codec.parse_unsubscribe(body)
-                for topic_filter in filters:
-                    session.subscriptions.pop(topic_filter, None)
-                session.send(codec.unsuback(packet_id))
-            elif kind == codec.PINGREQ:
-                session.send(codec.pingresp())
+                router.on_publish(session, wire.parse_publish(flags, body))
             elif kind == codec.PUBACK:
-                codec.parse_packet_id(body)  # QoS 1 deliveries are not retransmitted; nothing to track
+                session.acknowledged(wire.parse_puback(body).packet_id)
+            elif kind == codec.SUBSCRIBE:
+                router.on_subscribe(session, wire.parse_subscribe(body))
+            elif kind == codec.UNSUBSCRIBE:
+                router.on_unsubscribe(session, wire.parse_unsubscribe(body))
+            elif kind == codec.PINGREQ:
+                session.send(wire.pingresp())
             elif kind == codec.DISCONNECT:
-                session.close("CLIENT_INITIATED_DISCONNECT", logging.DEBUG)
+                self._on_disconnect(session, wire.parse_disconnect(body).properties)
                 return
             elif kind == codec.CONNECT:
                 raise ProtocolError("second CONNECT")  # MQTT-3.1.0-2
             else:
-                # PUBREC/PUBREL/PUBCOMP: AWS IoT does not support QoS 2.
+                # PUBREC/PUBREL/PUBCOMP: AWS IoT does not support QoS 2; AUTH: no enhanced authentication.
                 raise ProtocolError(f"unsupported packet type {kind}")
 
-    # ------------------------------------------------------------------ messages
-    def _on_publish(self, session: Session, message: codec.Publish) -> None:
-        if not codec.valid_topic_name(message.topic):
-            raise ProtocolError(f"PUBLISH to invalid topic name {message.topic!r}")
-        if message.qos == 2:
-            # AWS IoT: "When QoS level 2 is requested, the message broker doesn't send a PUBACK".
-            log.info("ignored QoS 2 publish client=%s topic=%s", session.client_id, message.topic)
-            return
-        if not self.gatekeeper.may_publish(session, message.topic):
-            session.close(f"AUTHORIZATION_FAILURE publish to {message.topic}")
-            return
-        handler = next((h for h in self.handlers if h.claims(message.topic)), None)
-        if handler is None and len(message.payload) > MAX_PAYLOAD_BYTES:
-            session.close(f"CLIENT_ERROR payload of {len(message.payload)} bytes exceeds 128 KB")
-            return
-        if message.qos == 1 and message.packet_id is not None:
-            session.send(codec.puback(message.packet_id))
-        if handler is not None:
-            handler.handle(session, message)
-            return
-        if message.topic.startswith("$aws/"):
-            # Reserved topics of services the emulator does not run (shadow, jobs, ...) and the reply
-            # topics of the provisioning API: nothing answers, and nothing is relayed to other clients.
-            log.debug("reserved topic %s from %s not relayed", message.topic, session.client_id)
-            return
-        self.route(message.topic, message.payload, message.qos)
+    def _on_disconnect(self, session: Session, properties: Mapping[str, Any]) -> None:
+        expiry = properties.get(props.SESSION_EXPIRY_INTERVAL)
+        if isinstance(expiry, int):
+            if session.state.expiry_s == 0 and expiry:
+                raise ProtocolError("Session Expiry Interval set at DISCONNECT after 0 at CONNECT")
+            session.state.expiry_s = min(expiry, self.limits.session_expiry_s)
+        session.close("CLIENT_INITIATED_DISCONNECT", logging.DEBUG)
 
-    def route(self, topic: str, payload: bytes, qos: int) -> int:
-        delivered = 0
+    def release(self, session: Session) -> None:
+        """The connection is gone: keep its session for its expiry, or end it (idempotent)."""
+        if session.ended:
+            return
+        session.ended = True
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+        state = session.state
+        if state.session is not session:
+            return
+        state.session = None
+        if state.persistent:
+            self.store.requeue_front(state, session.unacknowledged())
+        for evicted in self.store.park(state):
+            log.info(
+                "session client=%s cert=%.12s dropped early: disconnected sessions over their cap",
+                evicted.client_id,
+                evicted.certificate_id,
+            )
+
+    # ------------------------------------------------------------------ sessions
+    async def _sweep_sessions(self) -> None:
+        period = max(0.2, min(self.limits.session_expiry_s / 4, 5.0))
+        while True:
+            await asyncio.sleep(period)
+            for state in self.store.expire():
+                log.info("session client=%s expired", state.client_id)
+
+    def close_certificate_sessions(self, certificate_id: str, reason: str) -> int:
+        """Disconnect every connection authenticated with `certificate_id` and drop the sessions it held
+        (its certificate left ACTIVE, as AWS IoT does); returns how many connections were found. Callable
+        from any thread without waiting: from another thread the closing is scheduled on the broker's
+        event loop (the registry calls it while it changes a certificate)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return 0
+        if threading.get_ident() == self._loop_thread:
+            return self._close_certificate_sessions(certificate_id, reason)
+        found = sum(1 for s in list(self.sessions.values()) if s.certificate_id == certificate_id)
+        loop.call_soon_threadsafe(self._close_certificate_sessions, certificate_id, reason)
+        return found
+
+    def _close_certificate_sessions(self, certificate_id: str, reason: str) -> int:
+        closed = 0
         for session in list(self.sessions.values()):
-            if session.deliver(topic, payload, qos):
-                delivered += 1
-        return delivered
-
-    def _on_subscribe(self, session: Session, packet_id: int, filters: Iterable[tuple[str, int]]) -> None:
-        codes = []
-        for topic_filter, qos in filters:
-            if not codec.valid_topic_filter(topic_filter) or not self.gatekeeper.may_subscribe(
-                session, topic_filter
-            ):
-                log.info("subscribe refused client=%s filter=%s", session.client_id, topic_filter)
-                codes.append(codec.SUBACK_FAILURE)
+            if session.certificate_id != certificate_id:
                 continue
-            granted = min(qos, 1)  # AWS IoT supports QoS 0 and 1 only
-            session.subscriptions[topic_filter] = granted
-            codes.append(granted)
-        session.send(codec.suback(packet_id, codes))
-
-
-def _close_each(sessions: list[Session], reason: str) -> None:
-    for session in sessions:
-        session.close(reason)
+            # UNCONFIRMED: what AWS IoT sends when a certificate is deactivated; its lifecycle event says
+            # AUTH_ERROR, so MQTT 5 clients get 0x87 Not authorized.
+            session.disconnect(reasons.NOT_AUTHORIZED, reason)
+            self.release(session)
+            self.store.discard(session.state)
+            closed += 1
+        for state in self.store.offline():
+            if state.certificate_id == certificate_id:
+                self.store.discard(state)
+        return closed

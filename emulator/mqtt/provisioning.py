@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from emulator.mqtt import codec
-from emulator.mqtt.broker import Session
+from emulator.mqtt.connection import Session
+from emulator.mqtt.packets import Publish
 from emulator.provisioning.errors import as_provisioning_error
 from emulator.provisioning.payloads import (
     CreateCertificateFromCsrRequest,
@@ -72,7 +72,7 @@ class ProvisioningTopics:
     def claims(self, topic: str) -> bool:
         return topic.startswith(RESERVED_PREFIXES)
 
-    def handle(self, session: Session, message: codec.Publish) -> None:
+    def handle(self, session: Session, message: Publish) -> None:
         topic = message.topic
         match = (
             CREATE_FROM_CSR_RE.match(topic) or CREATE_KEYS_RE.match(topic) or REGISTER_THING_RE.match(topic)
@@ -84,7 +84,7 @@ class ProvisioningTopics:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, session: Session, message: codec.Publish, match: re.Match[str]) -> None:
+    async def _answer(self, session: Session, message: Publish, match: re.Match[str]) -> None:
         started = time.perf_counter()
         fmt = PayloadFormat(match.group(match.lastindex or 1))
         operation = _operation(match)

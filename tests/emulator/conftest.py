@@ -22,6 +22,17 @@ FLEET_OVERRIDES = {
 }
 
 
+# The stack the AWS SDK's fleet-provisioning samples need: their client ids ("mqtt5-sample-<uuid>",
+# "test-<uuid>") pass the claim policy, and CreateKeysAndCertificate is allowed (fleet_provisioning_basic),
+# which the configuration only admits without the hook's CN check.
+SAMPLE_OVERRIDES = {
+    **FLEET_OVERRIDES,
+    "claim_client_id_pattern": "*",
+    "allow_create_keys_and_certificate": True,
+    "require_cn_match": False,  # AWS names the certificates it makes for CreateKeysAndCertificate itself
+}
+
+
 @pytest.fixture(scope="session")
 def authority() -> CertificateAuthority:
     return CertificateAuthority.create()
@@ -77,6 +88,44 @@ def fault_emulator(
         "tests.emulator.fault_hooks:hook",
         "--token-ttl-s",
         "2",
+    )
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def sample_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import app
+
+    return app.synthesize(SAMPLE_OVERRIDES, tmp_path_factory.mktemp("cdk-samples") / "cdk.out")
+
+
+def _port_443_free() -> bool:
+    """The SDKs' default port; this machine may let the emulator bind it (root), or not."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", 443))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def mqtt5_emulator(
+    sample_assembly: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatorProcess]:
+    """The samples' stack with a second MQTT port (443 where it can be bound, else a free one) and
+    persistent sessions that expire after 3 s."""
+    process = EmulatorProcess(
+        sample_assembly,
+        tmp_path_factory.mktemp("mqtt5-state"),
+        "--alpn-port",
+        "443" if _port_443_free() else "0",
+        "--session-expiry-s",
+        "3",
     )
     yield process
     process.stop()

@@ -134,7 +134,7 @@ def test_broker_behaviour(tmp_path: Path) -> None:
             # A refused CONNECT is closed without CONNACK.
             refused = await env["open"]("nope")
             assert await refused.rest() == b""
-            # MQTT 3.1 / 5 clients get CONNACK 1.
+            # MQTT 3.1 (level 3) clients get CONNACK 1.
             old = await env["open"]("ok-old", level=3)
             assert await old.packet() == (codec.CONNACK, 0, b"\x00\x01")
 
