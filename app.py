@@ -3,10 +3,12 @@
 
 `python3 app.py [--synth DIR]` is what `cdk synth` and `make synth` run; other parts of the project call
 `synthesize()` to get a cloud assembly. A bad configuration value is one line on stderr and exit code 1.
+Run by a `python3` without aws_cdk (no activated environment), it runs itself again under `.venv`'s.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -14,6 +16,32 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent
+VENV = REPO_ROOT / ".venv"  # what `make setup` makes
+REEXEC_MARK = "FLEET_APP_REEXEC"  # set in the environment of the re-executed app: never loop
+
+
+def run_under_the_projects_python(argv: list[str], venv: Path = VENV) -> None:
+    """Return when this interpreter has aws_cdk; else run this file again under VENV's, or exit 1.
+
+    cdk.json's "app" is `python3 app.py`, and `python3` is whatever comes first on PATH: without an
+    activated environment that is the system's, which has no aws_cdk. `npx cdk synth|ls|diff` from a
+    fresh clone after `make setup` should just work, so the app finds the repository's .venv itself.
+    """
+    if importlib.util.find_spec("aws_cdk") is not None:
+        return
+    candidates = (venv / "bin" / "python", venv / "Scripts" / "python.exe")
+    python = next((p for p in candidates if p.exists()), None)
+    in_venv = Path(sys.prefix).resolve() == venv.resolve()
+    if python is not None and not in_venv and not os.environ.get(REEXEC_MARK):
+        os.environ[REEXEC_MARK] = "1"
+        os.execv(python, [str(python), str(Path(__file__).resolve()), *argv])
+    where = "" if python is not None else f" and there is no {venv}"
+    print(f"app.py: {sys.executable} has no aws_cdk{where}: run `make setup` in {REPO_ROOT}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_under_the_projects_python(sys.argv[1:])
 if str(REPO_ROOT) not in sys.path:  # `cdk synth` runs this file from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
@@ -25,9 +53,19 @@ os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "14,16,18,
 from infra.config import CONTEXT_KEY, ConfigError, FleetConfig, load_config  # noqa: E402
 
 CDK_JSON = REPO_ROOT / "cdk.json"
+
+
+def feature_flags() -> dict[str, Any]:
+    """cdk.json's feature flags (its `@aws-cdk...` context keys): the CDK CLI hands them to the app, and
+    APP_CONTEXT holds them for every other way in (`python3 app.py`, synthesize(), the tests' bare stacks),
+    so each builds the template `cdk deploy` deploys. Context from the CLI still wins over APP_CONTEXT."""
+    context = json.loads(CDK_JSON.read_text()).get("context", {})
+    return {key: value for key, value in context.items() if key.startswith("@aws-cdk")}
+
+
 # What `cdk synth` sets by default, so `python3 app.py` and synthesize() give the same assembly: the
 # emulator finds the Lambda code through each function's `aws:asset:path` metadata.
-APP_CONTEXT = {"aws:cdk:enable-asset-metadata": True}
+APP_CONTEXT = {**feature_flags(), "aws:cdk:enable-asset-metadata": True}
 
 
 def fleet_context(app_context: Any = None, fleet_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -68,7 +106,9 @@ def build_app(
     from infra.stack import FleetProvisioningStack
 
     app = App(
-        outdir=str(outdir) if outdir is not None else None, analytics_reporting=False, context=APP_CONTEXT
+        outdir=str(outdir) if outdir is not None else None,
+        analytics_reporting=False,
+        context=APP_CONTEXT,
     )
     config = load_fleet_config(app.node.try_get_context(CONTEXT_KEY), fleet_overrides)
     FleetProvisioningStack(app, config=config)

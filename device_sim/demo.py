@@ -32,6 +32,8 @@ SERIAL_PREFIX = "FAB-A-"
 CBOR_DEVICES = 5
 UNKNOWN_DEVICES = 5
 CONCURRENCY = 20
+# What `make setup` installs for `python -m <module>` (pyproject's [project.scripts]): the demo shows those.
+CONSOLE_SCRIPTS = {"fleetctl": "fleetctl", "device_sim": "device-sim", "emulator": "iot-emulator"}
 
 
 @dataclass
@@ -66,8 +68,11 @@ class Demo:
         self.console.rule(f"[bold]{self.step_number}. {title}", align="left")
 
     def show(self, argv: list[str]) -> None:
+        """The command as a user would type it: the console script for `python -m <tool>`."""
         shown = [a if not a.startswith(str(REPO_ROOT)) else os.path.relpath(a, REPO_ROOT) for a in argv]
         shown[0] = "python" if argv[0] == sys.executable else shown[0]
+        if argv[0] == sys.executable and argv[1:2] == ["-m"] and argv[2] in CONSOLE_SCRIPTS:
+            shown = [CONSOLE_SCRIPTS[argv[2]], *shown[3:]]
         self.console.print(f"[dim]$ {' '.join(shown)}[/]")
 
     def run(
@@ -228,7 +233,7 @@ class Demo:
         line = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ""
         self.console.print(line, markup=False, highlight=False)
         self.checks.expect(
-            "the clone is rejected", result.returncode == 1 and line.startswith("rejected:"), line
+            "the clone is rejected", result.returncode == 1 and line.startswith("device-sim: rejected:"), line
         )
 
     def hook_decisions(self, serials: list[str]) -> None:

@@ -8,6 +8,7 @@ callbacks, so the single-device command and the fleet share it; it keeps nothing
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import sys
@@ -108,7 +109,8 @@ async def provision_device(
             since = time.perf_counter()
             await transport.connect(connection, step)
             step_done(step, since)
-            client = identity_client(options.fmt, connection, transport.timeout_s)
+            lost = functools.partial(transport.was_interrupted, connection)
+            client = identity_client(options.fmt, connection, transport.timeout_s, lost)
             if issued is None:
                 step = "create_certificate"
                 since = time.perf_counter()

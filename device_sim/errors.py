@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from cli_conventions import CommandError
+from cli_conventions import UsageError as _UsageError
 
-class UserError(Exception):
-    """Bad input or an unusable target: the CLI prints the message as one line and exits 2."""
+TOOL = "device-sim"  # the prefix of its error lines (cli_conventions: `device-sim: <message>`)
+
+
+class UserError(_UsageError):
+    """Bad input (an option, a file it names): the CLI prints the message as one line and exits 2."""
+
+
+class Refused(CommandError):
+    """The endpoint or AWS could not be reached or said no (the claim refused, a stack unreadable): exit 1."""
 
 
 class Rejected(Exception):

@@ -99,7 +99,7 @@ class KeysDir:
         if key is None:
             raise UserError(
                 f"--keys-dir {self.path} has no key for serial {serial!r}; "
-                f"run `python -m device_sim factory` for it first"
+                f"run `device-sim factory` for it first"
             )
         return key
 

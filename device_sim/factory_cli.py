@@ -117,7 +117,7 @@ def fleet_keys(keys_dir: Path | None, pool: Sequence[str], *, csr_flow: bool) ->
     if missing:
         raise UserError(
             f"--keys-dir {keys_dir} has no key for {len(missing)} of {len(pool)} serials "
-            f"(first: {missing[0]}); run `python -m device_sim factory` for them first"
+            f"(first: {missing[0]}); run `device-sim factory` for them first"
         )
     return {"make_key": station.load}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +19,11 @@ from awsiot import V2ServiceException, iotidentity
 
 from device_sim.errors import DeviceFailure, Rejected
 from device_sim.transport import classify, wait
+
+# What the request-response client reports for a refused SUBACK and for a subscription cut off by a lost
+# connection alike; `JsonIdentity._subscription_refused` tells the two apart.
+SUBSCRIBE_FAILURE = "AWS_ERROR_MQTT_REQUEST_RESPONSE_SUBSCRIBE_FAILURE"
+PROBE_TIMEOUT_S = 5.0
 
 CREATE_FROM_CSR = "CreateCertificateFromCsr"
 CREATE_KEYS = "CreateKeysAndCertificate"
@@ -84,8 +90,12 @@ def _registration(reply: dict[str, Any]) -> Registration:
 class JsonIdentity:
     """`IotIdentityClientV2` over the claim connection."""
 
-    def __init__(self, connection: mqtt.Connection, timeout_s: float) -> None:
+    def __init__(
+        self, connection: mqtt.Connection, timeout_s: float, interrupted: Callable[[], bool] = lambda: False
+    ) -> None:
+        self._connection = connection
         self._timeout_s = timeout_s
+        self._interrupted = interrupted
         options = mqtt_request_response.ClientOptions(
             max_request_response_subscriptions=2,
             max_streaming_subscriptions=0,
@@ -93,7 +103,7 @@ class JsonIdentity:
         )
         self._client = iotidentity.IotIdentityClientV2(connection, options)
 
-    async def _call(self, operation: str, future: Any) -> Any:
+    async def _call(self, operation: str, future: Any, topic: str) -> Any:
         try:
             # The request-response client times out by itself; the outer wait is a backstop.
             return await wait(future, self._timeout_s + 5)
@@ -103,13 +113,44 @@ class JsonIdentity:
                 raise Rejected(
                     operation, error.status_code, error.error_code or "", error.error_message or ""
                 ) from None
-            raise classify(exc.inner_error or exc, operation) from None
+            failure: BaseException = exc.inner_error or exc
         except BaseException as exc:
-            raise classify(exc, operation) from None
+            failure = exc
+        accepted = f"{topic}/accepted"
+        if (
+            getattr(failure, "name", None) == SUBSCRIBE_FAILURE
+            and not self._interrupted()  # a lost connection: a retry on a new one may work
+            and await self._subscription_refused(accepted)
+        ):
+            raise DeviceFailure(
+                "subscribe_refused",
+                f"{operation}: the endpoint refused the subscription {accepted}",
+                step=operation,
+            )
+        raise classify(failure, operation) from None
+
+    async def _subscription_refused(self, topic: str) -> bool:
+        """Whether the endpoint refuses TOPIC: the request-response client's subscribe failed, and it does
+        not say whether a SUBACK refused it (no template by that name, or a claim policy that does not
+        allow the topic: retrying cannot help) or the connection dropped under it (a retry may). One plain
+        SUBSCRIBE on the same connection asks the endpoint; anything but a refusal counts as a drop."""
+        try:
+            suback, _packet_id = self._connection.subscribe(topic, mqtt.QoS.AT_LEAST_ONCE)
+            await wait(suback, min(self._timeout_s, PROBE_TIMEOUT_S))
+        except mqtt.SubscribeError:
+            return True
+        except BaseException:  # noqa: BLE001 - not connected, timed out: not a refusal
+            return False
+        try:
+            self._connection.unsubscribe(topic)
+        except Exception:  # noqa: BLE001 - the connection may be gone already
+            pass
+        return False
 
     async def create_certificate_from_csr(self, csr_pem: str) -> IssuedCertificate:
         request = iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr_pem)
-        response = await self._call(CREATE_FROM_CSR, self._client.create_certificate_from_csr(request))
+        topic = _topics("json")[CREATE_FROM_CSR]
+        response = await self._call(CREATE_FROM_CSR, self._client.create_certificate_from_csr(request), topic)
         return _issued(
             CREATE_FROM_CSR,
             {
@@ -121,7 +162,9 @@ class JsonIdentity:
 
     async def create_keys_and_certificate(self) -> IssuedCertificate:
         request = iotidentity.CreateKeysAndCertificateRequest()
-        response = await self._call(CREATE_KEYS, self._client.create_keys_and_certificate(request))
+        response = await self._call(
+            CREATE_KEYS, self._client.create_keys_and_certificate(request), _topics("json")[CREATE_KEYS]
+        )
         return _issued(
             CREATE_KEYS,
             {
@@ -138,7 +181,8 @@ class JsonIdentity:
         request = iotidentity.RegisterThingRequest(
             template_name=template_name, certificate_ownership_token=ownership_token, parameters=parameters
         )
-        response = await self._call(REGISTER_THING, self._client.register_thing(request))
+        topic = _topics("json", template_name)[REGISTER_THING]
+        response = await self._call(REGISTER_THING, self._client.register_thing(request), topic)
         return _registration(
             {"thingName": response.thing_name, "deviceConfiguration": response.device_configuration}
         )
@@ -219,9 +263,12 @@ class CborIdentity:
         return _registration(reply)
 
 
-def identity_client(fmt: str, connection: mqtt.Connection, timeout_s: float) -> IdentityClient:
+def identity_client(
+    fmt: str, connection: mqtt.Connection, timeout_s: float, interrupted: Callable[[], bool] = lambda: False
+) -> IdentityClient:
+    """INTERRUPTED says whether the connection was lost since it was made (Transport.was_interrupted)."""
     if fmt == "json":
-        return JsonIdentity(connection, timeout_s)
+        return JsonIdentity(connection, timeout_s, interrupted)
     if fmt == "cbor":
         return CborIdentity(connection, timeout_s)
     raise ValueError(fmt)

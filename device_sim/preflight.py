@@ -11,14 +11,15 @@ from __future__ import annotations
 import socket
 import ssl
 
-from device_sim.errors import UserError
+from device_sim.errors import Refused, UserError
 from device_sim.target import Target
 
 REFUSAL_GRACE_S = 0.3  # with TLS 1.3 the server's verdict on our certificate arrives just after the handshake
 
 
 def check_target(target: Target, timeout_s: float = 5.0) -> None:
-    """One-line UserError when the endpoint cannot be reached, is not trusted, or refuses the claim."""
+    """UserError (exit 2) when a file is unusable; Refused (exit 1) when the endpoint cannot be reached,
+    is not trusted, or refuses the claim."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
         context.load_verify_locations(cafile=str(target.ca_file))
@@ -40,9 +41,9 @@ def check_target(target: Target, timeout_s: float = 5.0) -> None:
     try:
         raw = socket.create_connection((target.host, target.port), timeout=timeout_s)
     except TimeoutError:
-        raise UserError(f"cannot reach {target.address}: no answer within {timeout_s:g} s") from None
+        raise Refused(f"cannot reach {target.address}: no answer within {timeout_s:g} s") from None
     except OSError as exc:
-        raise UserError(f"cannot reach {target.address}: {exc.strerror or exc}") from None
+        raise Refused(f"cannot reach {target.address}: {exc.strerror or exc}") from None
     try:
         with context.wrap_socket(raw, server_hostname=target.host) as tls:
             tls.settimeout(REFUSAL_GRACE_S)
@@ -51,31 +52,29 @@ def check_target(target: Target, timeout_s: float = 5.0) -> None:
             except TimeoutError:
                 return  # the server is waiting for our CONNECT: it accepted the claim certificate
             if not data:
-                raise UserError(
+                raise Refused(
                     f"{target.address} closed the connection right after the TLS handshake: "
                     "it refused the claim certificate"
                 )
     except ssl.SSLCertVerificationError as exc:
-        raise UserError(
+        raise Refused(
             f"the endpoint {target.address} is not trusted by the CA file {target.ca_file} "
             f"({exc.verify_message})"
         ) from None
     except ssl.SSLError as exc:
         reason = exc.reason or str(exc)
         if "ALERT" in reason.upper():
-            raise UserError(
+            raise Refused(
                 f"{target.address} refused the claim certificate {target.claim_cert_file} "
                 f"(TLS alert: {reason.lower().replace('_', ' ')})"
             ) from None
-        raise UserError(f"TLS with {target.address} failed: {reason}") from None
+        raise Refused(f"TLS with {target.address} failed: {reason}") from None
     except (ConnectionResetError, BrokenPipeError):
-        raise UserError(
+        raise Refused(
             f"{target.address} reset the connection during the TLS handshake: "
             "it refused the claim certificate"
         ) from None
     except TimeoutError:
-        raise UserError(
-            f"{target.address} did not complete the TLS handshake within {timeout_s:g} s"
-        ) from None
+        raise Refused(f"{target.address} did not complete the TLS handshake within {timeout_s:g} s") from None
     except OSError as exc:
-        raise UserError(f"TLS with {target.address} failed: {exc.strerror or exc}") from None
+        raise Refused(f"TLS with {target.address} failed: {exc.strerror or exc}") from None

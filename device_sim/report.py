@@ -1,6 +1,6 @@
 """The fleet report: counters and latency histograms while the run goes on, the contract's JSON at the end.
 
-The JSON has the contract's keys (DESIGN.md, "Device simulator") and these extensions: `interrupted`
+The JSON has the documented keys (docs/loadtest.md, "The report") and these extensions: `interrupted`
 (devices still in flight when the run was stopped), `active_s`, `retries`, `histograms` (per step,
 mergeable), `timeline` (device_sim.timeline) and `run` (how the run was made; a merged report lists each
 part in `run.runs`). A report of several shards or Locust workers is exactly the report one process would

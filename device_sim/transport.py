@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import weakref
 from collections.abc import Awaitable
 from concurrent.futures import Future
 from pathlib import Path
@@ -118,6 +119,9 @@ class Transport:
         self.ca = target.read_ca()
         _load_only_the_ca_as_system_trust(target.ca_file)
         claim_cert, claim_key = target.read_claim()
+        # Connections awscrt reported lost at least once (it then reconnects on its own): identity.py must not
+        # mistake what a lost connection did to a request for the endpoint's refusal.
+        self._interrupted: weakref.WeakSet[mqtt.Connection] = weakref.WeakSet()
         self.event_loop_group = crt_io.EventLoopGroup(threads)
         self.host_resolver = crt_io.DefaultHostResolver(self.event_loop_group)
         self.bootstrap = crt_io.ClientBootstrap(self.event_loop_group, self.host_resolver)
@@ -146,7 +150,17 @@ class Transport:
         client = mqtt.Client(self.bootstrap, crt_io.ClientTlsContext(tls_options))
         return self._connection(client, client_id, **callbacks)
 
+    def was_interrupted(self, connection: mqtt.Connection) -> bool:
+        return connection in self._interrupted
+
     def _connection(self, client: mqtt.Client, client_id: str, **callbacks: Any) -> mqtt.Connection:
+        given = callbacks.pop("on_connection_interrupted", None)
+
+        def interrupted(connection: mqtt.Connection, error: Exception, **kwargs: Any) -> None:
+            self._interrupted.add(connection)
+            if given is not None:
+                given(connection=connection, error=error, **kwargs)
+
         return mqtt.Connection(
             client=client,
             host_name=self.target.host,
@@ -160,6 +174,7 @@ class Transport:
             # A lost connection is a failed (and maybe retried) step, not something to resume silently.
             reconnect_min_timeout_secs=1,
             reconnect_max_timeout_secs=2,
+            on_connection_interrupted=interrupted,
             **callbacks,
         )
 

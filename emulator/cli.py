@@ -1,5 +1,11 @@
-"""`python -m emulator up --state-dir DIR [--cloud-assembly cdk.out] [--port 0] [--alpn-port N]
-[--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N] [--session-expiry-s N]`."""
+"""`iot-emulator up` (also `python -m emulator up`) `--state-dir DIR [--cloud-assembly cdk.out] [--port 0]
+[--alpn-port N] [--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N]
+[--session-expiry-s N]`.
+
+Exit codes as every tool of the project (cli_conventions): 2 a wrong option or an unusable cloud assembly or
+state directory, 1 it could not start (a port in use), 130 interrupted while starting; once it serves,
+SIGINT or SIGTERM is how it stops, with 0. Errors are one line on stderr, `iot-emulator: <message>`.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +19,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from cli_conventions import EXIT_CODES_HELP, CommandError, UsageError, one_line_errors
 from emulator.mqtt.limits import DEFAULT_LIMITS
 from emulator.provisioning.tokens import DEFAULT_TTL_S
 
+TOOL = "iot-emulator"
 app = typer.Typer(
+    cls=one_line_errors(TOOL),
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Local emulator of the AWS IoT fleet-provisioning endpoint, built from the CDK stack.",
+    epilog=EXIT_CODES_HELP + " `up` serves until SIGINT or SIGTERM and then exits 0.",
 )
-err = Console(stderr=True)
 SHUTDOWN_LIMIT_S = 4.0  # SIGTERM to exit, at most (plus flushing the log, and the last save)
 FINAL_SAVE_LIMIT_S = 20.0
 
@@ -166,13 +175,11 @@ def up(
     from emulator.runtime import start_emulator
 
     if hook_isolation not in ("process", "thread"):
-        err.print(f"emulator: --hook-isolation must be process or thread, not {hook_isolation!r}")
-        raise typer.Exit(2)
+        raise UsageError(f"--hook-isolation must be process or thread, not {hook_isolation!r}")
     try:
         lost = _lose_replies(lose_replies or [])
     except ValueError as exc:
-        err.print(f"emulator: {exc}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
+        raise UsageError(exc) from None
     try:
         hook_function = _load_hook(hook) if hook else None
         emulator = start_emulator(
@@ -197,11 +204,9 @@ def up(
             lose_replies=lost,
         )
     except (AssemblyError, PersistError, ValueError, ImportError, AttributeError) as exc:
-        err.print(f"emulator: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise UsageError(exc) from None
     except OSError as exc:
-        err.print(f"emulator: cannot start: {exc}", markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise CommandError(f"cannot start: {exc}") from None
 
     # The event loop thread serves every socket: a shorter GIL switch interval lets it in sooner
     # while worker threads run moto and the hook.
@@ -238,7 +243,8 @@ def up(
 
 
 def main() -> None:
-    app()
+    """The `iot-emulator` console script (and `python -m emulator`)."""
+    app(prog_name=TOOL)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fleetctl.cli_common import EndpointFile, JsonOut, Region, Table_, print_json, registry, user_errors
-from fleetctl.errors import FleetctlError
+from fleetctl.errors import UsageError
 from fleetctl.serial_csv import BATCH_RE
 
 CERTIFICATE_ID_RE = re.compile(r"[0-9a-fA-F]{64}")
@@ -20,7 +20,7 @@ batch_app = typer.Typer(
 
 def _check_batch(batch: str) -> None:
     if not BATCH_RE.fullmatch(batch):
-        raise FleetctlError(f"batch {batch[:80]!r} is not a valid batch name")
+        raise UsageError(f"batch {batch[:80]!r} is not a valid batch name")
 
 
 @batch_app.command("bind")
@@ -39,7 +39,7 @@ def bind(
     _check_batch(batch)
     bad = [c for c in claim_certificate_id if not CERTIFICATE_ID_RE.fullmatch(c)]
     if bad:
-        raise FleetctlError(f"{bad[0][:80]!r} is not a certificate id (64 hex digits)")
+        raise UsageError(f"{bad[0][:80]!r} is not a certificate id (64 hex digits)")
     _, store = registry(table, region, endpoint_file)
     bound = store.bind(batch, [c.lower() for c in claim_certificate_id])
     if json_out:

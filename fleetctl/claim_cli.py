@@ -10,7 +10,7 @@ import typer
 
 from fleetctl import claims
 from fleetctl.cli_common import ConfigFile, EndpointFile, JsonOut, Region, print_json, user_errors
-from fleetctl.errors import FleetctlError
+from fleetctl.errors import UsageError
 from fleetctl.target import Target, load_settings, resolve_target
 
 claim_app = typer.Typer(no_args_is_help=True, help="Claim credentials.")
@@ -43,7 +43,7 @@ def export(
     else:
         region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if not region:
-            raise FleetctlError("say where: --region R (AWS) or --endpoint-file F (emulator)")
+            raise UsageError("say where: --region R (AWS) or --endpoint-file F (emulator)")
         settings = load_settings(cdk_json=config, serial_pattern=None)
         material = claims.from_secrets_manager(
             Target(table="-", region=region),

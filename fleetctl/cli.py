@@ -19,7 +19,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from fleetctl import serial_cli  # noqa: F401 - registers show, revoke, reset
+from cli_conventions import EXIT_CODES_HELP, one_line_errors
+from fleetctl import serial_cli, why_cli  # noqa: F401 - register show, revoke, reset; why
 from fleetctl.batch_cli import batch_app
 from fleetctl.claim_cli import claim_app
 from fleetctl.cli_common import (
@@ -36,7 +37,7 @@ from fleetctl.cli_common import (
     registry_app,
     user_errors,
 )
-from fleetctl.errors import FleetctlError
+from fleetctl.errors import UsageError
 from fleetctl.importer import ImportReport, RowSource, import_serials, plural
 from fleetctl.manifest import (
     DEVICE_KEY_SLOT,
@@ -53,10 +54,12 @@ from fleetctl.target import Settings, Target, load_settings
 LISTED = 20  # bad rows / kept serials shown in the table; --json lists up to 1000
 
 app = typer.Typer(
+    cls=one_line_errors("fleetctl"),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Operate the fleet provisioning backend: serial registry, batches, claim credentials.",
+    epilog=EXIT_CODES_HELP,
 )
 app.add_typer(registry_app, name="registry")
 app.add_typer(batch_app, name="batch")
@@ -133,13 +136,13 @@ def import_manifest(
 ) -> None:
     """Import serials with their device-key fingerprints from a secure-element vendor's manifest."""
     if (serial_from is None) == (serial_map is None):
-        raise FleetctlError(
+        raise UsageError(
             "say where serials come from: --serial-from unique-id|certificate-cn or --serial-map FILE"
         )
     if serial_from is not None and serial_from not in SERIAL_SOURCES:
-        raise FleetctlError(f"--serial-from {serial_from[:40]!r}: expected {' or '.join(SERIAL_SOURCES)}")
+        raise UsageError(f"--serial-from {serial_from[:40]!r}: expected {' or '.join(SERIAL_SOURCES)}")
     if bool(verify_signer) == skip_signature_check:
-        raise FleetctlError(
+        raise UsageError(
             "give --verify-signer CERT.pem (the vendor's manifest signer certificate) to check the entries' "
             "signatures, or --skip-signature-check to trust the file as it is"
             if not skip_signature_check

@@ -1,4 +1,4 @@
-"""What every fleetctl command shares: the target options, one-line errors, and the two output streams."""
+"""What every fleetctl command shares: the target options, AWS errors as one line, the two output streams."""
 
 from __future__ import annotations
 
@@ -42,22 +42,19 @@ def out_console() -> Console:
 
 
 def user_errors(command: F) -> F:
-    """Every expected failure is one line on stderr and exit status 1, never a traceback."""
+    """AWS's refusals and failures as a FleetctlError: one line on stderr and exit status 1 (the root group,
+    cli_conventions.OneLineErrors, prints it), never a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except FleetctlError as exc:
-            message = str(exc)
         except ClientError as exc:
             error = exc.response.get("Error", {})
             code, text = error.get("Code", "?"), error.get("Message", "")
-            message = f"AWS refused {exc.operation_name}: {code}: {text}".strip()
+            raise FleetctlError(f"AWS refused {exc.operation_name}: {code}: {text}".strip()) from None
         except BotoCoreError as exc:
-            message = f"AWS call failed: {exc}"
-        typer.echo(f"fleetctl: {' '.join(message.split())}", err=True)
-        raise typer.Exit(1)
+            raise FleetctlError(f"AWS call failed: {exc}") from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -36,7 +36,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 from joserfc.registry import HeaderParameter
 
-from fleetctl.errors import FleetctlError
+from fleetctl.errors import FleetctlError, UsageError
 from fleetctl.fingerprint import public_key_sha256
 from fleetctl.serial_csv import BATCH_RE, BadRow, SerialRow
 from fleetctl.target import Settings
@@ -81,11 +81,11 @@ class MicrochipManifest:
         try:
             data = json.loads(self.path.read_bytes())
         except FileNotFoundError:
-            raise FleetctlError(f"{self.path}: no such file") from None
+            raise UsageError(f"{self.path}: no such file") from None
         except IsADirectoryError:
-            raise FleetctlError(f"{self.path}: is a directory, not a manifest") from None
+            raise UsageError(f"{self.path}: is a directory, not a manifest") from None
         except OSError as exc:
-            raise FleetctlError(f"{self.path}: {exc.strerror}") from None
+            raise UsageError(f"{self.path}: {exc.strerror}") from None
         except ValueError as exc:
             raise FleetctlError(f"{self.path}: not JSON ({exc})") from None
         if not isinstance(data, list):
@@ -266,11 +266,11 @@ def load_signers(paths: Sequence[Path]) -> tuple[x509.Certificate, ...]:
         try:
             found.extend(x509.load_pem_x509_certificates(path.read_bytes()))
         except FileNotFoundError:
-            raise FleetctlError(f"--verify-signer {path}: no such file") from None
+            raise UsageError(f"--verify-signer {path}: no such file") from None
         except OSError as exc:
-            raise FleetctlError(f"--verify-signer {path}: {exc.strerror}") from None
+            raise UsageError(f"--verify-signer {path}: {exc.strerror}") from None
         except ValueError:
-            raise FleetctlError(f"--verify-signer {path}: not a PEM certificate") from None
+            raise UsageError(f"--verify-signer {path}: not a PEM certificate") from None
     return tuple(found)
 
 
@@ -300,15 +300,15 @@ def load_serial_map(path: Path, settings: Settings) -> dict[str, str]:
                     )
                 mapping[unique_id], serials[serial] = serial, line
     except FileNotFoundError:
-        raise FleetctlError(f"--serial-map {path}: no such file") from None
+        raise UsageError(f"--serial-map {path}: no such file") from None
     except (csv.Error, UnicodeDecodeError) as exc:
         raise FleetctlError(f"{path}: not a readable UTF-8 CSV ({exc})") from None
     except OSError as exc:
-        raise FleetctlError(f"--serial-map {path}: {exc.strerror}") from None
+        raise UsageError(f"--serial-map {path}: {exc.strerror}") from None
     return mapping
 
 
 def check_batch(batch: str | None) -> str | None:
     if batch is not None and not BATCH_RE.fullmatch(batch):
-        raise FleetctlError(f"--batch {batch[:80]!r} is not a valid batch name")
+        raise UsageError(f"--batch {batch[:80]!r} is not a valid batch name")
     return batch

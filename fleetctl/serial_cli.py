@@ -38,7 +38,7 @@ def show(
     item = store.get(serial)
     if item is None:
         raise FleetctlError(f"serial {serial!r} is not in the registry")
-    history = _history(target, store, item)
+    history = certificate_history(target, store, item)
     if json_out:
         print_json({**item, "certificates": history})
         return
@@ -51,9 +51,9 @@ def show(
     if history:
         lines.append("certificates (oldest first)")
         for entry in history:
-            issued = _when(entry.get("issued_at"))
+            issued = when(entry.get("issued_at"))
             retired = (
-                f", retired {_when(entry['retired_at'])} ({entry.get('retired_reason')})"
+                f", retired {when(entry['retired_at'])} ({entry.get('retired_reason')})"
                 if entry.get("retired_at")
                 else ""
             )
@@ -64,7 +64,8 @@ def show(
     typer.echo("\n".join(lines))
 
 
-def _history(target: Target, store: RegistryStore, item: dict[str, Any]) -> list[dict[str, Any]]:
+def certificate_history(target: Target, store: RegistryStore, item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The serial's certificates (registry `cert#` items, oldest first), each with AWS IoT's status now."""
     ids = certificates.serial_certificate_ids(item)
     if not ids:
         return []
@@ -76,7 +77,8 @@ def _history(target: Target, store: RegistryStore, item: dict[str, Any]) -> list
     return history
 
 
-def _when(epoch_ms: Any) -> str:
+def when(epoch_ms: Any) -> str:
+    """Epoch milliseconds as ISO-8601 UTC to the second; `?` for anything else."""
     if not isinstance(epoch_ms, int | float):
         return "?"
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat(timespec="seconds")

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from fleetctl.errors import FleetctlError
+from fleetctl.errors import FleetctlError, UsageError
 from fleetctl.fingerprint import FINGERPRINT_COLUMN, normalise_fingerprint
 from fleetctl.target import Settings
 
@@ -60,11 +60,11 @@ class SerialCsv:
             # utf-8-sig: spreadsheets often start the file with a byte-order mark.
             return self.path.open(newline="", encoding="utf-8-sig")
         except FileNotFoundError:
-            raise FleetctlError(f"{self.path}: no such file") from None
+            raise UsageError(f"{self.path}: no such file") from None
         except IsADirectoryError:
-            raise FleetctlError(f"{self.path}: is a directory, not a CSV file") from None
+            raise UsageError(f"{self.path}: is a directory, not a CSV file") from None
         except OSError as exc:
-            raise FleetctlError(f"{self.path}: {exc.strerror}") from None
+            raise UsageError(f"{self.path}: {exc.strerror}") from None
 
     def _header(self) -> list[str]:
         with self._open() as handle:

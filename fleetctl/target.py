@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from fleetctl.errors import FleetctlError
+from fleetctl.errors import UsageError
 from infra.config import ConfigError, FleetConfig, load_config
 from infra.constants import REPO_ROOT
 
@@ -49,6 +49,7 @@ class Settings:
     thing_name_prefix: str
     thing_attributes: tuple[str, ...]
     stack_name: str
+    template_name: str = "FleetProvisioningTemplate"
 
     def serial_problem(self, serial: str) -> str | None:
         if not serial:
@@ -64,13 +65,13 @@ def read_endpoint_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise FleetctlError(f"endpoint file {path} does not exist") from None
+        raise UsageError(f"endpoint file {path} does not exist") from None
     except OSError as exc:
-        raise FleetctlError(f"cannot read endpoint file {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read endpoint file {path}: {exc.strerror}") from None
     except ValueError as exc:
-        raise FleetctlError(f"endpoint file {path} is not JSON ({exc})") from None
+        raise UsageError(f"endpoint file {path} is not JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise FleetctlError(f"endpoint file {path} is not a JSON object")
+        raise UsageError(f"endpoint file {path} is not a JSON object")
     return data
 
 
@@ -81,7 +82,7 @@ def resolve_target(*, table: str | None, region: str | None, endpoint_file: Path
             k for k in ("aws_endpoint_url", "region", "serial_table") if not isinstance(endpoint.get(k), str)
         ]
         if missing:
-            raise FleetctlError(f"endpoint file {endpoint_file} lacks {', '.join(missing)}")
+            raise UsageError(f"endpoint file {endpoint_file} lacks {', '.join(missing)}")
         return Target(
             table=table or endpoint["serial_table"],
             region=region or endpoint["region"],
@@ -90,7 +91,7 @@ def resolve_target(*, table: str | None, region: str | None, endpoint_file: Path
             endpoint=endpoint,
         )
     if not table:
-        raise FleetctlError(
+        raise UsageError(
             "say which registry: --table NAME [--region R] (AWS) or --endpoint-file F (emulator)"
         )
     region = (
@@ -100,7 +101,7 @@ def resolve_target(*, table: str | None, region: str | None, endpoint_file: Path
         or boto3.session.Session().region_name
     )
     if not region:
-        raise FleetctlError("no AWS region: give --region or set AWS_REGION")
+        raise UsageError("no AWS region: give --region or set AWS_REGION")
     return Target(table=table, region=region)
 
 
@@ -116,12 +117,13 @@ def load_settings(
     try:
         pattern = re.compile(raw)
     except re.error as exc:
-        raise FleetctlError(f"serial pattern {raw!r} is not a regular expression ({exc})") from None
+        raise UsageError(f"serial pattern {raw!r} is not a regular expression ({exc})") from None
     return Settings(
         serial_pattern=pattern,
         thing_name_prefix=prefix,
         thing_attributes=config.thing_attributes,
         stack_name=config.stack_name,
+        template_name=config.template_name,
     )
 
 
@@ -129,15 +131,15 @@ def _fleet_config(cdk_json: Path | None) -> FleetConfig:
     path = cdk_json or DEFAULT_CDK_JSON
     if not path.exists():
         if cdk_json is not None:
-            raise FleetctlError(f"config file {cdk_json} does not exist")
+            raise UsageError(f"config file {cdk_json} does not exist")
         return FleetConfig()  # outside a checkout: the defaults the stack would have
     try:
         context = json.loads(path.read_text()).get("context", {}).get("fleet")
         return load_config(context, base_dir=path.parent)
     except ValueError as exc:  # JSON errors and ConfigError alike
-        raise FleetctlError(f"{path}: {exc}") from None
+        raise UsageError(f"{path}: {exc}") from None
     except (AttributeError, OSError) as exc:
-        raise FleetctlError(f"{path}: cannot read the fleet configuration ({exc})") from None
+        raise UsageError(f"{path}: cannot read the fleet configuration ({exc})") from None
 
 
 __all__ = ["ConfigError", "Settings", "Target", "load_settings", "read_endpoint_file", "resolve_target"]

@@ -14,6 +14,8 @@ from typing import Any
 
 import gevent
 
+from cli_conventions import EXIT_INTERRUPTED, EXIT_USAGE, say
+from device_sim.errors import TOOL
 from device_sim.html_report import write_html
 from device_sim.locust.devices import DeviceDriver
 from device_sim.locust.serials import SerialPool
@@ -26,8 +28,7 @@ MSG_SERIALS = "device_sim:serials"
 MSG_STATS = "device_sim:stats"
 MSG_ERROR = "device_sim:worker_error"
 REPORT_KEY = "device_sim"  # our statistics inside Locust's periodic worker report
-EXIT_INTERRUPTED = 130
-EXIT_BAD_WORKER = 2
+EXIT_BAD_WORKER = EXIT_USAGE  # a worker lacks a file the options name: the command line's fault
 
 
 class Coordinator:
@@ -66,7 +67,7 @@ class Coordinator:
         write_report(stats, _path(self.values["report"]))
         if self.values.get("html"):
             write_html(stats, _path(self.values["html"]))
-        from device_sim.cli import print_summary, verdict
+        from device_sim.fleet_cli import print_summary, verdict
 
         print_summary(stats, _path(self.values["report"]), _path(self.values["html"]))
         code = verdict(
@@ -79,7 +80,7 @@ class Coordinator:
             code = EXIT_BAD_WORKER
         elif self.signalled:
             code = EXIT_INTERRUPTED
-            print(f"interrupted; partial report in {self.values['report']}", file=sys.stderr)
+            say(TOOL, f"interrupted; partial report in {self.values['report']}")
         self.environment.process_exit_code = code
 
     def on_quitting(self, **_: Any) -> None:
@@ -112,7 +113,7 @@ class Coordinator:
         line = f"worker {msg.node_id}: {msg.data['error']}"
         if line not in self.errors:
             self.errors.append(line)
-            print(f"error: {line}", file=sys.stderr, flush=True)
+            say(TOOL, line)
         self._end()
 
     # --- the run's end --------------------------------------------------------------------------------------

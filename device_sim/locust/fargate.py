@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from device_sim.errors import UserError
+from device_sim.errors import Refused, UserError
 from device_sim.locust.container import AMAZON_ROOT_CA, CLAIM_CERT_FILE, CLAIM_KEY_FILE
 
 STARTED_BY = "device-sim-loadtest"
@@ -49,7 +49,7 @@ def stack_outputs(cloudformation: Any, stack_name: str) -> Stack:
     try:
         stacks = cloudformation.describe_stacks(StackName=stack_name)["Stacks"]
     except Exception as exc:  # noqa: BLE001 - botocore's ClientError: say which stack, in one line
-        raise UserError(f"cannot read the stack {stack_name}: {exc}") from None
+        raise Refused(f"cannot read the stack {stack_name}: {exc}") from None
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
     missing = [key for key in OUTPUT_KEYS if key not in outputs]
     if missing:
@@ -116,7 +116,7 @@ def _run(
         overrides={"containerOverrides": [{"name": container, "command": command}]},
     )
     if response.get("failures"):
-        raise UserError(f"ECS could not start the {container}: {response['failures'][0].get('reason')}")
+        raise Refused(f"ECS could not start the {container}: {response['failures'][0].get('reason')}")
     return [task["taskArn"] for task in response["tasks"]]
 
 
@@ -126,7 +126,7 @@ def private_ip(ecs: Any, cluster: str, task_arn: str) -> str:
         for detail in attachment.get("details", []):
             if detail.get("name") == "privateIPv4Address":
                 return str(detail["value"])
-    raise UserError(f"the master task {task_arn} has no private address")
+    raise Refused(f"the master task {task_arn} has no private address")
 
 
 def start(

@@ -1,6 +1,7 @@
 """`python -m device_sim fargate start|stop|status`: the command line of device_sim/locust/fargate.py.
 
-Errors are UserError, which the root command (device_sim.cli) prints as one line.
+Errors are UserError (exit 2) or Refused (exit 1), which the root command (device_sim.cli) prints as one
+line.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def fargate_start(
     print(json.dumps(started, indent=2))
     stderr.print(
         f"run {started['run']}: master at {started['master_address']}, {len(started['workers'])} workers; "
-        f"report in {started['report']}; stop it with: python -m device_sim fargate stop --stack {stack}"
+        f"report in {started['report']}; stop it with: device-sim fargate stop --stack {stack}"
     )
 
 

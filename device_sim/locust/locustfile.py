@@ -12,14 +12,14 @@ does. It builds nothing at import: Locust forks `--processes` workers after impo
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from locust import User, constant, constant_throughput, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from device_sim.errors import UserError
+from cli_conventions import say
+from device_sim.errors import TOOL, UserError
 from device_sim.locust import options
 from device_sim.locust.coordinator import (
     MSG_ERROR,
@@ -105,7 +105,7 @@ def _init_worker(environment: Any, runner: Any) -> None:
             Process.driver.prepare()
         except UserError as exc:
             Process.broken = str(exc)
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+            say(TOOL, exc)
             runner.send_message(MSG_ERROR, {"error": str(exc)})
             return
         Process.driver.new_run()

@@ -16,6 +16,7 @@ runner = CliRunner()
 
 
 def one_line_error(result, code: int = 2) -> str:  # type: ignore[no-untyped-def]
+    """The one stderr line of a usage error (2), or of a refusal (1: the endpoint was tried and said no)."""
     assert result.exit_code == code, (result.exit_code, result.output, result.exception)
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
@@ -77,7 +78,7 @@ def test_malformed_endpoint_file(tmp_path: Path, content: str, message: str) -> 
     path.write_text(content)
     for command in (["provision", "--serial", "A001"], ["fleet", "--devices", "2"]):
         line = one_line_error(runner.invoke(app, [*command, "--endpoint-file", str(path)]))
-        assert message in line and line.startswith("error: ")
+        assert message in line and line.startswith("device-sim: ")
 
 
 def test_missing_endpoint_file(tmp_path: Path) -> None:
@@ -90,7 +91,9 @@ def test_missing_endpoint_file(tmp_path: Path) -> None:
 def test_unreachable_endpoint(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
     _, files = pki
     path = endpoint_file(tmp_path, free_port(), files)
-    line = one_line_error(runner.invoke(app, ["provision", "--serial", "A001", "--endpoint-file", str(path)]))
+    line = one_line_error(
+        runner.invoke(app, ["provision", "--serial", "A001", "--endpoint-file", str(path)]), code=1
+    )
     assert "cannot reach 127.0.0.1:" in line and "refused" in line
 
 
@@ -102,7 +105,7 @@ def test_wrong_ca(tmp_path: Path, pki) -> None:  # type: ignore[no-untyped-def]
     path = endpoint_file(tmp_path, broker.port, files, ca_file=str(wrong.ca_file))
     try:
         line = one_line_error(
-            runner.invoke(app, ["provision", "--serial", "A001", "--endpoint-file", str(path)])
+            runner.invoke(app, ["provision", "--serial", "A001", "--endpoint-file", str(path)]), code=1
         )
     finally:
         broker.close()
@@ -134,7 +137,8 @@ def test_refused_claim_certificate(tmp_path: Path, pki) -> None:  # type: ignore
                     "--report",
                     str(tmp_path / "r.json"),
                 ],
-            )
+            ),
+            code=1,
         )
     finally:
         broker.close()
@@ -208,3 +212,47 @@ def test_serials_file_shorter_than_devices(tmp_path: Path, pki) -> None:  # type
         )
     )
     assert "holds only 2 serials" in line
+
+
+def test_a_template_the_endpoint_does_not_know_names_the_option() -> None:
+    """A claim policy that allows any template's topics lets the request through: AWS answers 404."""
+    from device_sim.errors import Rejected
+    from device_sim.provision_cli import rejection_line
+
+    missing = Rejected("RegisterThing", 404, "ResourceNotFound", "Template Wrong does not exist")
+    assert rejection_line(missing, "Wrong") == (
+        "rejected: RegisterThing: ResourceNotFound (404): Template Wrong does not exist; the endpoint has no "
+        "template 'Wrong': check --template-name (or the endpoint file's template_name)"
+    )
+    denied = Rejected("RegisterThing", 403, "AccessDenied", "Pre-provisioning hook returned false")
+    assert (
+        rejection_line(denied, "T")
+        == "rejected: RegisterThing: AccessDenied (403): Pre-provisioning hook returned false"
+    )
+
+
+def test_a_hang_up_on_every_register_thing_points_at_the_template_and_policy(tmp_path: Path) -> None:
+    """Endpoints that close the connection on a refused topic (older AWS IoT): after the retries, the hint."""
+    from device_sim.errors import DeviceFailure
+    from device_sim.provision_cli import failure_line
+    from device_sim.target import Target
+
+    target = Target("h", 8883, tmp_path, tmp_path, tmp_path, "FleetProvisioningTemplate")
+    closed = DeviceFailure(
+        "connection_closed", "RegisterThing: AWS_ERROR_MQTT_UNEXPECTED_HANGUP", step="RegisterThing"
+    )
+    line = failure_line(closed, target, "SN-1", 3)
+    assert line.startswith(
+        "failed (connection_closed) (after 3 retries): RegisterThing: AWS_ERROR_MQTT_UNEXPECTED"
+    )
+    assert "check --template-name ('FleetProvisioningTemplate') and the claim policy" in line
+    refused = DeviceFailure(
+        "subscribe_refused",
+        "CreateCertificateFromCsr: the endpoint refused the subscription "
+        "$aws/certificates/create-from-csr/json/accepted",
+        step="CreateCertificateFromCsr",
+    )
+    assert failure_line(refused, target, "SN-1", 0).startswith(
+        "failed: the endpoint refused the subscription to the certificate topics: the claim policy does not "
+        "allow $aws/certificates/create-from-csr/*"
+    )

@@ -145,7 +145,8 @@ def test_unknown_serial_is_rejected_with_aws_error(emulator: Emulator, tmp_path:
     result = provision(emulator, serial, tmp_path / serial)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("rejected: RegisterThing: AccessDenied (403): ")
+    assert len(lines) == 1
+    assert lines[0].startswith("device-sim: rejected: RegisterThing: AccessDenied (403): ")
     assert result.stdout == ""
 
 
@@ -154,7 +155,7 @@ def test_cloned_serial_is_rejected(emulator: Emulator, tmp_path: Path) -> None:
     assert provision(emulator, serial, tmp_path / "original").exit_code == 0
     clone = provision(emulator, serial, tmp_path / "clone", "--format", "cbor")
     assert clone.exit_code == 1
-    assert clone.stderr.strip().startswith("rejected: RegisterThing: AccessDenied")
+    assert clone.stderr.strip().startswith("device-sim: rejected: RegisterThing: AccessDenied")
 
 
 def test_inactive_claim_certificate_is_refused(emulator: Emulator, tmp_path: Path) -> None:
@@ -163,7 +164,7 @@ def test_inactive_claim_certificate_is_refused(emulator: Emulator, tmp_path: Pat
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
-    assert lines[0].startswith("failed: the endpoint closed the claim connection after CONNECT")
+    assert lines[0].startswith("device-sim: failed: the endpoint closed the claim connection after CONNECT")
     assert "prov-" + serial in lines[0]
     assert emulator.serial_item(serial)["status"] == "AVAILABLE"  # type: ignore[index]
 
@@ -176,9 +177,37 @@ def test_wrong_ca_against_the_emulator(emulator: Emulator, tmp_path: Path) -> No
     endpoint = tmp_path / "endpoint.json"
     endpoint.write_text(json.dumps(data))
     result = runner.invoke(app, ["provision", "--endpoint-file", str(endpoint), "--serial", "WRONGCA1"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # the endpoint was tried: a refusal, not a usage error
     assert len(result.stderr.strip().splitlines()) == 1
     assert "is not trusted by the CA file" in result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["json", "cbor"])
+def test_a_wrong_template_name_is_a_refused_subscription_not_retried(
+    emulator: Emulator, tmp_path: Path, fmt: str
+) -> None:
+    """The claim policy allows only the stack's template: the SUBACK refuses another name's reply topics.
+    That is no dropped connection: said as such, with the option to check, and not tried again."""
+    (serial,) = serials(emulator, 1)
+    endpoint = tmp_path / "endpoint.json"
+    endpoint.write_text(json.dumps({**emulator.data, "template_name": "NoSuchTemplate"}))
+    result = runner.invoke(
+        app, ["provision", "--endpoint-file", str(endpoint), "--serial", serial, "--format", fmt]
+    )
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(
+        "device-sim: failed: the endpoint refused the subscription to template 'NoSuchTemplate''s reply "
+        "topics: it has no template by that name, or the claim policy does not allow "
+        "$aws/provisioning-templates/NoSuchTemplate/provision/*; check --template-name and the claim policy "
+        f"[RegisterThing: the endpoint refused the subscription $aws/provisioning-templates/NoSuchTemplate/"
+        f"provision/{fmt}/accepted"
+    ), line
+    assert "retries" not in line
+    log = emulator.log_path.read_text()
+    assert log.count(f"connect client=prov-{serial} ") == 1  # one claim connection: no retry
+    assert f"subscribe refused client=prov-{serial} filter=$aws/provisioning-templates/NoSuchTemplate/" in log
+    assert emulator.serial_item(serial)["status"] == "AVAILABLE"  # type: ignore[index]
 
 
 def test_fleet_report_matches_the_registry(emulator: Emulator, tmp_path: Path) -> None:
@@ -265,13 +294,13 @@ def test_fleet_thresholds_set_the_exit_code(emulator: Emulator, tmp_path: Path) 
     rejected_only.write_text("\n".join(unknown) + "\n")
     result = runner.invoke(app, fleet_args(emulator, rejected_only, tmp_path / "r1.json", "--no-progress"))
     assert result.exit_code == 1  # every device rejected is not a pass
-    assert "threshold: none of the 3 devices that finished was provisioned" in result.stderr
+    assert "device-sim: threshold: none of the 3 devices that finished was provisioned" in result.stderr
     mixed = tmp_path / "mixed.txt"
     mixed.write_text("\n".join(known[:2] + serials(emulator, 1, imported=False)) + "\n")
     strict = ("--max-rejected", "0", "--max-p99-ms", "0.001", "--no-progress")
     result = runner.invoke(app, fleet_args(emulator, mixed, tmp_path / "r2.json", *strict))
     assert result.exit_code == 1
-    lines = [line for line in result.stderr.splitlines() if line.startswith("threshold: ")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("device-sim: threshold: ")]
     assert [line.split()[-2] for line in lines] == ["--max-rejected", "--max-p99-ms"]
     ok = tmp_path / "ok.txt"
     ok.write_text(known[2] + "\n")

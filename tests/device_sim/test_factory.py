@@ -212,8 +212,8 @@ def test_provision_without_a_factory_key_is_one_error(endpoint: Path, station: P
         )
     )
     assert line == (
-        f"error: --keys-dir {station} has no key for serial 'SIM-000009'; "
-        "run `python -m device_sim factory` for it first"
+        f"device-sim: --keys-dir {station} has no key for serial 'SIM-000009'; "
+        "run `device-sim factory` for it first"
     )
 
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
 
-from device_sim.errors import UserError
+from device_sim.errors import Refused, UserError
 from device_sim.locust import container, fargate
 
 REGION = "eu-west-1"
@@ -140,7 +140,7 @@ def test_a_stack_that_is_not_the_load_test_says_so(aws: None) -> None:
     client("cloudformation").create_stack(StackName="Other", TemplateBody=json.dumps(body))
     with pytest.raises(UserError, match="the stack Other is not a load-test stack"):
         fargate.stack_outputs(client("cloudformation"), "Other")
-    with pytest.raises(UserError, match="cannot read the stack Missing"):
+    with pytest.raises(Refused, match="cannot read the stack Missing"):
         fargate.stack_outputs(client("cloudformation"), "Missing")
 
 

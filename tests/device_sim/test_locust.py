@@ -282,8 +282,8 @@ def test_a_worker_without_the_files_says_so_in_one_line(emulator: Emulator, tmp_
             if process.poll() is None:
                 process.kill()
     worker_log = (tmp_path / "worker.log").read_text()
-    errors = [line for line in worker_log.splitlines() if line.startswith("error: ")]
-    assert errors == [f"error: cannot read the endpoint file {missing}: No such file or directory"]
+    errors = [line for line in worker_log.splitlines() if line.startswith("device-sim: ")]
+    assert errors == [f"device-sim: cannot read the endpoint file {missing}: No such file or directory"]
     assert "Traceback" not in worker_log
     assert f"cannot read the endpoint file {missing}" in (tmp_path / "master.log").read_text()
 

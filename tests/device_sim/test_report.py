@@ -120,7 +120,7 @@ def test_report_merge_command(tmp_path: Path) -> None:
     strict = CliRunner().invoke(
         app, ["report", "merge", *paths, "--out", str(tmp_path / "s.json"), "--max-failed", "0"]
     )
-    assert strict.exit_code == 1 and "threshold: " in strict.stderr
+    assert strict.exit_code == 1 and "device-sim: threshold: " in strict.stderr
     html = (tmp_path / "all.html").read_text()
     assert (
         "<svg" in html

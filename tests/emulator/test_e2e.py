@@ -48,7 +48,7 @@ def new_serial(prefix: str = "SN") -> str:
 
 
 def seed(endpoint: Endpoint, serial: str, **attributes: str) -> None:
-    """A serial item as `fleetctl registry import` writes it (the brief's item model)."""
+    """A serial item as `fleetctl registry import` writes it (docs/registry.md's item model)."""
     item: dict[str, Any] = {
         "pk": {"S": f"serial#{serial}"},
         "serial": {"S": serial},

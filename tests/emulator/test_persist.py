@@ -220,7 +220,7 @@ def test_an_aws_port_in_use_is_one_line_and_exit_1(cloud_assembly: Path, tmp_pat
             check=False,
         )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("emulator: cannot start:")
+    assert result.stderr.strip().splitlines()[-1].startswith("iot-emulator: cannot start:")
     assert "Traceback" not in result.stderr
 
 

@@ -14,7 +14,7 @@ def test_a_child_that_cannot_start_is_one_error_with_its_reason(tmp_path: Path) 
     with pytest.raises(process.EmulatorStartError) as failure:
         process.start(missing, tmp_path / "state", timeout_s=60)
     message = str(failure.value)
-    assert message.startswith("the emulator exited 2: emulator: ")  # the CLI's one-line error
+    assert message.startswith("the emulator exited 2: iot-emulator: ")  # the CLI's one-line error
     assert str(missing) in message
     assert not (tmp_path / "state" / "endpoint.json").exists()
     assert (tmp_path / "state" / "emulator.log").read_text().strip()

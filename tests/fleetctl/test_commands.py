@@ -280,7 +280,7 @@ def test_batch_bind_is_additive(table: Any) -> None:
 
 def test_batch_bind_rejects_bad_ids(table: Any) -> None:
     result = cli("batch", "bind", "B1", "--claim-certificate-id", "not-an-id", *TARGET)
-    assert result.exit_code == 1 and "64 hex digits" in result.stderr
+    assert result.exit_code == 2 and "64 hex digits" in result.stderr  # usage
     assert table.scan(TableName=TABLE)["Count"] == 0
 
 
@@ -339,7 +339,7 @@ def test_bad_endpoint_file_is_one_line(
     if content is not None:
         path.write_text(content)
     result = cli("registry", "stats", "--endpoint-file", str(path))
-    assert result.exit_code == 1 and message in result.stderr
+    assert result.exit_code == 2 and message in result.stderr  # a file the command line names: usage
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 

@@ -198,7 +198,7 @@ def test_require_key_on_an_unbound_batch_leaves_it_unbound(table: Any) -> None:
 def test_require_key_refuses_a_bad_batch_name(table: Any) -> None:
     result = cli("batch", "require-key", "bad batch", *TARGET)
     assert (
-        result.exit_code == 1
+        result.exit_code == 2
         and result.stderr.strip() == "fleetctl: batch 'bad batch' is not a valid batch name"
     )
     assert table.scan(TableName=TABLE)["Count"] == 0

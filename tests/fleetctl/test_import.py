@@ -157,7 +157,7 @@ def test_unknown_columns_are_noted(table: Any, tmp_path: Path) -> None:
 def test_missing_file_and_table(table: Any, tmp_path: Path) -> None:
     result = run_import(tmp_path / "nope.csv")
     assert (
-        result.exit_code == 1 and result.stderr.strip() == f"fleetctl: {tmp_path / 'nope.csv'}: no such file"
+        result.exit_code == 2 and result.stderr.strip() == f"fleetctl: {tmp_path / 'nope.csv'}: no such file"
     )
     path = write_csv(tmp_path / "s.csv", GOOD)
     result = runner.invoke(
@@ -169,7 +169,7 @@ def test_missing_file_and_table(table: Any, tmp_path: Path) -> None:
 
 def test_no_target_is_one_line(aws_env: None, tmp_path: Path) -> None:
     result = runner.invoke(app, ["registry", "import", str(write_csv(tmp_path / "s.csv", GOOD))])
-    assert result.exit_code == 1 and "--table NAME" in result.stderr and "--endpoint-file" in result.stderr
+    assert result.exit_code == 2 and "--table NAME" in result.stderr and "--endpoint-file" in result.stderr
 
 
 def test_validation_streams_in_flat_memory(tmp_path: Path) -> None:

@@ -47,8 +47,9 @@ def stored_keys(table: Any) -> dict[str, str]:
     return {i["serial"]["S"]: i["public_key_sha256"]["S"] for i in items if "public_key_sha256" in i}
 
 
-def one_line(result: Any) -> str:
-    assert result.exit_code == 1, result.output
+def one_line(result: Any, code: int = 1) -> str:
+    """The one line of a refusal (1), or of a usage error (2: an option, a file that is not there)."""
+    assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     return lines[0]
@@ -223,7 +224,7 @@ def test_skip_invalid_imports_the_good_entries(
 def test_skip_signature_check_is_explicit(table: Any, tmp_path: Path, signer: Authority) -> None:
     parts = chips(2)
     path = write(tmp_path, manifest(parts, Authority("unknown signer")))
-    line = one_line(import_manifest(path, "--serial-from", "unique-id"))
+    line = one_line(import_manifest(path, "--serial-from", "unique-id"), code=2)
     assert "--verify-signer CERT.pem" in line and "--skip-signature-check" in line
     assert table.scan(TableName=TABLE)["Count"] == 0
     result = import_manifest(path, "--serial-from", "unique-id", "--skip-signature-check")
@@ -265,7 +266,7 @@ def test_bad_options_are_one_line(
     table: Any, tmp_path: Path, signer: Authority, args: Any, message: str
 ) -> None:
     path = write(tmp_path, manifest(chips(1), signer))
-    assert message in one_line(import_manifest(path, *args))
+    assert message in one_line(import_manifest(path, *args), code=2)
 
 
 @pytest.mark.parametrize(
@@ -276,6 +277,5 @@ def test_bad_manifest_files_are_one_line(table: Any, tmp_path: Path, content: st
     path = tmp_path / "m.json"
     path.write_text(content)
     assert message in one_line(import_manifest(path, "--serial-from", "unique-id", "--skip-signature-check"))
-    assert "no such file" in one_line(
-        import_manifest(tmp_path / "gone.json", "--serial-from", "unique-id", "--skip-signature-check")
-    )
+    gone = import_manifest(tmp_path / "gone.json", "--serial-from", "unique-id", "--skip-signature-check")
+    assert "no such file" in one_line(gone, code=2)

@@ -167,9 +167,16 @@ def test_network_lets_in_only_workers_to_the_master(template: Template) -> None:
     )
 
 
+# cdk.json's @aws-cdk/aws-ec2:restrictDefaultSecurityGroup adds CDK's own provider, which names its role in
+# DependsOn as well as in a GetAtt (W3005): CDK's code, not this project's. Nothing else is excused.
+CDK_DEFAULT_SG_PROVIDER = "CustomVpcRestrictDefaultSGCustomResourceProvider"
+
+
 def test_cfn_lint_is_clean(assembly: Path) -> None:
     text = (assembly / f"{STACK}.template.json").read_text()
-    assert [str(m) for m in lint(text, config=ManualArgs(regions=["us-east-1", "eu-west-1"]))] == []
+    matches = lint(text, config=ManualArgs(regions=["us-east-1", "eu-west-1"]))
+    cdk_own = [m for m in matches if m.rule.id == "W3005" and CDK_DEFAULT_SG_PROVIDER in m.message]
+    assert [str(m) for m in matches if m not in cdk_own] == []
 
 
 def test_cdk_nag_reports_no_unacknowledged_finding(assembly: Path) -> None:
