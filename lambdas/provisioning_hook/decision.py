@@ -1,4 +1,4 @@
-"""The hook's rules (DESIGN.md, "The hook's rules") as one pure function over a registry interface.
+"""The hook's rules (docs/registry.md: "The hook's writes", "reasons") as one pure function over a registry.
 
 No AWS here and no state of its own: everything a decision depends on comes in as arguments, so an
 earlier invocation cannot leak into a later one. The claim credential is assumed public: the only input of

@@ -74,10 +74,12 @@ def test_clones_are_rejected_and_both_registries_agree(emulator: EmulatorProcess
 
     state = snapshot(raw, policies=True)
     prefix = raw["thing_name_prefix"]
-    # On a starved machine the hook may answer after AWS's 5 s: the device is refused (AccessDenied, and it
-    # does not retry a refusal) though the hook had reserved the serial. Only such serials may lack a thing;
-    # their reservation goes stale and is taken over once its certificate is gone (docs/registry.md).
-    late_hooks = emulator.log().count("hook did not answer within")
+    # On a starved machine the hook may run out of its own time budget (it denies, REGISTRY_ERROR, before
+    # reserving) or answer after AWS's 5 s (the device is refused though the hook had reserved the serial,
+    # which goes stale and is taken over once its certificate is gone, docs/registry.md). The device does
+    # not retry a refusal: only such serials may lack a thing.
+    log = emulator.log()
+    late_hooks = log.count("hook did not answer within") + log.count('"reason":"REGISTRY_ERROR"')
     unprovisioned = {prefix + s for s in originals} - set(state.things)
     assert set(state.things) <= {prefix + s for s in originals}
     assert len(unprovisioned) <= late_hooks, (sorted(unprovisioned)[:5], late_hooks)
@@ -102,9 +104,12 @@ def test_clones_are_rejected_and_both_registries_agree(emulator: EmulatorProcess
     assert set(state.certificate_policies) == state.active() | superseded
     assert set(state.serials) == set(originals)
     for serial, item in state.serials.items():
+        if prefix + serial in unprovisioned:
+            assert item["status"] == "AVAILABLE" or state.certificates.get(item["certificate_id"]) in (
+                None,
+                "PENDING_ACTIVATION",
+            ), item
+            continue
         assert item["status"] == "RESERVED", item
         assert item["thing_name"] == prefix + serial
-        if prefix + serial in unprovisioned:
-            assert state.certificates.get(item["certificate_id"]) in (None, "PENDING_ACTIVATION"), item
-        else:
-            assert item["certificate_id"] == thing_certificates[prefix + serial], item
+        assert item["certificate_id"] == thing_certificates[prefix + serial], item
