@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from device_sim.cli import app
-from tests.device_sim.pki import Authority, MiniBroker, write_pki
+from tests.device_sim.mini_broker import MiniBroker
+from tests.device_sim.pki import Authority, write_pki
 
 runner = CliRunner()
 

@@ -11,7 +11,8 @@ from cryptography import x509
 from device_sim.pkcs11_store import Pkcs11Key, Token, find_softhsm, prepare_softhsm_token
 from device_sim.target import Target
 from device_sim.transport import Transport
-from tests.device_sim.pki import Authority, MiniBroker, cert_pem, write_pki
+from tests.device_sim.mini_broker import MiniBroker
+from tests.device_sim.pki import Authority, cert_pem, write_pki
 
 pytestmark = [
     pytest.mark.skipif(
