@@ -127,8 +127,8 @@ class Mqtt5Connection:
         self.client_id = client_id
         self.timeout_s = timeout_s
         self.interrupted = False  # the connection was up and went away (any DISCONNECT or hang-up)
-        self._outcome: Future[None] = Future()  # the first connection attempt
-        self._stopped: Future[None] = Future()
+        self._outcome = outcome = Future[None]()  # the first connection attempt
+        self._stopped = stopped = Future[None]()
         self._lost: asyncio.Future[None] | None = None  # created on the event loop by connect()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._disconnect: tuple[mqtt5.DisconnectPacket | None, BaseException | None] = (None, None)
@@ -137,20 +137,20 @@ class Mqtt5Connection:
         me = weakref.ref(self)  # awscrt keeps the callbacks; they must not keep this object alive
 
         def on_success(_: mqtt5.LifecycleConnectSuccessData) -> None:
-            if not self_outcome.done():
-                self_outcome.set_result(None)
+            if not outcome.done():
+                outcome.set_result(None)
 
         def on_failure(data: mqtt5.LifecycleConnectFailureData) -> None:
-            if not self_outcome.done():
-                self_outcome.set_exception(ConnectFailed(data.connack_packet, data.exception))
+            if not outcome.done():
+                outcome.set_exception(ConnectFailed(data.connack_packet, data.exception))
 
         def on_disconnection(data: mqtt5.LifecycleDisconnectData) -> None:
             if (this := me()) is not None:
                 this._lose(data.disconnect_packet, data.exception)
 
         def on_stopped(_: mqtt5.LifecycleStoppedData) -> None:
-            if not self_stopped.done():
-                self_stopped.set_result(None)
+            if not stopped.done():
+                stopped.set_result(None)
 
         def on_publish(data: mqtt5.PublishReceivedData) -> None:
             this = me()
@@ -158,7 +158,6 @@ class Mqtt5Connection:
             if this is not None and (handler := this._handlers.get(packet.topic)) is not None:
                 handler(packet.topic, packet.payload)
 
-        self_outcome, self_stopped = self._outcome, self._stopped
         self._client = mqtt5.Client(
             mqtt5.ClientOptions(
                 host_name=host,
