@@ -117,32 +117,28 @@ class JsonIdentity:
             failure: BaseException = exc.inner_error or exc
         except BaseException as exc:
             failure = exc
-        accepted = f"{topic}/accepted"
         if (
             getattr(failure, "name", None) == SUBSCRIBE_FAILURE
             and not self._connection.interrupted  # a lost connection: a retry on a new one may work
-            and await self._subscription_refused(accepted)
+            and (refusal := await self._subscription_refusal(f"{topic}/accepted", operation)) is not None
         ):
-            raise DeviceFailure(
-                "subscribe_refused",
-                f"{operation}: the endpoint refused the subscription {accepted}",
-                step=operation,
-            )
+            raise refusal
         raise classify(failure, operation) from None
 
-    async def _subscription_refused(self, topic: str) -> bool:
-        """Whether the endpoint refuses TOPIC: the request-response client's subscribe failed, and it does
-        not say whether a SUBACK refused it (no template by that name, or a claim policy that does not
-        allow the topic: retrying cannot help) or the connection dropped under it (a retry may). One plain
-        SUBSCRIBE on the same connection asks the endpoint; anything but a refusal counts as a drop."""
+    async def _subscription_refusal(self, topic: str, operation: str) -> DeviceFailure | None:
+        """The endpoint's refusal of TOPIC, if it refuses it: the request-response client's subscribe
+        failed, and it does not say whether a SUBACK refused it (no template by that name, or a claim
+        policy that does not allow the topic: retrying cannot help) or the connection dropped under it (a
+        retry may). One plain SUBSCRIBE on the same connection asks the endpoint (its failure names the
+        topic, and over MQTT 5 the reason code); anything but a refusal counts as a drop."""
         try:
-            await asyncio.wait_for(self._connection.subscribe([topic], None, "probe"), PROBE_TIMEOUT_S)
+            await asyncio.wait_for(self._connection.subscribe([topic], None, operation), PROBE_TIMEOUT_S)
         except DeviceFailure as exc:
-            return exc.kind == "subscribe_refused"
+            return exc if exc.kind == "subscribe_refused" else None
         except BaseException:  # noqa: BLE001 - not connected, timed out: not a refusal
-            return False
+            return None
         self._connection.unsubscribe([topic])
-        return False
+        return None
 
     async def create_certificate_from_csr(self, csr_pem: str) -> IssuedCertificate:
         request = iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr_pem)

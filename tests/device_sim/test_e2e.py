@@ -241,6 +241,7 @@ def test_a_wrong_template_name_is_a_refused_subscription_not_retried(
         f"provision/{fmt}/accepted"
     ), line
     assert "retries" not in line
+    assert ("(SUBACK 0x87 NOT_AUTHORIZED)" in line) == (mqtt == "5")  # MQTT 5 says why
     log = emulator.log_path.read_text()
     assert log.count(f"connect client=prov-{serial} ") == 1  # one claim connection: no retry
     assert f"subscribe refused client=prov-{serial} filter=$aws/provisioning-templates/NoSuchTemplate/" in log
