@@ -2,8 +2,9 @@
 
 synthesize the CDK app -> start the emulator -> the factory imports its serials with fleetctl -> one device
 provisions -> 100 devices provision as a fleet (JSON) -> 5 more speak CBOR -> 5 unknown serials and one
-cloned serial are rejected -> the merged report -> the emulator stops. Exits non-zero if any of these does
-not turn out as expected, so it doubles as a smoke test.
+cloned serial are rejected -> a second line publishes its devices' keys (attestation): the leaked claim
+provisions none of its serials, the genuine devices all -> the merged report -> the emulator stops. Exits
+non-zero if any of these does not turn out as expected, so it doubles as a smoke test.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from device_sim.demo_attestation import attestation
 from device_sim.errors import UserError
 from emulator import process as emulator_process
 
@@ -196,7 +198,9 @@ class Demo:
             mode = oct(key.stat().st_mode & 0o777) if key.exists() else "-"
             self.console.print(f"kept on the device in {out_dir}: {files} (private.key mode {mode})")
 
-    def fleet(self, endpoint: Path, name: str, serials_file: Path, fmt: str, title: str) -> dict[str, Any]:
+    def fleet(
+        self, endpoint: Path, name: str, serials_file: Path, fmt: str, title: str, *extra: str
+    ) -> dict[str, Any]:
         self.step(title)
         report = self.reports / f"demo-{name}.json"
         result = self.run(
@@ -212,6 +216,7 @@ class Demo:
                 fmt,
                 "--report",
                 str(report),
+                *extra,
             ),
             check=False,
         )
@@ -346,7 +351,11 @@ def run_demo(*, workdir: Path, reports: Path, devices: int, console: Console | N
         )
         demo.clone(endpoint, groups["first"][0])
         demo.hook_decisions(groups["unknown"] + groups["first"])
-        demo.merged_report(["fleet", "cbor", "unknown"])
+        if importlib.util.find_spec("fleetctl.__main__") is not None:
+            attestation(demo, endpoint)
+            demo.merged_report(["fleet", "cbor", "unknown", "attacker", "attested"])
+        else:
+            demo.merged_report(["fleet", "cbor", "unknown"])
         demo.registry_stats(endpoint)
     finally:
         demo.stop_emulator()

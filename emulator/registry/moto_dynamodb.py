@@ -58,6 +58,7 @@ def install() -> None:
         if cached is not None:
             return pickle.loads(cached)  # noqa: S301 - our own bytes, never external input
         tree = parse(cls, expression_str)  # raises for an invalid expression: nothing cached
+        tree._emulator_text = expression_str  # the structural checks' memo key (_install_structure_memo)
         try:
             data = pickle.dumps(tree, pickle.HIGHEST_PROTOCOL)
         except Exception:  # an unpicklable tree: parse it every time, as moto does
@@ -78,6 +79,8 @@ def install() -> None:
     UpdateExpressionParser.make = classmethod(make)  # type: ignore[method-assign,assignment]
     validators.deepcopy = deepcopy  # type: ignore[assignment]
     _install_transactions()
+    _install_fast_traversal()
+    _install_structure_memo()
 
 
 def _install_transactions() -> None:
@@ -152,3 +155,89 @@ def _install_transactions() -> None:
             _items_saved.reset(token)
 
     models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+
+
+def _install_fast_traversal() -> None:
+    """moto's validators walk the UpdateExpression tree ten times per request, and for every node of every
+    walk rebuild their `_processing_map()` dict and test `isinstance` against each of its classes: most of
+    an UpdateItem's CPU. Here each walker builds its map once and remembers, per node type, which entry
+    (if any) processes it; the walk, its order, the hooks and the processors are moto's."""
+    from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser, Node
+
+    base_hook = DepthFirstTraverser.pre_processing_of_child
+    unset = object()
+    is_node: dict[type, bool] = {}  # `isinstance(x, Node)` by type: Node is an ABC, whose check is slow
+
+    def walk(traverser: Any, node: Any, child_id: int, state: tuple[Any, ...]) -> Any:
+        kind = type(node)
+        node_type = is_node.get(kind)
+        if node_type is None:
+            node_type = is_node[kind] = isinstance(node, Node)
+        if not node_type:
+            return node
+        mapping, keys, memo, has_hook = state
+        parent_node = node.parent
+        if node.children is not None:
+            for i, child_node in enumerate(node.children):
+                if has_hook:
+                    traverser.pre_processing_of_child(node, i)
+                walk(traverser, child_node, i, state)
+        key = memo.get(kind, unset)
+        if key is unset:
+            # `process`: the first class of the map, in its order, the node is an instance of.
+            key = memo[kind] = next((k for k in keys if isinstance(node, k)), None)
+        if key is not None:
+            node = mapping[key](node)
+            node.parent = parent_node
+            if parent_node:
+                parent_node.children[child_id] = node
+        return node
+
+    def traverse_node_recursively(self: Any, node: Any, child_id: int = -1) -> Any:
+        state = self.__dict__.get("_emulator_dispatch")
+        if state is None:
+            mapping = self._processing_map()
+            has_hook = type(self).pre_processing_of_child is not base_hook
+            state = self.__dict__["_emulator_dispatch"] = (mapping, tuple(mapping), {}, has_hook)
+        return walk(self, node, child_id, state)
+
+    DepthFirstTraverser.traverse_node_recursively = traverse_node_recursively  # type: ignore[method-assign]
+
+
+def _install_structure_memo() -> None:
+    """Three of UpdateItem's ten validators check only the expression's shape: one clause of each kind, no
+    overlapping paths, no key attribute updated. Their verdict is a function of the expression text, its
+    attribute names and the table's keys, and each costs a walk that visits every node's clauses again (the
+    deeper the expression, the worse). A (text, names, keys) that passed them once skips them; a failure is
+    never remembered, so a bad expression raises its error every time, first, as moto's order has it."""
+    from moto.dynamodb.parsing.validators import (
+        ActionCountValidator,
+        OverlappingPathsValidator,
+        UpdateExpressionValidator,
+        UpdateHashRangeKeyValidator,
+    )
+
+    structural = (ActionCountValidator, OverlappingPathsValidator, UpdateHashRangeKeyValidator)
+    passed: set[tuple[Any, ...]] = set()
+    original_init, original_validate = UpdateExpressionValidator.__init__, UpdateExpressionValidator.validate
+
+    def __init__(self: Any, expression: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, expression, *args, **kwargs)
+        text = getattr(expression, "_emulator_text", None)
+        names = self.expression_attribute_names or {}
+        self._emulator_shape = None
+        if text is not None and all(isinstance(v, str) for v in names.values()):
+            self._emulator_shape = (text, tuple(sorted(names.items())), tuple(self.table.table_key_attrs))
+            if self._emulator_shape in passed:
+                self.processors = [p for p in self.processors if not isinstance(p, structural)]
+
+    def validate(self: Any) -> Any:
+        result = original_validate(self)
+        if self._emulator_shape is not None:
+            if len(passed) >= _MAX_EXPRESSIONS:
+                passed.clear()
+            passed.add(self._emulator_shape)
+        return result
+
+    UpdateExpressionValidator.__init__ = __init__  # type: ignore[method-assign]
+    UpdateExpressionValidator.validate = validate  # type: ignore[method-assign]

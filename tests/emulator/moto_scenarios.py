@@ -203,6 +203,61 @@ def scenarios() -> list[tuple[str, str, dict[str, Any]]]:
                 "ExpressionAttributeValues": {":b": {"S": "x"}},
             },
         ),
+        # The shape checks (one clause of each kind, no overlapping paths, no key attribute) are
+        # remembered for an expression that passed them: a failing one must fail every time, and a
+        # passing one with other names must still be checked.
+        *[
+            (
+                f"{what}, {n}",
+                "update_item",
+                {"TableName": TABLE, "Key": {"pk": {"S": "serial#S3"}}, **request},
+            )
+            for what, request in (
+                (
+                    "update_item setting the key attribute",
+                    {"UpdateExpression": "SET pk = :v", "ExpressionAttributeValues": {":v": {"S": "x"}}},
+                ),
+                (
+                    "update_item with overlapping paths",
+                    {
+                        "UpdateExpression": "SET a = :v, a.b = :v",
+                        "ExpressionAttributeValues": {":v": {"S": "x"}},
+                    },
+                ),
+                (
+                    "update_item with two SET clauses",
+                    {
+                        "UpdateExpression": "SET a = :v SET b = :v",
+                        "ExpressionAttributeValues": {":v": {"S": "x"}},
+                    },
+                ),
+                (
+                    "update_item with names, valid",
+                    {
+                        "UpdateExpression": "SET #n = :v",
+                        "ExpressionAttributeNames": {"#n": "note"},
+                        "ExpressionAttributeValues": {":v": {"S": "x"}},
+                    },
+                ),
+                (
+                    "the same text, the name now the key",
+                    {
+                        "UpdateExpression": "SET #n = :v",
+                        "ExpressionAttributeNames": {"#n": "pk"},
+                        "ExpressionAttributeValues": {":v": {"S": "x"}},
+                    },
+                ),
+                (
+                    "the same text, a value of another type",
+                    {
+                        "UpdateExpression": "SET #n = :v",
+                        "ExpressionAttributeNames": {"#n": "note"},
+                        "ExpressionAttributeValues": {":v": {"N": "7"}},
+                    },
+                ),
+            )
+            for n in (1, 2)
+        ],
         (
             "update_item creates a missing item",
             "update_item",

@@ -1,6 +1,6 @@
 """The emulator's patches to moto's DynamoDB (emulator/registry/moto_dynamodb.py) give exactly moto's
-results and errors, for every expression form the hook and fleetctl send; and a transaction no longer
-copies whole tables."""
+results and errors, for every expression form the hook and fleetctl send and for expressions each check
+refuses; a transaction no longer copies whole tables, and a validator walk no longer rebuilds its map."""
 
 from __future__ import annotations
 
@@ -107,3 +107,58 @@ def test_a_transaction_copies_the_items_it_names_not_the_table(monkeypatch: pyte
         assert db.get_item(TableName="t", Key={"pk": {"S": "k2"}})["Item"]["v"] == {"N": "2"}
         assert db.get_item(TableName="t", Key={"pk": {"S": "k1"}})["Item"]["v"] == {"N": "-1"}
     assert copied_tables == []
+
+
+def test_a_validator_walk_builds_its_map_once_and_shape_checks_run_once_per_shape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import boto3
+    from moto import mock_aws
+    from moto.dynamodb.parsing import validators
+
+    from emulator.registry import moto_dynamodb
+
+    moto_dynamodb.install()
+    maps: list[str] = []
+    shape_checks: list[str] = []
+    for cls in (validators.ExecuteOperations, validators.TypeMismatchValidator):
+        real = cls._processing_map
+
+        def counted(self, real=real, name=cls.__name__):  # type: ignore[no-untyped-def]
+            maps.append(name)
+            return real(self)
+
+        monkeypatch.setattr(cls, "_processing_map", counted)
+    real_counts = validators.ActionCountValidator.verify_action_counts
+
+    def counting(self, node):  # type: ignore[no-untyped-def]
+        shape_checks.append("count")
+        return real_counts(self, node)
+
+    monkeypatch.setattr(validators.ActionCountValidator, "verify_action_counts", counting)
+    with mock_aws():
+        db = boto3.client("dynamodb", region_name="us-east-1")
+        db.create_table(
+            TableName="t",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+        expression = "SET a = :a, b = :b, c = :c, d = :d ADD e :e"
+        values = {":a": {"S": "1"}, ":b": {"S": "2"}, ":c": {"S": "3"}, ":d": {"S": "4"}, ":e": {"SS": ["x"]}}
+        checks_after: list[int] = []
+        for n in range(3):
+            db.update_item(
+                TableName="t",
+                Key={"pk": {"S": f"k{n}"}},
+                UpdateExpression=expression,
+                ExpressionAttributeValues=values,
+            )
+            checks_after.append(len(shape_checks))
+        item = db.get_item(TableName="t", Key={"pk": {"S": "k2"}})["Item"]
+    assert item["d"] == {"S": "4"} and item["e"] == {"SS": ["x"]}
+    # moto rebuilt each map for every node it visited (dozens per walk): now once per walk. (moto validates a
+    # new item's expression twice: before creating the item, and when applying it.)
+    assert sorted(maps) == ["ExecuteOperations"] * 6 + ["TypeMismatchValidator"] * 6
+    # The shape checks ran while the first request was validated, and never again for the same shape.
+    assert checks_after[0] > 0 and checks_after[2] == checks_after[0]
