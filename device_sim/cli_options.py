@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from device_sim import mqtt_versions
 from device_sim.errors import UserError
 
 if TYPE_CHECKING:
@@ -23,6 +24,16 @@ class PayloadFormat(StrEnum):
 class CertificateFlow(StrEnum):
     csr = "csr"
     keys = "keys"
+
+
+class MqttChoice(StrEnum):
+    """mqtt_versions.MQTT_VERSIONS as the command line's choices (an enum member's name must be a name)."""
+
+    v3 = "3.1.1"
+    v5 = "5"
+
+
+DEFAULT_MQTT = MqttChoice(mqtt_versions.DEFAULT_MQTT)
 
 
 EndpointFile = Annotated[Path | None, typer.Option("--endpoint-file", help="The emulator's endpoint.json.")]
@@ -42,6 +53,7 @@ ClientIdPattern = Annotated[
 FormatOpt = Annotated[
     PayloadFormat, typer.Option("--format", help="Payload format of the provisioning topics.")
 ]
+MqttOpt = Annotated[MqttChoice, typer.Option("--mqtt", help=mqtt_versions.MQTT_HELP)]
 FlowOpt = Annotated[
     CertificateFlow,
     typer.Option(

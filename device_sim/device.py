@@ -2,13 +2,13 @@
 
 `provision_device` is the whole flow for one serial. It reports each step's latency and each retry through
 callbacks, so the single-device command and the fleet share it; it keeps nothing once it returns but the
-`Provisioned` result (which the fleet drops at once).
+`Provisioned` result (which the fleet drops at once). It speaks the MQTT version of the transport it is
+given (`--mqtt`) and never asks which one that is.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import random
 import sys
@@ -109,8 +109,7 @@ async def provision_device(
             since = time.perf_counter()
             await transport.connect(connection, step)
             step_done(step, since)
-            lost = functools.partial(transport.was_interrupted, connection)
-            client = identity_client(options.fmt, connection, transport.timeout_s, lost)
+            client = identity_client(options.fmt, connection, transport.timeout_s)
             if issued is None:
                 step = "create_certificate"
                 since = time.perf_counter()

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from cli_conventions import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, say
 from device_sim.cli_options import (
+    DEFAULT_MQTT,
     CaFile,
     CertificateFlow,
     Claim,
@@ -26,6 +27,7 @@ from device_sim.cli_options import (
     MaxFailed,
     MaxP99,
     MaxRejected,
+    MqttOpt,
     Params,
     PayloadFormat,
     Port,
@@ -70,6 +72,7 @@ def fleet(
         str | None, typer.Option("--shard", help="I/N: run the I-th of N slices of the serials.")
     ] = None,
     fmt: FormatOpt = PayloadFormat.json,
+    mqtt: MqttOpt = DEFAULT_MQTT,
     flow: FlowOpt = CertificateFlow.csr,
     keys_dir: KeysDirOpt = None,
     params: Params = None,
@@ -138,7 +141,7 @@ def fleet(
     if flow is CertificateFlow.keys:
         print(KEY_CROSSED_NETWORK, file=sys.stderr)
 
-    transport = Transport(target, threads=threads, timeout_s=timeout_s)
+    transport = Transport(target, mqtt_version=mqtt.value, threads=threads, timeout_s=timeout_s)
     options = DeviceOptions(
         fmt=fmt.value,
         flow=flow.value,
@@ -152,6 +155,7 @@ def fleet(
             "target": target.address,
             "template_name": target.template_name,
             "format": fmt.value,
+            "mqtt": mqtt.value,
             "flow": flow.value,
             "concurrency": concurrency,
             "rate_per_s": rate,

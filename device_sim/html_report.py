@@ -32,6 +32,7 @@ FACT_KEYS = (
     "driver",
     "target",
     "format",
+    "mqtt",
     "flow",
     "concurrency",
     "rate_per_s",

@@ -1,24 +1,28 @@
-"""The three fleet-provisioning operations over one claim connection, in JSON or in CBOR.
+"""The three fleet-provisioning operations over one claim connection, in JSON or in CBOR, over MQTT 3.1.1
+or MQTT 5 alike (device_sim/transport.py's `Connection`).
 
-JSON goes through the AWS SDK's `IotIdentityClientV2` (request-response client, QoS 1). The SDK has no CBOR,
-so `CborIdentity` does what the Renesas RX and FreeRTOS devices do over the same awscrt connection: subscribe
-to `/accepted` and `/rejected`, wait for both SUBACKs, publish the cbor2 request (QoS 1), read the reply.
+JSON goes through the AWS SDK's `IotIdentityClientV2` (request-response client, QoS 1), built on the
+connection's awscrt client (`mqtt.Connection` or `mqtt5.Client`). The SDK has no CBOR, so `CborIdentity`
+does what the Renesas RX and FreeRTOS devices do over the same connection: subscribe to `/accepted` and
+`/rejected`, wait for the SUBACK, publish the cbor2 request (QoS 1), read the reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cbor2
-from awscrt import mqtt, mqtt_request_response
+from awscrt import mqtt_request_response
 from awsiot import V2ServiceException, iotidentity
 
+from device_sim.crt import classify
 from device_sim.errors import DeviceFailure, Rejected
-from device_sim.transport import classify, wait
+
+if TYPE_CHECKING:
+    from device_sim.transport import Connection
 
 # What the request-response client reports for a refused SUBACK and for a subscription cut off by a lost
 # connection alike; `JsonIdentity._subscription_refused` tells the two apart.
@@ -90,23 +94,20 @@ def _registration(reply: dict[str, Any]) -> Registration:
 class JsonIdentity:
     """`IotIdentityClientV2` over the claim connection."""
 
-    def __init__(
-        self, connection: mqtt.Connection, timeout_s: float, interrupted: Callable[[], bool] = lambda: False
-    ) -> None:
+    def __init__(self, connection: Connection, timeout_s: float) -> None:
         self._connection = connection
         self._timeout_s = timeout_s
-        self._interrupted = interrupted
         options = mqtt_request_response.ClientOptions(
             max_request_response_subscriptions=2,
             max_streaming_subscriptions=0,
             operation_timeout_in_seconds=max(1, int(timeout_s)),
         )
-        self._client = iotidentity.IotIdentityClientV2(connection, options)
+        self._client = iotidentity.IotIdentityClientV2(connection.protocol_client, options)
 
     async def _call(self, operation: str, future: Any, topic: str) -> Any:
         try:
             # The request-response client times out by itself; the outer wait is a backstop.
-            return await wait(future, self._timeout_s + 5)
+            return await self._connection.settle(future, self._timeout_s + 5, operation)
         except V2ServiceException as exc:
             error = exc.modeled_error
             if error is not None:
@@ -116,36 +117,28 @@ class JsonIdentity:
             failure: BaseException = exc.inner_error or exc
         except BaseException as exc:
             failure = exc
-        accepted = f"{topic}/accepted"
         if (
             getattr(failure, "name", None) == SUBSCRIBE_FAILURE
-            and not self._interrupted()  # a lost connection: a retry on a new one may work
-            and await self._subscription_refused(accepted)
+            and not self._connection.interrupted  # a lost connection: a retry on a new one may work
+            and (refusal := await self._subscription_refusal(f"{topic}/accepted", operation)) is not None
         ):
-            raise DeviceFailure(
-                "subscribe_refused",
-                f"{operation}: the endpoint refused the subscription {accepted}",
-                step=operation,
-            )
+            raise refusal
         raise classify(failure, operation) from None
 
-    async def _subscription_refused(self, topic: str) -> bool:
-        """Whether the endpoint refuses TOPIC: the request-response client's subscribe failed, and it does
-        not say whether a SUBACK refused it (no template by that name, or a claim policy that does not
-        allow the topic: retrying cannot help) or the connection dropped under it (a retry may). One plain
-        SUBSCRIBE on the same connection asks the endpoint; anything but a refusal counts as a drop."""
+    async def _subscription_refusal(self, topic: str, operation: str) -> DeviceFailure | None:
+        """The endpoint's refusal of TOPIC, if it refuses it: the request-response client's subscribe
+        failed, and it does not say whether a SUBACK refused it (no template by that name, or a claim
+        policy that does not allow the topic: retrying cannot help) or the connection dropped under it (a
+        retry may). One plain SUBSCRIBE on the same connection asks the endpoint (its failure names the
+        topic, and over MQTT 5 the reason code); anything but a refusal counts as a drop."""
         try:
-            suback, _packet_id = self._connection.subscribe(topic, mqtt.QoS.AT_LEAST_ONCE)
-            await wait(suback, min(self._timeout_s, PROBE_TIMEOUT_S))
-        except mqtt.SubscribeError:
-            return True
+            await asyncio.wait_for(self._connection.subscribe([topic], None, operation), PROBE_TIMEOUT_S)
+        except DeviceFailure as exc:
+            return exc if exc.kind == "subscribe_refused" else None
         except BaseException:  # noqa: BLE001 - not connected, timed out: not a refusal
-            return False
-        try:
-            self._connection.unsubscribe(topic)
-        except Exception:  # noqa: BLE001 - the connection may be gone already
-            pass
-        return False
+            return None
+        self._connection.unsubscribe([topic])
+        return None
 
     async def create_certificate_from_csr(self, csr_pem: str) -> IssuedCertificate:
         request = iotidentity.CreateCertificateFromCsrRequest(certificate_signing_request=csr_pem)
@@ -189,9 +182,9 @@ class JsonIdentity:
 
 
 class CborIdentity:
-    """The same operations with cbor2 payloads on the `/cbor` topics, over the same awscrt connection."""
+    """The same operations with cbor2 payloads on the `/cbor` topics, over the same connection."""
 
-    def __init__(self, connection: mqtt.Connection, timeout_s: float) -> None:
+    def __init__(self, connection: Connection, timeout_s: float) -> None:
         self._connection = connection
         self._timeout_s = timeout_s
 
@@ -199,9 +192,12 @@ class CborIdentity:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[tuple[str, bytes]] = loop.create_future()
 
-        def on_message(topic: str, payload: bytes, **_: Any) -> None:
+        def on_message(topic: str, payload: bytes) -> None:
             # awscrt calls back on its event-loop thread; hand the message to asyncio's thread.
-            loop.call_soon_threadsafe(deliver, topic, payload)
+            try:
+                loop.call_soon_threadsafe(deliver, topic, payload)
+            except RuntimeError:  # the event loop is closed: the run is over
+                pass
 
         def deliver(topic: str, payload: bytes) -> None:
             if not reply.done():  # the first reply wins; a duplicate (QoS 1 redelivery) is dropped
@@ -209,25 +205,16 @@ class CborIdentity:
 
         accepted, rejected = f"{topic}/accepted", f"{topic}/rejected"
         try:
-            subscriptions = [
-                self._connection.subscribe(t, mqtt.QoS.AT_LEAST_ONCE, on_message)[0]
-                for t in (accepted, rejected)
-            ]
-            for suback in subscriptions:
-                await wait(suback, self._timeout_s)  # a refused subscription raises mqtt.SubscribeError
+            await self._connection.subscribe((accepted, rejected), on_message, operation)
             body = b"" if payload is None else cbor2.dumps(payload)
-            await wait(self._connection.publish(topic, body, mqtt.QoS.AT_LEAST_ONCE)[0], self._timeout_s)
-            reply_topic, reply_payload = await asyncio.wait_for(reply, self._timeout_s)
+            await self._connection.publish(topic, body, operation)
+            reply_topic, reply_payload = await self._connection.settle(reply, self._timeout_s, operation)
         except (DeviceFailure, Rejected):
             raise
         except BaseException as exc:
             raise classify(exc, operation) from None
         finally:
-            for t in (accepted, rejected):
-                try:
-                    self._connection.unsubscribe(t)
-                except Exception:  # noqa: BLE001 - the connection may be gone already
-                    pass
+            self._connection.unsubscribe((accepted, rejected))
         try:
             decoded = cbor2.loads(reply_payload) if reply_payload else {}
         except (cbor2.CBORDecodeError, ValueError) as exc:
@@ -263,12 +250,10 @@ class CborIdentity:
         return _registration(reply)
 
 
-def identity_client(
-    fmt: str, connection: mqtt.Connection, timeout_s: float, interrupted: Callable[[], bool] = lambda: False
-) -> IdentityClient:
-    """INTERRUPTED says whether the connection was lost since it was made (Transport.was_interrupted)."""
+def identity_client(fmt: str, connection: Connection, timeout_s: float) -> IdentityClient:
+    """The operations in FMT over CONNECTION (a claim connection, or a device's own for a rotation)."""
     if fmt == "json":
-        return JsonIdentity(connection, timeout_s, interrupted)
+        return JsonIdentity(connection, timeout_s)
     if fmt == "cbor":
         return CborIdentity(connection, timeout_s)
     raise ValueError(fmt)

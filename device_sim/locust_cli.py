@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from device_sim.cli_options import (
+    DEFAULT_MQTT,
     CaFile,
     CertificateFlow,
     Claim,
@@ -23,6 +24,7 @@ from device_sim.cli_options import (
     MaxFailed,
     MaxP99,
     MaxRejected,
+    MqttOpt,
     Params,
     PayloadFormat,
     Port,
@@ -83,6 +85,7 @@ def locust_command(
         str, typer.Option("--serial-prefix", help="Prefix of generated serials.")
     ] = "SIM-",
     fmt: FormatOpt = PayloadFormat.json,
+    mqtt: MqttOpt = DEFAULT_MQTT,
     flow: FlowOpt = CertificateFlow.csr,
     keys_dir: KeysDirOpt = None,
     params: Params = None,
@@ -160,6 +163,7 @@ def locust_command(
         "template_name": template_name,
         "client_id_pattern": client_id_pattern,
         "format": fmt.value,
+        "mqtt": mqtt.value,
         "flow": flow.value,
         "keys_dir": keys_dir,
         "param": [f"{k}={v}" for k, v in parse_parameters(params).items()],

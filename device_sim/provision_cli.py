@@ -12,6 +12,7 @@ from rich.console import Console
 
 from cli_conventions import EXIT_REFUSED, say
 from device_sim.cli_options import (
+    DEFAULT_MQTT,
     CaFile,
     CertificateFlow,
     Claim,
@@ -22,6 +23,7 @@ from device_sim.cli_options import (
     EndpointFile,
     FlowOpt,
     FormatOpt,
+    MqttOpt,
     Params,
     PayloadFormat,
     Port,
@@ -54,6 +56,7 @@ def provision(
     template_name: TemplateName = None,
     client_id_pattern: ClientIdPattern = None,
     fmt: FormatOpt = PayloadFormat.json,
+    mqtt: MqttOpt = DEFAULT_MQTT,
     flow: FlowOpt = CertificateFlow.csr,
     key_store: Annotated[
         KeyStore | None,
@@ -121,7 +124,7 @@ def provision(
     options = DeviceOptions(
         fmt=fmt.value, flow=flow.value, parameters=parameters, out_dir=out_dir, make_key=make_key
     )
-    transport = Transport(target, threads=1, timeout_s=timeout_s)
+    transport = Transport(target, mqtt_version=mqtt.value, threads=1, timeout_s=timeout_s)
 
     retries: list[str] = []
 
@@ -173,9 +176,16 @@ def failure_line(exc: DeviceFailure, target: Target, serial: str, retries: int) 
     tried = f" (after {retries} retries)" if retries else ""
     template = target.template_name
     if exc.step == "claim_connect" and exc.kind in REFUSALS:
-        # AWS IoT answers an unauthorised CONNECT by closing the connection: no reason is ever sent.
+        # AWS IoT answers an unauthorised 3.1.1 CONNECT by closing the connection, with no reason; over MQTT
+        # 5 a claim policy that refuses the client id gets CONNACK 0x87 (an inactive certificate still
+        # gets the hang-up).
+        answer = (
+            "refused the claim connection"
+            if exc.kind != "connection_closed"
+            else "closed the claim connection"
+        )
         return (
-            f"failed: the endpoint closed the claim connection after CONNECT{tried}: the claim certificate "
+            f"failed: the endpoint {answer} after CONNECT{tried}: the claim certificate "
             f"is not active, or the claim policy does not allow client id '{target.claim_client_id(serial)}' "
             f"[{exc.detail}]"
         )

@@ -28,7 +28,7 @@ STEPS = ("claim_connect", "create_certificate", "register_thing", "reconnect", "
 TOTAL = "total"
 REPORT_VERSION = 2
 # What a merged report says about its parts, each in `run.runs`, and joined with "+" where they differ.
-RUN_FACTS = ("format", "flow", "target", "template_name")
+RUN_FACTS = ("format", "mqtt", "flow", "target", "template_name")
 
 
 @dataclass

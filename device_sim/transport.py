@@ -1,8 +1,14 @@
-"""MQTT 3.1.1 over mTLS with awscrt: one event-loop group, host resolver and bootstrap for every device.
+"""MQTT 3.1.1 or MQTT 5 over mTLS with awscrt: one event-loop group, host resolver and bootstrap for every
+device, and connections that look the same whichever version they speak.
 
-All claim connections of a run share one TLS context and one `mqtt.Client` (they all present the same claim
-certificate); a device's own connection needs its own TLS context, built from the shared CA bytes.
-awscrt's futures are awaited from asyncio, so one thread drives any number of devices.
+The MQTT version is the transport's, chosen once per run (`--mqtt`); the flows (device_sim/device.py and
+anything else that drives devices) get a `Connection` from it and never ask which version it speaks. The
+versions live in `device_sim.connection3` (awscrt's `mqtt.Connection`) and `device_sim.connection5`
+(awscrt's `mqtt5.Client`), which also turns MQTT 5's reason codes into the report's kinds.
+
+All claim connections of a run share one TLS context (they all present the same claim certificate; over
+3.1.1 they also share one `mqtt.Client`); a device's own connection needs its own TLS context, built from
+the shared CA bytes. awscrt's futures are awaited from asyncio, so one thread drives any number of devices.
 
 Every context trusts the target's CA file and nothing else (`override_default_trust_store`). awscrt
 0.36's s2n backend still builds each context with `s2n_config_new`, which first parses the system CA bundle
@@ -15,190 +21,131 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-import weakref
-from collections.abc import Awaitable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from awscrt import exceptions as crt_exceptions
 from awscrt import io as crt_io
 from awscrt import mqtt
 
-from device_sim.errors import DeviceFailure, UserError
+from device_sim.connection3 import Mqtt3Connection
+from device_sim.connection5 import Mqtt5Connection
+from device_sim.crt import classify, wait
+from device_sim.errors import UserError
+from device_sim.mqtt_versions import DEFAULT_MQTT, MQTT_VERSIONS, MqttVersion
 from device_sim.target import Target
+
+__all__ = ["DEFAULT_MQTT", "MQTT_VERSIONS", "Connection", "MqttVersion", "Transport", "classify", "wait"]
 
 T = TypeVar("T")
 KEEP_ALIVE_S = 60
 PING_TIMEOUT_MS = 3000
 
-# awscrt error names -> (report kind, retryable). Hang-ups count as retryable: AWS IoT throttles CONNECT by
-# closing the connection, and an overloaded broker does the same.
-_CONNECT_ERRORS: dict[str, tuple[str, bool]] = {
-    "AWS_IO_SOCKET_CONNECTION_REFUSED": ("connection_refused", False),
-    "AWS_IO_SOCKET_NO_ROUTE_TO_HOST": ("unreachable", False),
-    "AWS_IO_SOCKET_NETWORK_DOWN": ("unreachable", False),
-    "AWS_IO_DNS_INVALID_NAME": ("dns", False),
-    "AWS_IO_DNS_QUERY_FAILED": ("dns", False),
-    "AWS_IO_SOCKET_TIMEOUT": ("connect_timeout", True),
-    "AWS_IO_TLS_ERROR_NEGOTIATION_FAILURE": ("tls_negotiation", False),
-    "AWS_IO_TLS_ERROR_READ_FAILURE": ("connection_closed", True),
-    "AWS_IO_SOCKET_CLOSED": ("connection_closed", True),
-    "AWS_ERROR_MQTT_UNEXPECTED_HANGUP": ("connection_closed", True),
-    "AWS_IO_BROKEN_PIPE": ("connection_closed", True),
-    "AWS_ERROR_MQTT_TIMEOUT": ("timeout", True),
-    "AWS_ERROR_MQTT_PROTOCOL_ERROR": ("connect_refused", True),  # what awscrt makes of a refusing CONNACK
-    # The connection was lost or taken over mid-request (clean session): the request never got its answer.
-    "AWS_ERROR_MQTT_CANCELLED_FOR_CLEAN_SESSION": ("connection_closed", True),
-    "AWS_ERROR_MQTT_REQUEST_RESPONSE_SUBSCRIBE_FAILURE": ("connection_closed", True),
-}
 
+class Connection(Protocol):
+    """One device's MQTT connection, in either version (connection3, connection5)."""
 
-def classify(exc: BaseException, step: str) -> DeviceFailure:
-    """Turn whatever awscrt or asyncio raised during `step` into a DeviceFailure with a report kind."""
-    if isinstance(exc, DeviceFailure):
-        return exc
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return DeviceFailure("timeout", f"{step}: no answer in time", retryable=True, step=step)
-    if isinstance(exc, crt_exceptions.AwsCrtError):
-        kind, retryable = _CONNECT_ERRORS.get(exc.name, (exc.name.lower().removeprefix("aws_"), False))
-        if "TIMEOUT" in exc.name:
-            kind, retryable = "timeout", True
-        return DeviceFailure(kind, f"{step}: {exc.name}: {exc.message}", retryable=retryable, step=step)
-    if isinstance(exc, mqtt.SubscribeError):
-        return DeviceFailure(
-            "subscribe_refused", f"{step}: the endpoint refused the subscription {exc}", step=step
-        )
-    if exc.args and isinstance(exc.args[0], mqtt.ConnectReturnCode):
-        code = exc.args[0]
-        retryable = code == mqtt.ConnectReturnCode.SERVER_UNAVAILABLE
-        return DeviceFailure(
-            f"connack_{code.name.lower()}", f"{step}: CONNACK {code.name}", retryable=retryable, step=step
-        )
-    return DeviceFailure("error", f"{step}: {type(exc).__name__}: {exc}", step=step)
+    version: str
+    client_id: str
+    interrupted: bool  # it was up and went away: a failed request may be the drop's doing, not a refusal
 
+    @property
+    def protocol_client(self) -> Any:
+        """What the SDK's service clients take: `mqtt.Connection` (3.1.1) or `mqtt5.Client` (5)."""
 
-async def wait(future: Future[T], timeout_s: float) -> T:
-    """Await an awscrt (concurrent.futures) future from asyncio, with a time-out.
+    async def connect(self, step: str) -> None: ...
 
-    A time-out stops the waiting, not awscrt's operation: its future is never cancelled. awscrt completes
-    it later from its own thread (a refused TLS handshake takes ~17 s to report), and `set_exception`
-    on a cancelled future raises InvalidStateError there, printed as an ignored exception long after the
-    device has failed. `asyncio.wrap_future` would cancel it; this relay only drops a late answer.
-    """
-    loop = asyncio.get_running_loop()
-    waiter: asyncio.Future[T] = loop.create_future()
+    async def disconnect(self) -> None: ...
 
-    def settle(done: Future[T]) -> None:
-        if waiter.done():  # timed out (cancelled) already: nobody wants the answer
-            return
-        if done.cancelled():
-            waiter.cancel()
-        elif (exc := done.exception()) is not None:
-            waiter.set_exception(exc)
-        else:
-            waiter.set_result(done.result())
+    async def publish(self, topic: str, payload: bytes, step: str) -> None:
+        """QoS 1; returns once the endpoint acknowledged it."""
 
-    def relay(done: Future[T]) -> None:
-        try:
-            loop.call_soon_threadsafe(settle, done)
-        except RuntimeError:  # the event loop is closed: the run is over
-            pass
+    async def subscribe(
+        self, topics: Sequence[str], on_message: Callable[[str, bytes], None] | None, step: str
+    ) -> None:
+        """QoS 1, all at once; ON_MESSAGE runs on awscrt's thread. A refusal raises `subscribe_refused`."""
 
-    future.add_done_callback(relay)
-    return await asyncio.wait_for(waiter, timeout_s)
+    def unsubscribe(self, topics: Sequence[str]) -> None: ...
+
+    async def settle(self, future: Future[T] | asyncio.Future[T], timeout_s: float, step: str) -> T:
+        """Wait for an operation over this connection (a service client's future, a reply)."""
 
 
 class Transport:
-    """The shared CRT resources for a run (one device or a fleet), bound to one target."""
+    """The shared CRT resources of a run (one device or a fleet), bound to one target and one MQTT version."""
 
-    def __init__(self, target: Target, *, threads: int = 0, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        target: Target,
+        *,
+        mqtt_version: MqttVersion | str = DEFAULT_MQTT,
+        threads: int = 0,
+        timeout_s: float = 10.0,
+    ) -> None:
+        if mqtt_version not in MQTT_VERSIONS:
+            raise ValueError(f"MQTT {mqtt_version}: not one of {', '.join(MQTT_VERSIONS)}")
         self.target = target
+        self.mqtt_version: MqttVersion = "5" if mqtt_version == "5" else "3.1.1"
         self.timeout_s = timeout_s
         self.ca = target.read_ca()
         _load_only_the_ca_as_system_trust(target.ca_file)
         claim_cert, claim_key = target.read_claim()
-        # Connections awscrt reported lost at least once (it then reconnects on its own): identity.py must not
-        # mistake what a lost connection did to a request for the endpoint's refusal.
-        self._interrupted: weakref.WeakSet[mqtt.Connection] = weakref.WeakSet()
         self.event_loop_group = crt_io.EventLoopGroup(threads)
         self.host_resolver = crt_io.DefaultHostResolver(self.event_loop_group)
         self.bootstrap = crt_io.ClientBootstrap(self.event_loop_group, self.host_resolver)
         try:
             options = crt_io.TlsContextOptions.create_client_with_mtls(claim_cert, claim_key)
             options.override_default_trust_store(self.ca)
-            self.claim_client = mqtt.Client(self.bootstrap, crt_io.ClientTlsContext(options))
+            self.claim_tls = crt_io.ClientTlsContext(options)
         except crt_exceptions.AwsCrtError as exc:
             raise UserError(
                 f"cannot use the claim certificate {target.claim_cert_file} with its key "
                 f"{target.claim_key_file} and the CA {target.ca_file}: {exc.name}"
             ) from None
+        self._claim_client = mqtt.Client(self.bootstrap, self.claim_tls) if mqtt_version == "3.1.1" else None
 
     def socket_options(self) -> crt_io.SocketOptions:
         options = crt_io.SocketOptions()
         options.connect_timeout_ms = int(min(self.timeout_s, 30) * 1000)
         return options
 
-    def claim_connection(self, client_id: str, **callbacks: Any) -> mqtt.Connection:
-        return self._connection(self.claim_client, client_id, **callbacks)
+    def claim_connection(self, client_id: str) -> Connection:
+        return self._connection(self.claim_tls, client_id, self._claim_client)
 
-    def device_connection(
-        self, tls_options: crt_io.TlsContextOptions, client_id: str, **callbacks: Any
-    ) -> mqtt.Connection:
+    def device_connection(self, tls_options: crt_io.TlsContextOptions, client_id: str) -> Connection:
         tls_options.override_default_trust_store(self.ca)
-        client = mqtt.Client(self.bootstrap, crt_io.ClientTlsContext(tls_options))
-        return self._connection(client, client_id, **callbacks)
+        return self._connection(crt_io.ClientTlsContext(tls_options), client_id)
 
-    def was_interrupted(self, connection: mqtt.Connection) -> bool:
-        return connection in self._interrupted
-
-    def _connection(self, client: mqtt.Client, client_id: str, **callbacks: Any) -> mqtt.Connection:
-        given = callbacks.pop("on_connection_interrupted", None)
-
-        def interrupted(connection: mqtt.Connection, error: Exception, **kwargs: Any) -> None:
-            self._interrupted.add(connection)
-            if given is not None:
-                given(connection=connection, error=error, **kwargs)
-
-        return mqtt.Connection(
-            client=client,
-            host_name=self.target.host,
+    def _connection(
+        self, tls: crt_io.ClientTlsContext, client_id: str, client: mqtt.Client | None = None
+    ) -> Connection:
+        common: dict[str, Any] = dict(
+            host=self.target.host,
             port=self.target.port,
             client_id=client_id,
             socket_options=self.socket_options(),
-            clean_session=True,
-            keep_alive_secs=KEEP_ALIVE_S,
+            keep_alive_s=KEEP_ALIVE_S,
             ping_timeout_ms=PING_TIMEOUT_MS,
-            protocol_operation_timeout_ms=int(self.timeout_s * 1000),
-            # A lost connection is a failed (and maybe retried) step, not something to resume silently.
-            reconnect_min_timeout_secs=1,
-            reconnect_max_timeout_secs=2,
-            on_connection_interrupted=interrupted,
-            **callbacks,
+            timeout_s=self.timeout_s,
         )
+        if self.mqtt_version == "5":
+            return Mqtt5Connection(bootstrap=self.bootstrap, tls=tls, **common)
+        return Mqtt3Connection(client or mqtt.Client(self.bootstrap, tls), **common)
 
-    async def connect(self, connection: mqtt.Connection, step: str) -> None:
-        try:
-            await wait(connection.connect(), self.timeout_s)
-        except BaseException as exc:
-            # Stop awscrt's own reconnect loop before giving up on this connection.
-            _quietly_disconnect(connection)
-            raise classify(exc, step) from None
+    def was_interrupted(self, connection: Connection) -> bool:
+        return connection.interrupted
 
-    async def disconnect(self, connection: mqtt.Connection) -> None:
-        try:
-            await wait(connection.disconnect(), self.timeout_s)
-        except Exception:  # noqa: BLE001 - a connection that is already gone is what we wanted
-            pass
+    async def connect(self, connection: Connection, step: str) -> None:
+        await connection.connect(step)
 
-    async def publish(self, connection: mqtt.Connection, topic: str, payload: bytes, step: str) -> None:
-        """Publish QoS 1 and wait for the PUBACK."""
-        future, _packet_id = connection.publish(topic, payload, mqtt.QoS.AT_LEAST_ONCE)
-        try:
-            await wait(future, self.timeout_s)
-        except BaseException as exc:
-            raise classify(exc, step) from None
+    async def disconnect(self, connection: Connection) -> None:
+        await connection.disconnect()
+
+    async def publish(self, connection: Connection, topic: str, payload: bytes, step: str) -> None:
+        """Publish QoS 1 and wait for the endpoint's acknowledgement."""
+        await connection.publish(topic, payload, step)
 
 
 def _load_only_the_ca_as_system_trust(ca_file: Path) -> None:
@@ -211,16 +158,3 @@ def _load_only_the_ca_as_system_trust(ca_file: Path) -> None:
     path = str(ca_file.resolve())
     if os.environ.get("SSL_CERT_FILE") != path:
         os.environ["SSL_CERT_FILE"] = path
-
-
-def _quietly_disconnect(connection: mqtt.Connection) -> None:
-    try:
-        connection.disconnect()
-    except Exception:  # noqa: BLE001
-        pass
-
-
-async def timed(awaitable: Awaitable[T]) -> tuple[T, float]:
-    started = time.perf_counter()
-    result = await awaitable
-    return result, (time.perf_counter() - started) * 1000

@@ -81,6 +81,7 @@ def run_facts(values: dict[str, Any], target: Target | None) -> dict[str, Any]:
         "target": target.address if target else values.get("endpoint"),
         "template_name": target.template_name if target else values.get("template_name"),
         "format": values["format"],
+        "mqtt": values["mqtt"],
         "flow": values["flow"],
         "concurrency": values.get("concurrency"),
         "rate_per_s": values.get("rate"),
@@ -120,7 +121,12 @@ class DeviceDriver:
         from device_sim.transport import Transport
 
         async def build() -> Transport:  # on the bridge's thread, after any fork
-            return Transport(target, threads=self.values["threads"], timeout_s=self.values["timeout_s"])
+            return Transport(
+                target,
+                mqtt_version=self.values["mqtt"],
+                threads=self.values["threads"],
+                timeout_s=self.values["timeout_s"],
+            )
 
         self.transport = self.bridge.call(build)
         self.target = target

@@ -14,6 +14,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
+from device_sim.mqtt_versions import DEFAULT_MQTT
+
 PREFIX = "device-sim-"
 
 
@@ -43,8 +45,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("claim-key-file", str),
     Option("template-name", str),
     Option("client-id-pattern", str),
-    # The device flow. (`--mqtt 3.1.1|5` goes here when the fleet has it.)
+    # The device flow.
     Option("format", str, "json"),
+    Option("mqtt", str, DEFAULT_MQTT),
     Option("flow", str, "csr"),
     Option("keys-dir", str),  # the factory station's keys (`fleet --keys-dir`), on every worker
     Option("param", list),

@@ -1,12 +1,9 @@
-"""Test-time PKI and a minimal mTLS MQTT endpoint: keys are generated per test run, never committed."""
+"""Test-time PKI: keys are generated per test run, never committed (the endpoint is mini_broker.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import socket
-import ssl
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,90 +99,3 @@ def write_pki(directory: Path, authority: Authority, client_authority: Authority
     assert key is not None
     files.claim_key_file.write_bytes(key_pem(key))
     return files
-
-
-class MiniBroker:
-    """Just enough MQTT 3.1.1 over mTLS to accept a CONNECT and acknowledge QoS 1 publishes.
-
-    `connack` is the CONNACK return code it answers with; it records the client ids and publish topics it saw
-    and the subject CN of each client certificate.
-    """
-
-    def __init__(self, directory: Path, authority: Authority, connack: int = 0) -> None:
-        key, cert = authority.issue("localhost", server=True)
-        assert key is not None
-        (directory / "server.pem").write_bytes(cert_pem(cert))
-        (directory / "server.key").write_bytes(key_pem(key))
-        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.context.load_cert_chain(directory / "server.pem", directory / "server.key")
-        self.context.verify_mode = ssl.CERT_REQUIRED
-        (directory / "server-ca.pem").write_bytes(cert_pem(authority.cert))
-        self.context.load_verify_locations(directory / "server-ca.pem")
-        self.connack = connack
-        self.client_ids: list[str] = []
-        self.client_cns: list[str] = []
-        self.published: list[tuple[str, bytes]] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        self._closed = False
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def close(self) -> None:
-        self._closed = True
-        self._listener.close()
-
-    def _serve(self) -> None:
-        while not self._closed:
-            try:
-                raw, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._session, args=(raw,), daemon=True).start()
-
-    def _session(self, raw: socket.socket) -> None:
-        try:
-            with self.context.wrap_socket(raw, server_side=True) as tls:
-                peer = tls.getpeercert()
-                cn = dict(x[0] for x in peer["subject"]).get("commonName", "") if peer else ""
-                while True:
-                    header = tls.recv(1)
-                    if not header:
-                        return
-                    length, shift = 0, 0
-                    while True:
-                        byte = tls.recv(1)[0]
-                        length |= (byte & 0x7F) << shift
-                        shift += 7
-                        if not byte & 0x80:
-                            break
-                    body = b""
-                    while len(body) < length:
-                        chunk = tls.recv(length - len(body))
-                        if not chunk:
-                            return
-                        body += chunk
-                    kind = header[0] >> 4
-                    if kind == 1:  # CONNECT: protocol name, level, flags, keep-alive, then the client id
-                        name_len = int.from_bytes(body[0:2], "big")
-                        at = 2 + name_len + 4
-                        id_len = int.from_bytes(body[at : at + 2], "big")
-                        self.client_ids.append(body[at + 2 : at + 2 + id_len].decode())
-                        self.client_cns.append(cn)
-                        tls.sendall(bytes([0x20, 2, 0, self.connack]))
-                    elif kind == 3:  # PUBLISH
-                        topic_len = int.from_bytes(body[0:2], "big")
-                        topic = body[2 : 2 + topic_len].decode()
-                        qos = (header[0] >> 1) & 3
-                        rest = body[2 + topic_len :]
-                        packet_id = b""
-                        if qos:
-                            packet_id, rest = rest[:2], rest[2:]
-                        self.published.append((topic, rest))  # before the PUBACK: the test reads it after
-                        if qos:
-                            tls.sendall(bytes([0x40, 2]) + packet_id)
-                    elif kind == 12:  # PINGREQ
-                        tls.sendall(bytes([0xD0, 0]))
-                    elif kind == 14:  # DISCONNECT
-                        return
-        except (OSError, ssl.SSLError, IndexError):
-            return

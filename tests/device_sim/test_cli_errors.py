@@ -10,7 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from device_sim.cli import app
-from tests.device_sim.pki import Authority, MiniBroker, write_pki
+from tests.device_sim.mini_broker import MiniBroker
+from tests.device_sim.pki import Authority, write_pki
 
 runner = CliRunner()
 
@@ -186,6 +187,9 @@ def test_claim_key_that_is_not_a_key(tmp_path: Path, pki) -> None:  # type: igno
         ),
         (["provision"], "Missing option '--serial'"),
         (["provision", "--serial", "A", "--format", "xml"], "Invalid value for '--format'"),
+        (["provision", "--serial", "A", "--mqtt", "3.1"], "Invalid value for '--mqtt'"),
+        (["fleet", "--devices", "4", "--mqtt", "4"], "Invalid value for '--mqtt'"),
+        (["locust", "--devices", "4", "--mqtt", "v5"], "Invalid value for '--mqtt'"),
         (["fleet", "--endpoint-file", "e.json"], "give --devices N"),
         (["fleet", "--endpoint-file", "e.json", "--devices", "4", "--shard", "5/4"], "--shard 5/4"),
         (["fleet", "--endpoint-file", "e.json", "--devices", "4", "--ramp-s", "3"], "--ramp-s needs --rate"),

@@ -1,10 +1,12 @@
 """The simulator against the emulator over mTLS: each flow, the PKCS#11 key store, rejections,
-bad targets, and a fleet whose report agrees with what the registry holds afterwards."""
+bad targets, and a fleet whose report agrees with what the registry holds afterwards; over MQTT 3.1.1 and
+MQTT 5 (`--mqtt`) wherever that costs a few connections, across both where one run can mix them."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -16,12 +18,14 @@ import pytest
 from typer.testing import CliRunner
 
 from device_sim.cli import app
+from device_sim.mqtt_versions import MQTT_VERSIONS
 from device_sim.pkcs11_store import find_softhsm
 from tests.device_sim.conftest import REPO_ROOT, Emulator
 from tests.device_sim.pki import Authority, cert_pem
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("device-sim-e2e")]
 runner = CliRunner()
+each_mqtt = pytest.mark.parametrize("mqtt", MQTT_VERSIONS)
 
 
 def serials(emulator: Emulator, n: int, *, imported: bool = True) -> list[str]:
@@ -50,6 +54,12 @@ def provision(emulator: Emulator, serial: str, out_dir: Path, *extra: str):  # t
     )
 
 
+def versions_seen(emulator: Emulator, client_id: str) -> set[str]:
+    """The MQTT versions of the connections the emulator logged for CLIENT_ID."""
+    pattern = re.compile(rf"connect client={re.escape(client_id)} .* mqtt=(\S+) ")
+    return {m.group(1) for m in pattern.finditer(emulator.log_path.read_text())}
+
+
 def assert_registered(emulator: Emulator, serial: str, thing_name: str, certificate_id: str) -> None:
     iot = emulator.client("iot")
     assert iot.describe_thing(thingName=thing_name)["thingName"] == thing_name
@@ -60,14 +70,17 @@ def assert_registered(emulator: Emulator, serial: str, thing_name: str, certific
     assert item is not None and item["status"] == "RESERVED" and item["certificate_id"] == certificate_id
 
 
+@each_mqtt
 @pytest.mark.parametrize("fmt", ["json", "cbor"])
-def test_csr_flow(emulator: Emulator, tmp_path: Path, fmt: str) -> None:
+def test_csr_flow(emulator: Emulator, tmp_path: Path, fmt: str, mqtt: str) -> None:
     (serial,) = serials(emulator, 1)
     out = tmp_path / serial
-    result = provision(emulator, serial, out, "--format", fmt)
+    result = provision(emulator, serial, out, "--format", fmt, "--mqtt", mqtt)
     assert result.exit_code == 0, result.output
     thing = result.stdout.strip()
     assert thing == emulator.data["thing_name_prefix"] + serial
+    # The claim connection and the device's own (reconnect, first publish) both spoke --mqtt.
+    assert versions_seen(emulator, f"prov-{serial}") == versions_seen(emulator, thing) == {mqtt}
     identity = json.loads((out / "identity.json").read_text())
     assert (out / "thing_name").read_text().strip() == thing
     assert stat.S_IMODE((out / "private.key").stat().st_mode) == 0o600
@@ -90,17 +103,21 @@ def test_a_parameter_besides_the_serial_is_refused(emulator: Emulator, tmp_path:
     assert emulator.serial_item(serial)["status"] == "AVAILABLE"  # type: ignore[index]
 
 
-def test_keys_flow_warns_that_the_key_crossed_the_network(emulator: Emulator, tmp_path: Path) -> None:
+@each_mqtt
+def test_keys_flow_warns_that_the_key_crossed_the_network(
+    emulator: Emulator, tmp_path: Path, mqtt: str
+) -> None:
     (serial,) = serials(emulator, 1)
-    result = provision(emulator, serial, tmp_path / serial, "--flow", "keys")
+    result = provision(emulator, serial, tmp_path / serial, "--flow", "keys", "--mqtt", mqtt)
     assert result.exit_code == 0, result.output
     assert "crossed the network" in result.stderr or "sent it over the network" in result.stderr
     identity = json.loads((tmp_path / serial / "identity.json").read_text())
     assert_registered(emulator, serial, result.stdout.strip(), identity["certificate_id"])
 
 
+@each_mqtt
 @pytest.mark.skipif(find_softhsm() is None, reason="SoftHSM2 is not installed (apt-get install softhsm2)")
-def test_pkcs11_key_store(emulator: Emulator, tmp_path: Path) -> None:
+def test_pkcs11_key_store(emulator: Emulator, tmp_path: Path, mqtt: str) -> None:
     (serial,) = serials(emulator, 1)
     out = tmp_path / serial
     # A subprocess: SoftHSM2 reads its configuration once per process.
@@ -120,6 +137,8 @@ def test_pkcs11_key_store(emulator: Emulator, tmp_path: Path) -> None:
             "pkcs11",
             "--format",
             "cbor",
+            "--mqtt",
+            mqtt,
         ],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
@@ -140,9 +159,10 @@ def test_pkcs11_key_store(emulator: Emulator, tmp_path: Path) -> None:
     assert_registered(emulator, serial, thing, identity["certificate_id"])
 
 
-def test_unknown_serial_is_rejected_with_aws_error(emulator: Emulator, tmp_path: Path) -> None:
+@each_mqtt
+def test_unknown_serial_is_rejected_with_aws_error(emulator: Emulator, tmp_path: Path, mqtt: str) -> None:
     (serial,) = serials(emulator, 1, imported=False)
-    result = provision(emulator, serial, tmp_path / serial)
+    result = provision(emulator, serial, tmp_path / serial, "--mqtt", mqtt)
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -152,20 +172,35 @@ def test_unknown_serial_is_rejected_with_aws_error(emulator: Emulator, tmp_path:
 
 def test_cloned_serial_is_rejected(emulator: Emulator, tmp_path: Path) -> None:
     (serial,) = serials(emulator, 1)
-    assert provision(emulator, serial, tmp_path / "original").exit_code == 0
-    clone = provision(emulator, serial, tmp_path / "clone", "--format", "cbor")
+    assert provision(emulator, serial, tmp_path / "original", "--mqtt", "3.1.1").exit_code == 0
+    clone = provision(emulator, serial, tmp_path / "clone", "--format", "cbor", "--mqtt", "5")
     assert clone.exit_code == 1
     assert clone.stderr.strip().startswith("device-sim: rejected: RegisterThing: AccessDenied")
 
 
-def test_inactive_claim_certificate_is_refused(emulator: Emulator, tmp_path: Path) -> None:
+@each_mqtt
+def test_inactive_claim_certificate_is_refused(emulator: Emulator, tmp_path: Path, mqtt: str) -> None:
+    """AWS IoT hangs up on an inactive certificate without any CONNACK, in both versions."""
     (serial,) = serials(emulator, 1)
-    result = provision(emulator, serial, tmp_path / serial, "--claim", "line-b")
+    result = provision(emulator, serial, tmp_path / serial, "--claim", "line-b", "--mqtt", mqtt)
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output
     assert lines[0].startswith("device-sim: failed: the endpoint closed the claim connection after CONNECT")
     assert "prov-" + serial in lines[0]
+    assert emulator.serial_item(serial)["status"] == "AVAILABLE"  # type: ignore[index]
+
+
+def test_a_claim_client_id_the_policy_refuses_gets_connack_0x87_over_mqtt5(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """MQTT 5 says why (3.1.1 gets the hang-up above): the line says the endpoint refused, with the code."""
+    (serial,) = serials(emulator, 1)
+    result = provision(emulator, serial, tmp_path / serial, "--client-id-pattern", "other-*", "--mqtt", "5")
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("device-sim: failed: the endpoint refused the claim connection after CONNECT")
+    assert f"client id 'other-{serial}'" in line and "CONNACK 0x87 NOT_AUTHORIZED" in line, line
     assert emulator.serial_item(serial)["status"] == "AVAILABLE"  # type: ignore[index]
 
 
@@ -182,9 +217,10 @@ def test_wrong_ca_against_the_emulator(emulator: Emulator, tmp_path: Path) -> No
     assert "is not trusted by the CA file" in result.stderr
 
 
+@each_mqtt
 @pytest.mark.parametrize("fmt", ["json", "cbor"])
 def test_a_wrong_template_name_is_a_refused_subscription_not_retried(
-    emulator: Emulator, tmp_path: Path, fmt: str
+    emulator: Emulator, tmp_path: Path, fmt: str, mqtt: str
 ) -> None:
     """The claim policy allows only the stack's template: the SUBACK refuses another name's reply topics.
     That is no dropped connection: said as such, with the option to check, and not tried again."""
@@ -192,7 +228,8 @@ def test_a_wrong_template_name_is_a_refused_subscription_not_retried(
     endpoint = tmp_path / "endpoint.json"
     endpoint.write_text(json.dumps({**emulator.data, "template_name": "NoSuchTemplate"}))
     result = runner.invoke(
-        app, ["provision", "--endpoint-file", str(endpoint), "--serial", serial, "--format", fmt]
+        app,
+        ["provision", "--endpoint-file", str(endpoint), "--serial", serial, "--format", fmt, "--mqtt", mqtt],
     )
     assert result.exit_code == 1
     (line,) = result.stderr.strip().splitlines()
@@ -204,6 +241,7 @@ def test_a_wrong_template_name_is_a_refused_subscription_not_retried(
         f"provision/{fmt}/accepted"
     ), line
     assert "retries" not in line
+    assert ("(SUBACK 0x87 NOT_AUTHORIZED)" in line) == (mqtt == "5")  # MQTT 5 says why
     log = emulator.log_path.read_text()
     assert log.count(f"connect client=prov-{serial} ") == 1  # one claim connection: no retry
     assert f"subscribe refused client=prov-{serial} filter=$aws/provisioning-templates/NoSuchTemplate/" in log
@@ -232,6 +270,8 @@ def test_fleet_report_matches_the_registry(emulator: Emulator, tmp_path: Path) -
                 "8",
                 "--format",
                 "json" if shard == "1/2" else "cbor",
+                "--mqtt",  # one merged report over both versions
+                "3.1.1" if shard == "1/2" else "5",
                 "--report",
                 str(report),
                 "--html",
@@ -245,6 +285,7 @@ def test_fleet_report_matches_the_registry(emulator: Emulator, tmp_path: Path) -
     result = runner.invoke(app, ["report", "merge", *reports, "--out", str(merged_path)])
     assert result.exit_code == 0, result.output
     merged = json.loads(merged_path.read_text())
+    assert (merged["run"]["format"], merged["run"]["mqtt"]) == ("json+cbor", "3.1.1+5")
 
     iot = emulator.client("iot")
     prefix = emulator.data["thing_name_prefix"]
@@ -266,10 +307,11 @@ def test_fleet_report_matches_the_registry(emulator: Emulator, tmp_path: Path) -
         known
     )  # rejected RegisterThings are not timed
     assert merged["histograms"]["claim_connect"]["count"] >= len(known) + len(unknown)
-    assert {r["run"]["shard"] for r in map(lambda p: json.loads(Path(p).read_text()), reports)} == {
-        "1/2",
-        "2/2",
-    }
+    runs = [json.loads(Path(p).read_text())["run"] for p in reports]
+    assert [(r["shard"], r["format"], r["mqtt"]) for r in runs] == [
+        ("1/2", "json", "3.1.1"),
+        ("2/2", "cbor", "5"),
+    ]
 
 
 def fleet_args(emulator: Emulator, serial_file: Path, report: Path, *extra: str) -> list[str]:

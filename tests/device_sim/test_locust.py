@@ -143,6 +143,7 @@ def test_processes_provision_each_serial_exactly_once(emulator: Emulator, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     data = check_run(emulator, report, prefix, known, [])
     assert data["run"]["driver"] == "locust" and data["run"]["workers"] == 2
+    assert data["run"]["mqtt"] == "5"  # the default
     assert len(data["run"]["runs"]) == 2  # each worker's share, merged
     assert "<svg" in (tmp_path / "report.html").read_text()
 
@@ -169,6 +170,8 @@ def test_a_master_and_two_workers_with_unknown_serials(emulator: Emulator, tmp_p
             str(serial_file),
             "--concurrency",
             "6",
+            "--mqtt",  # the workers take it from the master
+            "3.1.1",
             "--report",
             str(report),
             "--csv",
@@ -191,7 +194,7 @@ def test_a_master_and_two_workers_with_unknown_serials(emulator: Emulator, tmp_p
             if process.poll() is None:
                 process.kill()
     data = check_run(emulator, report, prefix, known, unknown)
-    assert data["run"]["workers"] == 2
+    assert data["run"]["workers"] == 2 and data["run"]["mqtt"] == "3.1.1"
 
 
 def test_sigterm_mid_run_writes_a_partial_report_and_leaves_no_process(

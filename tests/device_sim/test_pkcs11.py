@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from device_sim.mqtt_versions import MQTT_VERSIONS
 from device_sim.pkcs11_store import Pkcs11Key, Token, find_softhsm, prepare_softhsm_token
 from device_sim.target import Target
 from device_sim.transport import Transport
-from tests.device_sim.pki import Authority, MiniBroker, cert_pem, write_pki
+from tests.device_sim.mini_broker import MiniBroker
+from tests.device_sim.pki import Authority, cert_pem, write_pki
 
 pytestmark = [
     pytest.mark.skipif(
@@ -59,7 +61,8 @@ def test_private_key_never_leaves_the_token(token: Token, tmp_path: Path) -> Non
             private[Attribute.VALUE]
 
 
-def test_awscrt_does_mtls_with_the_token_key(token: Token, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mqtt", MQTT_VERSIONS)
+def test_awscrt_does_mtls_with_the_token_key(token: Token, tmp_path: Path, mqtt: str) -> None:
     authority = Authority.create()
     files = write_pki(tmp_path / "pki", authority)
     broker = MiniBroker(tmp_path, authority)
@@ -73,7 +76,7 @@ def test_awscrt_does_mtls_with_the_token_key(token: Token, tmp_path: Path) -> No
         claim_key_file=files.claim_key_file,
         template_name="t",
     )
-    transport = Transport(target, threads=1, timeout_s=5)
+    transport = Transport(target, mqtt_version=mqtt, threads=1, timeout_s=5)
 
     async def connect_and_publish() -> None:
         connection = transport.device_connection(key.tls_options(cert_pem(certificate)), "device-RX-0003")
@@ -87,4 +90,5 @@ def test_awscrt_does_mtls_with_the_token_key(token: Token, tmp_path: Path) -> No
         broker.close()
     assert broker.client_cns == ["RX-0003"]  # the server saw the certificate whose key is in the token
     assert broker.client_ids == ["device-RX-0003"]
+    assert broker.levels == [5 if mqtt == "5" else 4]
     assert broker.published == [("devices/device-RX-0003/telemetry", b"{}")]

@@ -1,4 +1,5 @@
-"""The simulator's TLS trusts the target's CA file and nothing else, however the system trust store is set.
+"""The simulator's TLS trusts the target's CA file and nothing else, however the system trust store is set,
+over MQTT 3.1.1 and MQTT 5 alike.
 
 `Transport` points SSL_CERT_FILE (what s2n's default system-store load reads for every new TLS context) at
 the target's CA file, so that throw-away load parses one certificate instead of the whole system bundle.
@@ -20,8 +21,9 @@ from awscrt import io as crt_io
 
 from device_sim.errors import DeviceFailure
 from device_sim.target import Target
-from device_sim.transport import Transport, wait
-from tests.device_sim.pki import Authority, Files, MiniBroker, write_pki
+from device_sim.transport import MQTT_VERSIONS, Transport, wait
+from tests.device_sim.mini_broker import MiniBroker
+from tests.device_sim.pki import Authority, Files, write_pki
 
 
 def target_for(files: Files, port: int) -> Target:
@@ -70,27 +72,30 @@ def test_ssl_cert_file_names_the_ca_file(tmp_path: Path, endpoint, monkeypatch) 
     assert os.environ["SSL_CERT_FILE"] == str(files.ca_file.resolve())
 
 
+@pytest.mark.parametrize("version", MQTT_VERSIONS)
 @pytest.mark.parametrize("device", [False, True], ids=["claim", "device"])
-def test_the_ca_file_is_trusted(tmp_path: Path, endpoint, device: bool) -> None:  # type: ignore[no-untyped-def]
+def test_the_ca_file_is_trusted(tmp_path: Path, endpoint, device: bool, version: str) -> None:  # type: ignore[no-untyped-def]
     authority, broker = endpoint
     files = write_pki(tmp_path / "pki", authority)
-    transport = Transport(target_for(files, broker.port), threads=1, timeout_s=5)
+    transport = Transport(target_for(files, broker.port), mqtt_version=version, threads=1, timeout_s=5)
 
     asyncio.run(connect_and_leave(transport, files, "trusted-1", device))
 
     assert broker.client_ids == ["trusted-1"]
+    assert broker.levels == [5 if version == "5" else 4]
 
 
+@pytest.mark.parametrize("version", MQTT_VERSIONS)
 @pytest.mark.parametrize("device", [False, True], ids=["claim", "device"])
 def test_a_ca_only_in_the_system_store_is_not_trusted(  # type: ignore[no-untyped-def]
-    tmp_path: Path, endpoint, monkeypatch, device: bool
+    tmp_path: Path, endpoint, monkeypatch, device: bool, version: str
 ) -> None:
     authority, broker = endpoint
     # The endpoint's CA is in the system store the user configured, but the target names another CA.
     right = write_pki(tmp_path / "right", authority)
     monkeypatch.setenv("SSL_CERT_FILE", str(right.ca_file))
     wrong = write_pki(tmp_path / "wrong", Authority.create("someone else"), client_authority=authority)
-    transport = Transport(target_for(wrong, broker.port), threads=1, timeout_s=2)
+    transport = Transport(target_for(wrong, broker.port), mqtt_version=version, threads=1, timeout_s=2)
 
     # s2n refuses the server's certificate ("Certificate is untrusted"); awscrt 0.36 may then hold the
     # connect future until our time-out, so the failure is either kind. What matters is that no MQTT
