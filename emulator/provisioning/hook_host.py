@@ -263,17 +263,19 @@ def _child_setup(
 
     from emulator.awsapi.server import LocalAwsServer
     from emulator.provisioning import hook as hooks
-    from emulator.registry import moto_dynamodb, persistence
+    from emulator.registry import botocore_local, moto_dynamodb, persistence
     from emulator.registry.store import LOCAL_ACCOUNT_ID
 
     get_backend("dynamodb").reset()
     if initial_state is not None:
         saved = pickle.loads(initial_state)  # noqa: S301 - the emulator's own snapshot (persistence.py)
         persistence.restore_backend(dynamodb_backends[LOCAL_ACCOUNT_ID][region], saved)
-    moto_dynamodb.install()
+    moto_dynamodb.install()  # both off with EMULATOR_FAST_PATHS=0 (bench/hook_cpu.py)
     server = LocalAwsServer(threading.RLock())
     server.start()
-    server.install_shortcut()
+    server.install_shortcut(region=region)
+    # Before the Lambda builds its clients: its DynamoDB calls to this server go unsigned.
+    botocore_local.install(server.url)
     handlers: dict[str, Any] = {}
     environment_seen: dict[str, str] = {}
     for spec in specs:
