@@ -87,6 +87,10 @@ def _worker(calls: int) -> dict[str, Any]:
     )
     handlers, server = hook_host._child_setup([spec], iot.url, REGION)
     invoke = handlers[spec.function_arn]
+    from emulator.registry import botocore_local, moto_dynamodb
+
+    # What _child_setup installed (each answers its first call's outcome again).
+    fast_paths = {"moto": moto_dynamodb.install(), "botocore": botocore_local.install(server.url)}
     db = boto3.client("dynamodb", endpoint_url=server.url, region_name=REGION)
     db.create_table(
         TableName=TABLE,
@@ -140,7 +144,12 @@ def _worker(calls: int) -> dict[str, Any]:
     cpu_s = time.thread_time() - started
     server.stop()
     iot.stop()
-    result = {"ms_per_call": round(cpu_s / calls * 1000, 3), "calls": calls, "allowed": allowed}
+    result = {
+        "ms_per_call": round(cpu_s / calls * 1000, 3),
+        "calls": calls,
+        "allowed": allowed,
+        "fast_paths": fast_paths,
+    }
     os.write(result_fd, (json.dumps(result) + "\n").encode())
     return result
 
@@ -167,6 +176,8 @@ def measure(mode: str, calls: int) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     if result["allowed"] != calls + WARMUP:
         raise RuntimeError(f"hook_cpu worker ({mode}): {result['allowed']} of {calls + WARMUP} allowed")
+    if set(result["fast_paths"].values()) != {mode == "on"}:
+        raise RuntimeError(f"hook_cpu worker ({mode}): fast paths {result['fast_paths']}")
     return {"mode": mode, **result}
 
 

@@ -29,6 +29,8 @@ DIRECT_SERVICES = frozenset({"dynamodb", "iot"})
 
 
 class Shortcut:
+    """The `before-send` handler for one `LocalAwsServer` (its URL, app, lock, routes)."""
+
     def __init__(
         self,
         url: str,
@@ -47,7 +49,7 @@ class Shortcut:
         self._server = server
         self._region = region
         self._served: dict[tuple[str, str], bool] = {}  # (service, operation) -> _moto_serves
-        self._requests = _MotoRequests()
+        self._requests = MotoRequests()
 
     def __call__(self, request: Any, event_name: str = "", **_: Any) -> Any:
         if not self.enabled or not str(request.url).startswith(self.url):
@@ -140,13 +142,13 @@ class Shortcut:
         return code, response_headers, payload
 
 
-class _MotoRequests:
+class MotoRequests:
     """botocore's request as moto's `Request`, as `moto.core.request.normalize_request` builds it (a WSGI
     environ from werkzeug's `EnvironBuilder`), without building the builder for every request: the parts
     of the environ that come from the method and URL are built by `EnvironBuilder` once per method and
     URL; the body and headers are put in as `EnvironBuilder.get_environ` puts them. A request this does
     not cover (no body or not bytes, a repeated header, a header value with a line break) goes through
-    `normalize_request`. tests/emulator/test_shortcut_request.py compares the two environs."""
+    `normalize_request`. tests/emulator/test_shortcut.py compares the two environs."""
 
     _MAX_BASES = 64
 

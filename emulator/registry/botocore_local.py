@@ -33,7 +33,7 @@ log = logging.getLogger("emulator.registry.botocore_local")
 
 _CONTEXT_KEY = "emulator_local_unsigned"
 _lock = threading.Lock()
-_installed: dict[str, bool] = {}  # local URL -> whether its handlers are in
+_installed: dict[str, list[tuple[str, Any]]] = {}  # local URL -> its handlers (none: not installed)
 
 
 def install(local_url: str, *, enabled: bool | None = None) -> bool:
@@ -44,17 +44,6 @@ def install(local_url: str, *, enabled: bool | None = None) -> bool:
     import botocore.handlers
 
     local_url = local_url.rstrip("/")
-    with _lock:
-        if local_url in _installed:
-            return _installed[local_url]
-        wanted = fast_paths_wanted() if enabled is None else enabled
-        found = version("botocore")
-        if wanted and found != BOTOCORE_VERSION:
-            log.warning("botocore %s is not %s: local DynamoDB calls stay signed", found, BOTOCORE_VERSION)
-        _installed[local_url] = ok = wanted and found == BOTOCORE_VERSION
-        if not ok:
-            return False
-
     prefix = local_url + "/"
 
     def mark_local(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
@@ -65,7 +54,30 @@ def install(local_url: str, *, enabled: bool | None = None) -> bool:
     def unsigned_if_local(context: dict[str, Any], **_: Any) -> Any:
         return botocore.UNSIGNED if context.get(_CONTEXT_KEY) else None
 
-    for service in SERVICES:
-        botocore.handlers.BUILTIN_HANDLERS.append((f"before-call.{service}", mark_local))
-        botocore.handlers.BUILTIN_HANDLERS.append((f"choose-signer.{service}", unsigned_if_local))
-    return True
+    with _lock:
+        if local_url in _installed:
+            return bool(_installed[local_url])
+        wanted = fast_paths_wanted() if enabled is None else enabled
+        found = version("botocore")
+        if wanted and found != BOTOCORE_VERSION:
+            log.warning("botocore %s is not %s: local DynamoDB calls stay signed", found, BOTOCORE_VERSION)
+        handlers: list[tuple[str, Any]] = []
+        if wanted and found == BOTOCORE_VERSION:
+            for service in SERVICES:
+                handlers += [
+                    (f"before-call.{service}", mark_local),
+                    (f"choose-signer.{service}", unsigned_if_local),
+                ]
+            botocore.handlers.BUILTIN_HANDLERS.extend(handlers)
+        _installed[local_url] = handlers
+        return bool(handlers)
+
+
+def uninstall(local_url: str) -> None:
+    """Sessions created from now on sign calls to `local_url` again (a server that stops, tests)."""
+    import botocore.handlers
+
+    with _lock:
+        for handler in _installed.pop(local_url.rstrip("/"), []):
+            if handler in botocore.handlers.BUILTIN_HANDLERS:
+                botocore.handlers.BUILTIN_HANDLERS.remove(handler)

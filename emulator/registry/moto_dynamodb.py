@@ -21,6 +21,8 @@ through its generic shape walker. Here:
 - conditions: the tokens of each condition text are kept, and one request parses each (text, names,
   values) once: `_install_condition_cache`; reserved words are looked up in a set:
   `_install_reserved_keywords`;
+- an item's size is added up without a method call per ASCII string or number: `_install_item_size`;
+- a JSON error does not render the XML document it throws away: `_install_errors`;
 - a handler's method names are listed once per class, and a GetItem reply of plain attribute values is
   `json.dumps` of what moto's serializer would walk (same bytes): `_install_responses`.
 
@@ -89,6 +91,8 @@ def install(*, enabled: bool | None = None) -> bool:
         _install_new_item_validation()
         _install_condition_cache()
         _install_reserved_keywords()
+        _install_item_size()
+        _install_errors()
         _install_responses()
         return True
 
@@ -633,6 +637,58 @@ def _install_reserved_keywords() -> None:
             return super().__contains__(word)
 
     ReservedKeywords.KEYWORDS = Keywords(ReservedKeywords.get_reserved_keywords())
+
+
+def _install_item_size() -> None:
+    """moto keeps an item within DynamoDB's 400 KB by adding up the size of every attribute each time one is
+    set (`LimitedSizeDict.__setitem__`): an UpdateItem of n attributes sizes the item n times, a method
+    call per attribute and per check of its type. The same sum here, but a string (S) or number (N) value
+    of ASCII text is its length (what moto's UTF-8 count gives for it, and its number rule); any other
+    value, and any other text (which may not even encode), is sized by moto's own code."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, ItemSizeTooLarge, LimitedSizeDict
+    from moto.dynamodb.models.utilities import bytesize
+
+    def value_size(value: Any) -> int:
+        if type(value) is DynamoType:
+            kind, content = value.type, value.value
+            if type(content) is str and (kind == "N" or (kind == "S" and content.isascii())):
+                return len(content)
+            return int(value.size())
+        if type(value) is str and value.isascii():
+            return len(value)
+        return bytesize(str(value))
+
+    def __setitem__(self: Any, key: str, value: Any) -> None:
+        current_item_size = sum(value_size(k) for k in self.keys()) + sum(
+            value_size(v) for v in self.values()
+        )
+        new_item_size = bytesize(key) + (value.size() if type(value) is DynamoType else bytesize(str(value)))
+        if (current_item_size + new_item_size) > 405000:  # moto's limit
+            raise ItemSizeTooLarge
+        dict.__setitem__(self, key, value)
+
+    LimitedSizeDict.__setitem__ = __setitem__  # type: ignore[method-assign,assignment]
+
+
+def _install_errors() -> None:
+    """Every DynamoDB error moto raises (`JsonRESTError`), including those its own code raises and catches
+    (UpdateItem's ADD to a set the item does not have yet, every time), first renders an XML error
+    document (xmltodict) that the JSON error's constructor then replaces with its JSON body. Here the JSON
+    error is built as it ends up: the same attributes, without the XML it throws away."""
+    import json as json_module
+
+    from moto.core import exceptions
+
+    base = exceptions._RESTError
+
+    def __init__(self: Any, error_type: str, message: str, _: str = "", **kwargs: Any) -> None:
+        super(base, self).__init__()  # what _RESTError.__init__ starts with (werkzeug's HTTPException)
+        self.error_type = error_type
+        self.message = message
+        self.description = json_module.dumps({"__type": self.error_type, "message": self.message})
+        self.content_type = "application/json"
+
+    exceptions.JsonRESTError.__init__ = __init__  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------------------- responses
