@@ -8,16 +8,18 @@ compares results, errors and table state.
 
 The hook's reservation (a conditional UpdateItem of the serial and of the certificate's item in one
 TransactWriteItems) and its GetItem were most of the hook process's CPU. moto parses the same update
-expression three times per item, its conditions up to four times, deep-copies every table a
-transaction touches, walks the expression tree ten times per validation rebuilding a dict at every
-node, lists a handler's methods with `inspect.getmembers` on every request and serializes an item reply
-through its generic shape walker. Here:
+expression twice per item and validates it twice for a new item, parses each condition three times,
+deep-copies every table a transaction touches, walks the expression tree ten times per validation
+rebuilding a dict at every node, lists a handler's methods with `inspect.getmembers` on every request
+and serializes an item reply through its generic shape walker. Here:
 
 - parsed update expressions are kept per text and shared read-only (moto only reads the tree it parses;
   its validator works on a copy, here unpickled from the cached bytes): `_install_expression_cache`;
 - a transaction saves the items it names instead of copying whole tables: `_install_transactions`;
 - the validators' walks skip subtrees with no node they process: `_install_fast_traversal`;
 - shape checks already passed by an expression are not repeated: `_install_structure_memo`;
+- a new item's expression is validated once when its second validation would give what its first
+  gave: `_install_new_item_validation`;
 - conditions: the tokens of each condition text are kept, and one request parses each (text, names,
   values) once: `_install_condition_cache`; reserved words are looked up in a set:
   `_install_reserved_keywords`;
@@ -62,7 +64,8 @@ _request_conditions: contextvars.ContextVar[dict[Any, Any] | None] = contextvars
 
 
 def fast_paths_wanted() -> bool:
-    """False when EMULATOR_FAST_PATHS is 0/off/false/no: moto and botocore run as shipped."""
+    """False when EMULATOR_FAST_PATHS is 0/off/false/no: moto (but for the transactions' item saving)
+    and botocore run as shipped."""
     return os.environ.get(FAST_PATHS_ENV, "1").strip().lower() not in ("0", "off", "false", "no")
 
 
@@ -446,7 +449,9 @@ def _install_new_item_validation() -> None:
     read the item only where a path of the expression resolves in it; when no path of the expression
     starts at an attribute the created item has, both items answer every path alike ("not there"), and
     the second validation gives what the first gave. Then the first's tree is the second's result (moto
-    drops it otherwise). Within one `update_item` call, for the same tree, names and values objects."""
+    drops it otherwise). Within one `update_item` call, for the same tree, names and values objects.
+    (moto 5.2.5 refuses any path at a key attribute in an update expression, so a first validation that
+    passed always qualifies; the check stays, as the reason the two results are the same.)"""
     from moto.dynamodb import models
     from moto.dynamodb.parsing.ast_nodes import (  # type: ignore[attr-defined]
         ExpressionAttribute,
@@ -558,13 +563,14 @@ def _install_new_item_validation() -> None:
 
 
 def _install_condition_cache() -> None:
-    """A conditional update in a transaction has its condition parsed four times: by the response handler
-    (for the names it uses), by the transaction (to check it), and twice by UpdateItem (check, then apply).
-    The parse is a function of the condition text, its names and its values; every parse of one request
-    gets the same two dicts. So within one request (`DynamoHandler.call_action`) each (text, names dict,
-    values dict) is parsed once, and the Op tree, which moto only evaluates, is handed out again with
-    the names and values it found. Across requests the tokens of each text are kept (lexing is a
-    function of the text alone; moto never mutates a token). A failed parse is never kept."""
+    """A conditional update in a transaction has its condition parsed three times: by the response handler
+    (for the names it uses), by the transaction (to check it) and by UpdateItem (to check it again). The
+    parse is a function of the condition text, its names and its values, and the parses of one request
+    get the same two dicts (but the response handler's own empty ones when the request has none). So
+    within one request (`DynamoHandler.call_action`) each (text, names dict, values dict) is parsed once,
+    and the Op tree, which moto only evaluates, is handed out again with the names and values it found.
+    Across requests the tokens of each text are kept (lexing is a function of the text alone; moto never
+    mutates a token). A failed parse is never kept."""
     from moto.dynamodb.comparisons import ConditionExpressionParser
     from moto.dynamodb.responses import DynamoHandler
 
