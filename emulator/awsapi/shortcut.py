@@ -62,8 +62,7 @@ class Shortcut:
             authorization = authorization.decode()
         # before-send.<service id>.<Operation>; an unsigned request (botocore_local) names its service
         # only there (the ids of the services served directly are their signing names).
-        _, _, service_id_operation = event_name.partition(".")
-        service_id, _, operation = service_id_operation.rpartition(".")
+        service_id, operation = (event_name.split(".") + ["", "", ""])[1:3]
         service = signing_name(authorization) or (service_id if not authorization else "")
         handler = None if service in self._routes else self._handlers.get(service)
         if handler is not None:

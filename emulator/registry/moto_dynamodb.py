@@ -169,7 +169,7 @@ def _install_transactions() -> None:
         return copy.deepcopy(value, memo)
 
     # moto's transaction code reads `copy.deepcopy` through the module name `copy` of models/__init__.
-    models.copy = types.SimpleNamespace(deepcopy=table_copy, copy=copy.copy)  # type: ignore[attr-defined]
+    models.copy = types.SimpleNamespace(deepcopy=table_copy, copy=copy.copy)  # type: ignore[assignment]
 
     def saved_items(
         backend: Any, transact_items: list[dict[str, Any]]
@@ -264,7 +264,7 @@ def _subtree_mask(node: Any) -> int:
 
 
 def _node_type(kind: type) -> bool:
-    from moto.dynamodb.parsing.ast_nodes import Node
+    from moto.dynamodb.parsing.ast_nodes import Node  # type: ignore[attr-defined]
 
     found = _is_node[kind] = issubclass(kind, Node)
     return found
@@ -311,7 +311,7 @@ def _install_fast_traversal() -> None:
         """What a walker class does with each node type (its map's keys are its class's): the first key
         the type is an instance of (moto's `process`), and the mask of the types its walk must enter."""
 
-        def __init__(self, walker: type, keys: tuple[type, ...]) -> None:
+        def __init__(self, walker: Any, keys: tuple[type, ...]) -> None:
             self.keys = keys
             self.entry: dict[type, Any] = {}
             self.has_hook = walker.pre_processing_of_child is not base_hook
@@ -474,7 +474,7 @@ def _install_new_item_validation() -> None:
         while stack:
             node = stack.pop()
             if isinstance(node, UpdateExpressionPath):
-                first = node.children[0] if node.children else None
+                first: Any = node.children[0] if node.children else None
                 if type(first) is ExpressionAttribute:
                     roots.append(("attribute", first.get_attribute_name()))
                 elif type(first) is ExpressionAttributeName:
