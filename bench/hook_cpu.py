@@ -1,7 +1,7 @@
 """The hook process's CPU per hook invocation, with the emulator's library fast paths on and off.
 
 Each measurement is a fresh process set up as the hook process sets itself up
-(`hook_host._child_setup`: moto's DynamoDB, its server and `before-send` shortcut, the stack's hook
+(`hook_host.child_setup`: moto's DynamoDB, its server and `before-send` shortcut, the stack's hook
 Lambda loaded from lambdas/ with its environment), with the claim certificate in moto's IoT behind a
 second local server (as the emulator's AWS endpoint is, over TCP) and the serial table as the stack
 declares it (key `pk`, the sparse rotations index). The Lambda is then invoked CALLS times, each time
@@ -85,11 +85,11 @@ def _worker(calls: int) -> dict[str, Any]:
         function_arn=f"arn:aws:lambda:{REGION}:123456789012:function:hook",
         memory_mb=512,
     )
-    handlers, server = hook_host._child_setup([spec], iot.url, REGION)
+    handlers, server = hook_host.child_setup([spec], iot.url, REGION)
     invoke = handlers[spec.function_arn]
     from emulator.registry import botocore_local, moto_dynamodb
 
-    # What _child_setup installed (each answers its first call's outcome again).
+    # What child_setup installed (each answers its first call's outcome again).
     fast_paths = {"moto": moto_dynamodb.install(), "botocore": botocore_local.install(server.url)}
     db = boto3.client("dynamodb", endpoint_url=server.url, region_name=REGION)
     db.create_table(
