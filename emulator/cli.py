@@ -1,5 +1,6 @@
 """`python -m emulator up --state-dir DIR [--cloud-assembly cdk.out] [--port 0] [--alpn-port N]
-[--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N] [--session-expiry-s N]`."""
+[--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N] [--session-expiry-s N]
+[--limits aws|off]`."""
 
 from __future__ import annotations
 
@@ -86,6 +87,17 @@ def up(
             help="How long a persistent session outlives its connection (AWS: 3600, adjustable to 7 days).",
         ),
     ] = DEFAULT_LIMITS.session_expiry_s,
+    limits: Annotated[
+        str | None,
+        typer.Option(
+            "--limits",
+            help=(
+                "aws: AWS IoT Core's rate throttles too (publishes/s per connection, CONNECT/s per client "
+                "id, the provisioning APIs' TPS); off: no AWS limit at all. Default: AWS's per-connection "
+                "limits (client id size, subscriptions, keep-alive, in-flight), no throttles."
+            ),
+        ),
+    ] = None,
     aws_port: Annotated[
         int,
         typer.Option(
@@ -165,6 +177,9 @@ def up(
     from emulator.registry.persistence import PersistError
     from emulator.runtime import start_emulator
 
+    if limits is not None and limits not in ("aws", "off"):
+        err.print(f"emulator: --limits must be aws or off, not {limits!r}", markup=False, highlight=False)
+        raise typer.Exit(2)
     if hook_isolation not in ("process", "thread"):
         err.print(f"emulator: --hook-isolation must be process or thread, not {hook_isolation!r}")
         raise typer.Exit(2)
@@ -195,6 +210,7 @@ def up(
             alpn_port=alpn_port,
             session_expiry_s=session_expiry_s,
             lose_replies=lost,
+            limits=limits or "default",
         )
     except (AssemblyError, PersistError, ValueError, ImportError, AttributeError) as exc:
         err.print(f"emulator: {exc}", markup=False, highlight=False, soft_wrap=True)
