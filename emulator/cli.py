@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from emulator.logsafe import OneLineFormatter
 from emulator.mqtt.limits import DEFAULT_LIMITS
 from emulator.provisioning.tokens import DEFAULT_TTL_S
 
@@ -166,11 +167,9 @@ def up(
 ) -> None:
     """Serve until SIGINT/SIGTERM; write STATE_DIR/endpoint.json once accepting connections."""
     # Plain lines on stderr: one per connection and per request outcome, easy to grep.
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from emulator.assembly.reader import AssemblyError
