@@ -9,7 +9,8 @@ around them is kept).
    (bench/memory_bench.py);
 4. the simulator's CPU per device TLS context, with the system trust store and as `Transport` sets it up
    (bench/tls_context.py);
-5. `device_sim locust` against `fleet` side by side, and `--processes 2` against 1 (bench/locust_bench.py).
+5. `device_sim locust` against `fleet` side by side, and `--processes 2` against 1 (bench/locust_bench.py);
+6. the emulator's memory per held connection: idle TCP, TLS done, CONNECT done (bench/connection_memory.py).
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from typing import Annotated, Any
 
 import typer
 
-from bench import flow_bench, hook_bench, locust_bench, memory_bench, tls_ceiling, tls_context
+from bench import (
+    connection_memory,
+    flow_bench,
+    hook_bench,
+    locust_bench,
+    memory_bench,
+    tls_ceiling,
+    tls_context,
+)
 from bench.stack import REPO_ROOT, synthesize, workdir
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -218,8 +227,35 @@ def render(summary: dict[str, Any]) -> str:
         ]
     if summary.get("locust"):
         lines += locust_bench.render(summary["locust"])
+    if summary.get("connection_memory"):
+        lines += _connection_memory_rows(summary["connection_memory"])
     lines.append(END)
     return "\n".join(lines)
+
+
+_STAGE_NAMES = {
+    "idle_tcp": "TCP accepted, nothing sent",
+    "tls_done": "TLS done, no CONNECT",
+    "connect_done": "CONNECT done (claim, idle)",
+}
+
+
+def _connection_memory_rows(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Emulator: memory per held connection",
+        "",
+        "| stage | connections held | RSS before → held → after closing | per connection "
+        "| kept after closing |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for stage, numbers in result["stages"].items():
+        rss = (numbers["rss_before_mb"], numbers["rss_held_mb"], numbers["rss_after_mb"])
+        lines.append(
+            f"| {_STAGE_NAMES.get(stage, stage)} | {numbers['connections']:,} "
+            f"| {' → '.join(f'{x:.0f}' for x in rss)} MB "
+            f"| {numbers['kb_per_connection']:.1f} KB | {numbers['retained_after_close_mb']:+.1f} MB |"
+        )
+    return [*lines, ""]
 
 
 SKELETON = """# Benchmarks
@@ -284,6 +320,8 @@ def main(
         else:
             summary["memory"] = json.loads(previous.read_text())
             summary["memory"]["reused_from_an_earlier_run"] = True
+        print("emulator: memory per held connection ...", file=sys.stderr)
+        summary["connection_memory"] = connection_memory.run(assembly=assembly)
         if importlib.util.find_spec("locust") is not None:
             print(f"locust against fleet: {locust_bench.DEVICES} devices ...", file=sys.stderr)
             summary["locust"] = locust_bench.run(locust_bench.DEVICES, assembly=assembly)

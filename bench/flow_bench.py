@@ -45,6 +45,7 @@ class Variant:
     fleet_args: tuple[str, ...] = ()
     attested: bool = False  # factory keys per serial, their fingerprints in the registry (issue 11)
     limit: float | None = None  # the least variant/baseline devices/s ratio its issue allows
+    checkout: Path | None = None  # the emulator of another copy of the repository (an older version)
 
     @property
     def tag(self) -> str:
@@ -70,7 +71,9 @@ def measure(
     run: int = 0,
 ) -> dict[str, Any]:
     name = f"{variant.tag}-{concurrency}-{run}"
-    emulator = start_emulator(assembly, scratch / f"state-{name}", *variant.emulator_args)
+    emulator = start_emulator(
+        assembly, scratch / f"state-{name}", *variant.emulator_args, checkout=variant.checkout
+    )
     try:
         serials = [f"B{variant.tag[:4].upper()}{concurrency:03d}{run}{i:06d}" for i in range(devices)]
         fleet_args = list(variant.fleet_args)
@@ -137,10 +140,10 @@ def factory_keys(serials: list[str], keys_dir: Path, manifest: Path) -> dict[str
 
 
 def compare(
-    assembly: Path, scratch: Path, variant: Variant, concurrency: int, devices: int
+    assembly: Path, scratch: Path, variant: Variant, concurrency: int, devices: int, pairs_count: int = PAIRS
 ) -> dict[str, Any]:
     pairs = []
-    for run in range(PAIRS):
+    for run in range(pairs_count):
         baseline = measure(assembly, scratch, concurrency, devices, BASELINE, run=10 + run)
         pairs.append((baseline, measure(assembly, scratch, concurrency, devices, variant, run=run)))
     ratio = sum(v["devices_per_s"] for _, v in pairs) / max(1e-9, sum(b["devices_per_s"] for b, _ in pairs))
@@ -185,6 +188,41 @@ def run(
     return result
 
 
+def against_checkout(checkout: Path, pairs: int = 3, devices: int = DEVICES) -> dict[str, Any]:
+    """This repository's emulator (the variant) against `checkout`'s (the baseline), side by side at the
+    target's concurrency: e.g. `git archive <commit> | tar -x -C DIR` for the code before a change."""
+    older = Variant(f"checkout {checkout.name}", checkout=checkout.resolve())
+    with workdir() as tmp:
+        scratch = Path(tmp)
+        assembly = synthesize(scratch)
+        concurrency = int(TARGET["concurrency"])
+        pairs_run = []
+        for run in range(pairs):
+            baseline = measure(assembly, scratch, concurrency, devices, older, run=10 + run)
+            pairs_run.append((baseline, measure(assembly, scratch, concurrency, devices, BASELINE, run=run)))
+    ratio = sum(v["devices_per_s"] for _, v in pairs_run) / max(
+        1e-9, sum(b["devices_per_s"] for b, _ in pairs_run)
+    )
+    return {
+        "variant": "this checkout",
+        "baseline": str(checkout),
+        "concurrency": concurrency,
+        "ratio_devices_per_s": round(ratio, 3),
+        "pairs": [{"baseline": b, "variant": v} for b, v in pairs_run],
+    }
+
+
 if __name__ == "__main__":
-    levels = tuple(int(c) for c in sys.argv[1:]) or CONCURRENCIES
-    print(json.dumps(run(levels), indent=2))
+    # python -m bench.flow_bench [CONCURRENCY...] | --against DIR [PAIRS]
+    if sys.argv[1:2] == ["--against"]:
+        result = against_checkout(Path(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 3)
+        for pair in result["pairs"]:
+            print(
+                f"{pair['baseline']['devices_per_s']:.1f} ({result['baseline']}) -> "
+                f"{pair['variant']['devices_per_s']:.1f} devices/s (this checkout)",
+                file=sys.stderr,
+            )
+        print(json.dumps(result, indent=2))
+    else:
+        levels = tuple(int(c) for c in sys.argv[1:]) or CONCURRENCIES
+        print(json.dumps(run(levels), indent=2))

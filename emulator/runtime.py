@@ -20,7 +20,7 @@ from emulator.awsapi.gateway import AwsGateway
 from emulator.awsapi.server import LocalAwsServer
 from emulator.awsapi.trusted_user import CLAIM_TTL_S, TemporaryClaims
 from emulator.mqtt.broker import Broker
-from emulator.mqtt.limits import DEFAULT_LIMITS
+from emulator.mqtt.limits import DEFAULT_LIMITS, PROFILES
 from emulator.mqtt.provisioning import Outcome
 from emulator.provisioning import hook as hooks
 from emulator.provisioning.ca import CertificateAuthority, certificate_id, write_private
@@ -60,6 +60,7 @@ class EmulatorOptions:
     lose_replies: dict[str, int] = field(default_factory=dict)  # operation -> accepted replies not sent
     alpn_port: int | None = None  # a second MQTT port (AWS IoT's 443)
     session_expiry_s: int = DEFAULT_LIMITS.session_expiry_s  # persistent sessions outlive their connection
+    limits: str = "default"  # --limits: default | aws | off (emulator/mqtt/limits.py)
 
     @property
     def advertised_host(self) -> str:
@@ -142,6 +143,7 @@ def start_emulator(
     lose_replies: dict[str, int] | None = None,
     alpn_port: int | None = None,
     session_expiry_s: int = DEFAULT_LIMITS.session_expiry_s,
+    limits: str = "default",
 ) -> Emulator:
     """Build the emulator from the cloud assembly and start serving; returns once it accepts connections.
 
@@ -156,7 +158,11 @@ def start_emulator(
     threads of this process, with its environment set here and the table in this process's moto.
     `alpn_port` opens a second MQTT port (AWS IoT's 443; 0 picks a free one); ALPN `x-amzn-mqtt-ca` is
     accepted on both. `session_expiry_s` is how long a persistent session outlives its connection.
+    `limits`: "default" (AWS's per-connection limits, no rate throttles), "aws" (the throttles too) or
+    "off" (no AWS limit); emulator/mqtt/limits.py.
     """
+    if limits not in PROFILES:
+        raise ValueError(f"limits must be one of {', '.join(PROFILES)}, not {limits!r}")
     options = EmulatorOptions(
         port=port,
         host=host,
@@ -177,6 +183,7 @@ def start_emulator(
         lose_replies=dict(lose_replies or {}),
         alpn_port=alpn_port,
         session_expiry_s=session_expiry_s,
+        limits=limits,
     )
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)

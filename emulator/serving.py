@@ -64,8 +64,14 @@ def serve(
 
     cleanups.append(stop_pools)
     on_outcome = emulator.outcomes.append if options.record_outcomes else None
+    limits = Limits.for_profile(options.limits, session_expiry_s=options.session_expiry_s)
     topics = ProvisioningTopics(
-        service, certificates, on_outcome, register_executor=register, lose_replies=options.lose_replies
+        service,
+        certificates,
+        on_outcome,
+        register_executor=register,
+        lose_replies=options.lose_replies,
+        limits=limits,
     )
     gatekeeper = IotGatekeeper(
         region=model.region, account_id=registry.account_id, identity=registry.identity, executor=admission
@@ -77,8 +83,9 @@ def serve(
         host=options.host,
         port=options.port,
         extra_ports=() if options.alpn_port is None else (options.alpn_port,),
-        limits=Limits(session_expiry_s=options.session_expiry_s),
+        limits=limits,
     )
+    raise_descriptor_limit()
     emulator.broker = broker
 
     loop = asyncio.new_event_loop()
@@ -140,20 +147,39 @@ def serve(
             "alpn_port": broker.ports[1] if options.alpn_port is not None else None,
             "alpn_protocols": [ALPN_PROTOCOL],
             "session_expiry_s": options.session_expiry_s,
+            "limits": limits.profile,
         }
     )
     stack_setup.write_json(state / "endpoint.json", emulator.endpoint)
     log.info(
-        "listening on %s:%s%s (MQTT 3.1.1 and 5 over TLS, ALPN %s), AWS APIs at %s, state in %s%s",
+        "listening on %s:%s%s (MQTT 3.1.1 and 5 over TLS, ALPN %s, limits %s), AWS APIs at %s, state in %s%s",
         options.host,
         broker.port,
         f" and :{broker.ports[1]}" if options.alpn_port is not None else "",
         ALPN_PROTOCOL,
+        limits.profile,
         aws.url,
         state,
         " (persisted)" if options.persist else "",
     )
     return emulator
+
+
+def raise_descriptor_limit() -> None:
+    """Every connection is a file descriptor: the soft limit (often 1024) up to the hard one, as servers do,
+    so that the broker's own caps (limits.py), not the descriptor limit, decide how many clients it holds."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        log.debug("could not raise the descriptor limit from %s", soft)
 
 
 def server_ssl_context(state: Path, authority: CertificateAuthority) -> ssl.SSLContext:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 
 from emulator.mqtt import codec, codec5
 from emulator.mqtt import properties as props
-from emulator.mqtt.broker import Admission, Broker, Refused, Session
+from emulator.mqtt.broker import Admission, Broker, Refused, Session, TopicHandler
 from emulator.mqtt.limits import Limits
 from emulator.mqtt.packets import Publish
 from emulator.mqtt.wire import Reader, packet, string
@@ -236,10 +236,13 @@ def _client_context(paths: tuple[Path, Path], ca_pem: str, alpn: list[str] | Non
 
 @asynccontextmanager
 async def broker_env(
-    tmp_path: Path, limits: Limits | None = None, extra_ports: tuple[int, ...] = ()
+    tmp_path: Path,
+    limits: Limits | None = None,
+    extra_ports: tuple[int, ...] = (),
+    handlers: Sequence[TopicHandler] | None = None,
 ) -> AsyncIterator[Env]:
     """A broker on an ephemeral port with the emulator's own TLS context (ALPN included), two client
-    certificates ("a", "b")."""
+    certificates ("a", "b"); `handlers` replace the EchoHandler."""
     from emulator.serving import server_ssl_context
 
     authority = CertificateAuthority.create()
@@ -257,7 +260,7 @@ async def broker_env(
     broker = Broker(
         ssl_context=server_ssl_context(tmp_path, authority),
         gatekeeper=gatekeeper,
-        handlers=[EchoHandler()],
+        handlers=[EchoHandler()] if handlers is None else list(handlers),
         limits=limits or Limits(),
         extra_ports=extra_ports,
     )
