@@ -1,5 +1,6 @@
 """`python -m emulator up --state-dir DIR [--cloud-assembly cdk.out] [--port 0] [--alpn-port N]
-[--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N] [--session-expiry-s N]`."""
+[--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N] [--session-expiry-s N]
+[--certificate-validity-days N] [--schedule-every-s N]`."""
 
 from __future__ import annotations
 
@@ -147,6 +148,22 @@ def up(
             "to test how devices recover from a lost reply. Repeatable.",
         ),
     ] = None,
+    certificate_validity_days: Annotated[
+        float | None,
+        typer.Option(
+            "--certificate-validity-days",
+            help="Validity of the device certificates the emulator issues, in days from their issue "
+            "(fractions allowed: 0.0001 is about 9 s); default until 2049, as AWS IoT's.",
+        ),
+    ] = None,
+    schedule_every_s: Annotated[
+        float | None,
+        typer.Option(
+            "--schedule-every-s",
+            help="Run the stack's EventBridge schedules (the certificate retirer's sweep) every N s "
+            "instead of their rate(...), to try them in seconds.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     service_workers: Annotated[int, typer.Option("--service-workers", min=1, hidden=True)] = 32,
     hook_workers: Annotated[int, typer.Option("--hook-workers", min=1, hidden=True)] = 16,
@@ -168,6 +185,13 @@ def up(
     if hook_isolation not in ("process", "thread"):
         err.print(f"emulator: --hook-isolation must be process or thread, not {hook_isolation!r}")
         raise typer.Exit(2)
+    for flag, value in (
+        ("--certificate-validity-days", certificate_validity_days),
+        ("--schedule-every-s", schedule_every_s),
+    ):
+        if value is not None and not 0 < value < 1e6:
+            err.print(f"emulator: {flag} must be a positive number, not {value:g}")
+            raise typer.Exit(2)
     try:
         lost = _lose_replies(lose_replies or [])
     except ValueError as exc:
@@ -195,6 +219,8 @@ def up(
             alpn_port=alpn_port,
             session_expiry_s=session_expiry_s,
             lose_replies=lost,
+            certificate_validity_days=certificate_validity_days,
+            schedule_every_s=schedule_every_s,
         )
     except (AssemblyError, PersistError, ValueError, ImportError, AttributeError) as exc:
         err.print(f"emulator: {exc}", markup=False, highlight=False, soft_wrap=True)

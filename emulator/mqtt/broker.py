@@ -22,7 +22,7 @@ from emulator.mqtt import codec, reasons
 from emulator.mqtt import properties as props
 from emulator.mqtt.codec import ProtocolError
 from emulator.mqtt.connection import Session
-from emulator.mqtt.contracts import Admission, Gatekeeper, Refused, TopicHandler
+from emulator.mqtt.contracts import Admission, ConnectionEvents, Gatekeeper, Refused, TopicHandler
 from emulator.mqtt.handshake import handshake
 from emulator.mqtt.limits import DEFAULT_LIMITS, Limits
 from emulator.mqtt.routing import Router
@@ -57,6 +57,7 @@ class Broker:
         self.store = SessionStore(limits)
         self.router = Router(gatekeeper, self.handlers, limits, self.store)
         self.sessions: dict[str, Session] = {}  # connected clients by client id
+        self.events: ConnectionEvents | None = None  # lifecycle events (lifecycle.py), set by the emulator
         self._ssl = ssl_context
         self._host = host
         self._ports = [port, *extra_ports]
@@ -139,6 +140,8 @@ class Broker:
         try:
             session = await handshake(self, reader, writer, peer)
             if session is not None:
+                if self.events is not None:
+                    self.events.connected(session)
                 await self._serve(session, reader)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, TimeoutError):
             pass
@@ -205,6 +208,8 @@ class Broker:
         session.ended = True
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+        if self.events is not None:
+            self.events.disconnected(session)
         state = session.state
         if state.session is not session:
             return

@@ -56,6 +56,7 @@ class Session:
         self._writer = writer
         self._next_packet_id = 0
         self.closed = False
+        self.close_reason = ""  # the first reason it was closed for (its lifecycle event's disconnectReason)
         self.ended = False  # the broker has settled its session state (parked or discarded)
         self.state_label = ""  # for the connect log line: clean, persistent, resumed(n queued)
         limits = broker.limits
@@ -226,6 +227,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.close_reason = reason
         log.log(
             level, "disconnect client=%s cert=%.12s reason=%s", self.client_id, self.certificate_id, reason
         )
