@@ -9,9 +9,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from provisioning_hook.registry_dynamodb import CERTIFICATE_KEY_PREFIX, ROTATION_PENDING, SERIAL_KEY_PREFIX
+from provisioning_hook.registry_dynamodb import (
+    CERTIFICATE_KEY_PREFIX,
+    ROTATION_FIELDS,
+    ROTATION_PENDING,
+    SERIAL_KEY_PREFIX,
+)
 
-ROTATION_FIELDS = "rotating_from, rotating_from_key_sha256, rotation_pending, rotation_started_at"
 # Not the hook's: nothing waits on the retirer, so it retries with botocore's backoff rather than give up.
 _CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 5})
 
