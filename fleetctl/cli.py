@@ -21,6 +21,7 @@ from rich.table import Table
 
 from fleetctl import serial_cli  # noqa: F401 - registers show, revoke, reset
 from fleetctl.batch_cli import batch_app
+from fleetctl.certs_cli import certs_app
 from fleetctl.claim_cli import claim_app
 from fleetctl.cli_common import (
     ConfigFile,
@@ -56,11 +57,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="Operate the fleet provisioning backend: serial registry, batches, claim credentials.",
+    help="Operate the fleet provisioning backend: serial registry, batches, claim credentials, certificates.",
 )
 app.add_typer(registry_app, name="registry")
 app.add_typer(batch_app, name="batch")
 app.add_typer(claim_app, name="claim")
+app.add_typer(certs_app, name="certs")
 
 
 # -- registry ------------------------------------------------------------------------------------------
