@@ -148,6 +148,31 @@ class Store:
             raise
         return description.get("status"), description.get("certificateArn")
 
+    def detach_superseded(self, thing_name: str, *, keep: set[str], policy_name: str) -> list[str]:
+        """Detach from the thing (and the device policy) every certificate attached to it, but `keep`, that
+        is no longer ACTIVE: those the hook deactivated when a rotation superseded them. An ACTIVE one is
+        left alone (an operator attached it). Returns their ids."""
+        detached = []
+        request: dict[str, Any] = {"thingName": thing_name, "maxResults": 100}
+        while True:
+            try:
+                reply = self.iot.list_thing_principals(**request)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    return detached
+                raise
+            for arn in reply.get("principals", []):
+                certificate_id = str(arn).rsplit("/", 1)[-1]
+                if ":cert/" not in str(arn) or certificate_id in keep:
+                    continue
+                status, _ = self.certificate_status(certificate_id)
+                if status in ("INACTIVE", "REVOKED"):
+                    self.retire_certificate(certificate_id, thing_name, policy_name)
+                    detached.append(certificate_id)
+            if not reply.get("nextToken"):
+                return detached
+            request["nextToken"] = reply["nextToken"]
+
     def retire_certificate(self, certificate_id: str, thing_name: str, policy_name: str) -> str | None:
         """Deactivate the certificate and detach it from the thing and the device policy (each step is
         idempotent: a duplicate event finds it done). Returns its status before, None when it is gone."""

@@ -183,3 +183,21 @@ def test_other_events_are_ignored(rotation: dict[str, str]) -> None:
 def _boto_clients_in_moto(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+def test_certificates_the_hook_superseded_are_detached_too(
+    rotation: dict[str, str], dynamodb: Any, iot: Any
+) -> None:
+    """A second rotation before the retirer ran (or a retry after a lost answer): the hook deactivated the
+    certificate it superseded but cannot detach it; the retirer leaves the thing its current one only.
+    An ACTIVE certificate someone else attached is not the retirer's to touch."""
+    superseded, foreign = (iot.create_keys_and_certificate(setAsActive=True) for _ in range(2))
+    for certificate in (superseded, foreign):
+        iot.attach_thing_principal(thingName=THING, principal=certificate["certificateArn"])
+    iot.attach_policy(policyName=POLICY, target=superseded["certificateArn"])
+    iot.update_certificate(certificateId=superseded["certificateId"], newStatus="INACTIVE")
+    outcome = invoke(connected(rotation["new"]))
+    assert outcome["retired"] == [rotation["old"]] and outcome["detached"] == [superseded["certificateId"]]
+    assert attached(iot) == {rotation["new"], foreign["certificateId"]}
+    assert iot.list_attached_policies(target=superseded["certificateArn"])["policies"] == []
+    assert status(iot, foreign["certificateId"]) == "ACTIVE"
