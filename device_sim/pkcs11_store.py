@@ -291,3 +291,7 @@ def _session(token: Token):  # type: ignore[no-untyped-def]
         return found.open(rw=True, user_pin=token.user_pin)
     except pkcs11.PinIncorrect:
         raise UserError(f"PKCS#11 token '{token.label}': the user PIN is wrong") from None
+    except pkcs11.UserAlreadyLoggedIn:
+        # Logging in is per process and token: awscrt's TLS with a key of this token (a device connected
+        # with its current key, rotating) logged the user in already, and every new session shares it.
+        return found.open(rw=True)
