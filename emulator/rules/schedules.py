@@ -95,7 +95,7 @@ class Scheduler:
         self._invoke = invoke
         self._region, self._account = region, account
         self._stopping = threading.Event()
-        self._running: dict[tuple[str, str], Future[Any]] = {}
+        self._running: dict[tuple[int, str], Future[Any]] = {}
         self._thread = threading.Thread(target=self._run, name="schedules", daemon=True)
 
     def start(self) -> None:
@@ -109,20 +109,19 @@ class Scheduler:
 
     def _run(self) -> None:
         started = time.monotonic()
-        due = {schedule.name: started + schedule.period_s for schedule in self.schedules}
+        due = [started + schedule.period_s for schedule in self.schedules]
         while not self._stopping.is_set():
             now = time.monotonic()
-            for schedule in self.schedules:
-                if due[schedule.name] <= now:
+            for index, schedule in enumerate(self.schedules):
+                if due[index] <= now:
                     # The next run keeps to the schedule's grid, whatever this run took.
-                    periods = int((now - due[schedule.name]) // schedule.period_s) + 1
-                    due[schedule.name] += periods * schedule.period_s
-                    self._fire(schedule)
-            self._stopping.wait(max(0.0, min(due.values()) - time.monotonic()))
+                    due[index] += (int((now - due[index]) // schedule.period_s) + 1) * schedule.period_s
+                    self._fire(index, schedule)
+            self._stopping.wait(max(0.0, min(due) - time.monotonic()))
 
-    def _fire(self, schedule: Schedule) -> None:
+    def _fire(self, index: int, schedule: Schedule) -> None:
         for arn, constant_input in schedule.targets:
-            key = (schedule.name, arn)
+            key = (index, arn)
             previous = self._running.get(key)
             if previous is not None and not previous.done():
                 log.info(
