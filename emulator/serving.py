@@ -74,16 +74,17 @@ def serve(
     gatekeeper = IotGatekeeper(
         region=model.region, account_id=registry.account_id, identity=registry.identity, executor=admission
     )
+    events = LifecycleEvents(lambda message: broker.route(message), lifecycle_listeners)
     broker = Broker(
         ssl_context=server_ssl_context(state, authority),
-        gatekeeper=gatekeeper,
+        gatekeeper=events.observe(gatekeeper),
         handlers=[topics],
         host=options.host,
         port=options.port,
         extra_ports=() if options.alpn_port is None else (options.alpn_port,),
         limits=Limits(session_expiry_s=options.session_expiry_s),
     )
-    broker.events = LifecycleEvents(broker.route, lifecycle_listeners)
+    broker.events = events
     emulator.broker = broker
 
     loop = asyncio.new_event_loop()

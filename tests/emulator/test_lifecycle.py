@@ -44,9 +44,12 @@ def run(tmp_path: Path, scenario: Callable[[Env, list[tuple[str, dict[str, Any]]
     async def main() -> None:
         async with broker_env(tmp_path) as env:
             heard: list[tuple[str, dict[str, Any]]] = []
-            env.broker.events = LifecycleEvents(
+            events = LifecycleEvents(
                 env.broker.route, [lambda topic, payload: heard.append((topic, json.loads(payload)))]
             )
+            # As the emulator wires it (serving.py): the broker asks the observed gatekeeper.
+            env.broker.gatekeeper = env.broker.router.gatekeeper = events.observe(env.gatekeeper)
+            env.broker.events = events
             await scenario(env, heard)
 
     asyncio.run(main())
@@ -201,3 +204,47 @@ def test_an_expired_client_certificate_is_refused_in_the_handshake_with_a_line(
         assert heard == []
 
     run(tmp_path, scenario)
+
+
+def test_events_are_routed_only_while_someone_may_receive_them() -> None:
+    """Routing visits every session: with no subscription that can match an event, only the listeners
+    (the topic rules) get it."""
+    from emulator.mqtt.sessions import SessionState, Subscription
+
+    routed: list[str] = []
+    heard: list[str] = []
+    events = LifecycleEvents(
+        lambda message: routed.append(message.topic) or 0, [lambda t, _: heard.append(t)]
+    )
+
+    class Gate:
+        async def admit(self, certificate_id: str, client_id: str) -> Any: ...
+        def may_publish(self, session: Any, topic: str) -> bool:
+            return True
+
+        def may_subscribe(self, session: Any, topic_filter: str) -> bool:
+            return True
+
+        def may_receive(self, session: Any, topic: str) -> bool:
+            return True
+
+    class Connection:  # what the events read of a connection
+        def __init__(self, client_id: str) -> None:
+            self.client_id, self.certificate_id, self.peer = client_id, "c" * 64, "127.0.0.1:5000"
+            self.close_reason = "CLIENT_INITIATED_DISCONNECT"
+            self.state = SessionState(client_id, "c" * 64, 0)
+
+    observed = events.observe(Gate())  # type: ignore[arg-type]
+    device = Connection("device-1")
+    events.connected(device)  # type: ignore[arg-type]
+    assert routed == [] and heard == ["$aws/events/presence/connected/device-1"]
+    monitor = Connection("monitor")
+    assert observed.may_subscribe(monitor, "$aws/events/presence/connected/+")  # type: ignore[arg-type]
+    monitor.state.subscriptions["$aws/events/presence/connected/+"] = Subscription(
+        "$aws/events/presence/connected/+", 1
+    )
+    events.disconnected(device)  # type: ignore[arg-type]
+    assert routed == ["$aws/events/presence/disconnected/device-1"]
+    monitor.state.subscriptions.clear()  # unsubscribed
+    events.connected(device)  # type: ignore[arg-type]
+    assert len(routed) == 1 and len(heard) == 3
