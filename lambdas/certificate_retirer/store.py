@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,9 +16,23 @@ from provisioning_hook.registry_dynamodb import (
     ROTATION_PENDING,
     SERIAL_KEY_PREFIX,
 )
+from provisioning_hook.registry_dynamodb import _endpoint_key as endpoint_key
 
 # Not the hook's: nothing waits on the retirer, so it retries with botocore's backoff rather than give up.
 _CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 5})
+_clients: dict[tuple[str, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client(service: str) -> Any:
+    """One boto3 client per service and endpoint environment, per process: building one costs ~100 ms of
+    CPU, and the retirer runs on every connection of the fleet (most of which need no client at all)."""
+    key = (service, *endpoint_key(service))
+    with _clients_lock:  # boto3 sessions are not safe to build clients from concurrently
+        cached = _clients.get(key)
+        if cached is None:
+            cached = _clients[key] = boto3.session.Session().client(service, config=_CONFIG)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -34,9 +49,14 @@ class Store:
     def __init__(self, table: str, rotations_index: str) -> None:
         self.table = table
         self.index = rotations_index
-        session = boto3.session.Session()
-        self.db = session.client("dynamodb", config=_CONFIG)
-        self.iot = session.client("iot", config=_CONFIG)
+
+    @property
+    def db(self) -> Any:
+        return client("dynamodb")
+
+    @property
+    def iot(self) -> Any:
+        return client("iot")
 
     # -- the registry ----------------------------------------------------------------------------------
 

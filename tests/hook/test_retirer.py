@@ -181,7 +181,10 @@ def test_other_events_are_ignored(rotation: dict[str, str]) -> None:
 
 @pytest.fixture(autouse=True)
 def _boto_clients_in_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    from certificate_retirer import store
+
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    monkeypatch.setattr(store, "_clients", {})  # each test's moto, not an earlier test's client
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
 
 
@@ -201,3 +204,26 @@ def test_certificates_the_hook_superseded_are_detached_too(
     assert attached(iot) == {rotation["new"], foreign["certificateId"]}
     assert iot.list_attached_policies(target=superseded["certificateArn"])["policies"] == []
     assert status(iot, foreign["certificateId"]) == "ACTIVE"
+
+
+def test_clients_are_built_once_and_not_for_a_connection_that_is_not_a_thing(
+    rotation: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule invokes the retirer on every connection of the fleet: a claim's costs no AWS client, and
+    a thing's reuses the process's (building a boto3 client is ~100 ms of CPU; it was two per event)."""
+    from certificate_retirer import store
+
+    monkeypatch.setattr(store, "_clients", {})
+    built: list[str] = []
+    real_client = boto3.session.Session.client
+
+    def counting(self: Any, service: str, *args: Any, **kwargs: Any) -> Any:
+        built.append(service)
+        return real_client(self, service, *args, **kwargs)
+
+    monkeypatch.setattr(boto3.session.Session, "client", counting)
+    assert invoke(connected(rotation["new"], client_id="prov-SN-000001"))["retired"] == []
+    assert built == []
+    assert invoke(connected(rotation["old"]))["retired"] == []  # a thing still on its old certificate
+    assert invoke(connected(rotation["new"]))["retired"] == [rotation["old"]]
+    assert sorted(built) == ["dynamodb", "iot"]
