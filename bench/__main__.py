@@ -11,6 +11,9 @@ around them is kept).
    (bench/tls_context.py);
 5. `device_sim locust` against `fleet` side by side, and `--processes 2` against 1 (bench/locust_bench.py);
 6. the emulator's memory per held connection: idle TCP, TLS done, CONNECT done (bench/connection_memory.py).
+7. certificate rotation beside first provisioning at concurrency 100 (bench/rotation_bench.py).
+
+`--only rotation` runs the last alone and re-renders the tables with the other results of the previous run.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from bench import (
     hook_bench,
     locust_bench,
     memory_bench,
+    rotation_bench,
     tls_ceiling,
     tls_context,
 )
@@ -229,6 +233,8 @@ def render(summary: dict[str, Any]) -> str:
         lines += locust_bench.render(summary["locust"])
     if summary.get("connection_memory"):
         lines += _connection_memory_rows(summary["connection_memory"])
+    if summary.get("rotation"):
+        lines += rotation_bench.render(summary["rotation"])
     lines.append(END)
     return "\n".join(lines)
 
@@ -291,9 +297,16 @@ def main(
         bool,
         typer.Option(help="Run the memory benchmark (--no-memory reuses bench/results/memory.json)."),
     ] = True,
+    only: Annotated[
+        str | None,
+        typer.Option(help="rotation: run that benchmark alone, keeping the previous run's other results."),
+    ] = None,
 ) -> None:
     """Run every benchmark; write bench/results/*.json and regenerate docs/benchmarks.md."""
     started = time.monotonic()
+    if only is not None:
+        _only(only, started)
+        return
     summary: dict[str, Any] = {"machine": machine(), "command": "make bench (python -m bench)"}
     if sys.argv[1:]:
         summary["command"] = "python -m bench " + " ".join(sys.argv[1:])
@@ -327,11 +340,34 @@ def main(
             summary["locust"] = locust_bench.run(locust_bench.DEVICES, assembly=assembly)
         else:
             print("locust against fleet: skipped (no locust extra: pip install '.[locust]')", file=sys.stderr)
+    print(f"rotation beside provisioning: {rotation_bench.DEVICES} devices ...", file=sys.stderr)
+    summary["rotation"] = rotation_bench.run()
     summary["wall_s"] = round(time.monotonic() - started, 1)
     summary["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     _save("summary", summary)
     write_doc(summary)
     print(render(summary))
+
+
+def _only(name: str, started: float) -> None:
+    """One benchmark again; the summary (and the doc's tables) keep the previous run's other results."""
+    if name != "rotation":
+        raise typer.BadParameter("--only takes rotation")
+    previous = RESULTS_DIR / "summary.json"
+    if not previous.exists():
+        raise typer.BadParameter("--only needs an earlier full run (bench/results/summary.json)")
+    summary = json.loads(previous.read_text())
+    print(f"rotation beside provisioning: {rotation_bench.DEVICES} devices ...", file=sys.stderr)
+    summary["rotation"] = rotation_bench.run()
+    summary["rotation"]["run_alone"] = {
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "wall_s": round(time.monotonic() - started, 1),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_at_start": machine()["load_average_at_start"],
+    }
+    _save("summary", summary)
+    write_doc(summary)
+    print("\n".join(rotation_bench.render(summary["rotation"])))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from device_sim.device import DeviceOptions, provision_device
 from device_sim.errors import DeviceFailure, Rejected, UserError
@@ -129,8 +130,10 @@ async def run_fleet(
     stats: FleetStats,
     on_tick: Callable[[FleetStats], None] | None = None,
     tick_s: float = 0.25,
+    run_device: Callable[..., Awaitable[Any]] = provision_device,
 ) -> FleetStats:
-    """Drive every serial of the plan through `provision_device`; fills and returns `stats`."""
+    """Drive every serial of the plan through `run_device` (`provision_device`, or a rotation:
+    device_sim/rotation_fleet.py); fills and returns `stats`."""
     stats.devices = len(plan.serials)
     limit = asyncio.Semaphore(plan.concurrency)
     in_flight: set[asyncio.Task[None]] = set()
@@ -138,7 +141,7 @@ async def run_fleet(
     async def one(serial: str) -> None:
         stats.record_start()
         try:
-            result = await provision_device(
+            result = await run_device(
                 transport, serial, options, on_step=stats.record_step, on_retry=stats.record_retry
             )
             stats.record_outcome("provisioned", total_ms=result.total_ms)

@@ -1,6 +1,7 @@
 """`iot-emulator up` (also `python -m emulator up`) `--state-dir DIR [--cloud-assembly cdk.out] [--port 0]
 [--alpn-port N] [--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N]
-[--session-expiry-s N] [--limits aws|off]`.
+[--session-expiry-s N] [--limits aws|off]
+[--certificate-validity-days N] [--schedule-every-s N]`.
 
 Exit codes as every tool of the project (cli_conventions): 2 a wrong option or an unusable cloud assembly or
 state directory, 1 it could not start (a port in use), 130 interrupted while starting; once it serves,
@@ -168,6 +169,22 @@ def up(
             "to test how devices recover from a lost reply. Repeatable.",
         ),
     ] = None,
+    certificate_validity_days: Annotated[
+        float | None,
+        typer.Option(
+            "--certificate-validity-days",
+            help="Validity of the device certificates the emulator issues, in days from their issue "
+            "(fractions allowed: 0.0001 is about 9 s); default until 2049, as AWS IoT's.",
+        ),
+    ] = None,
+    schedule_every_s: Annotated[
+        float | None,
+        typer.Option(
+            "--schedule-every-s",
+            help="Run the stack's EventBridge schedules (the certificate retirer's sweep) every N s "
+            "instead of their rate(...), to try them in seconds.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     service_workers: Annotated[int, typer.Option("--service-workers", min=1, hidden=True)] = 32,
     hook_workers: Annotated[int, typer.Option("--hook-workers", min=1, hidden=True)] = 16,
@@ -188,6 +205,12 @@ def up(
         raise UsageError(f"--limits must be aws or off, not {limits!r}")
     if hook_isolation not in ("process", "thread"):
         raise UsageError(f"--hook-isolation must be process or thread, not {hook_isolation!r}")
+    for flag, value in (
+        ("--certificate-validity-days", certificate_validity_days),
+        ("--schedule-every-s", schedule_every_s),
+    ):
+        if value is not None and not 0 < value < 1e6:
+            raise UsageError(f"{flag} must be a positive number, not {value:g}")
     try:
         lost = _lose_replies(lose_replies or [])
     except ValueError as exc:
@@ -215,6 +238,8 @@ def up(
             session_expiry_s=session_expiry_s,
             lose_replies=lost,
             limits=limits or "default",
+            certificate_validity_days=certificate_validity_days,
+            schedule_every_s=schedule_every_s,
         )
     except (AssemblyError, PersistError, ValueError, ImportError, AttributeError) as exc:
         raise UsageError(exc) from None

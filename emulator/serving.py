@@ -7,7 +7,7 @@ import asyncio
 import logging
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +18,7 @@ from emulator.awsapi.control_plane import MqttAddress
 from emulator.awsapi.server import LocalAwsServer
 from emulator.mqtt.auth import IotGatekeeper
 from emulator.mqtt.broker import ALPN_PROTOCOL, Broker
+from emulator.mqtt.lifecycle import LifecycleEvents, Listener
 from emulator.mqtt.limits import Limits
 from emulator.mqtt.provisioning import ProvisioningTopics
 from emulator.provisioning.ca import CertificateAuthority
@@ -46,8 +47,11 @@ def serve(
     mqtt_address: MqttAddress,
     options: EmulatorOptions,
     cleanups: list[Callable[[], None]],
+    *,
+    lifecycle_listeners: Sequence[Listener] = (),
 ) -> Emulator:
-    """The broker on its event loop thread; returns once it accepts connections."""
+    """The broker on its event loop thread; returns once it accepts connections. AWS IoT's lifecycle
+    events go to their subscribers and to `lifecycle_listeners` (the stack's topic rules)."""
     # One pool per kind of work, so that none queues behind another. A RegisterThing thread mostly
     # waits for the hook (up to its time-out); with one shared pool, a burst of them held every thread
     # while CONNECT admissions and CSR signings queued behind, and the CPU idled (concurrency 100:
@@ -76,9 +80,10 @@ def serve(
     gatekeeper = IotGatekeeper(
         region=model.region, account_id=registry.account_id, identity=registry.identity, executor=admission
     )
+    events = LifecycleEvents(lambda message: broker.route(message), lifecycle_listeners)
     broker = Broker(
         ssl_context=server_ssl_context(state, authority),
-        gatekeeper=gatekeeper,
+        gatekeeper=events.observe(gatekeeper),
         handlers=[topics],
         host=options.host,
         port=options.port,
@@ -86,6 +91,7 @@ def serve(
         limits=limits,
     )
     raise_descriptor_limit()
+    broker.events = events
     emulator.broker = broker
 
     loop = asyncio.new_event_loop()
@@ -182,8 +188,36 @@ def raise_descriptor_limit() -> None:
         log.debug("could not raise the descriptor limit from %s", soft)
 
 
+X509_V_ERR_CERT_HAS_EXPIRED = 10  # OpenSSL's verify code for a certificate past its notAfter
+X509_V_ERR_CERT_NOT_YET_VALID = 9
+
+
+class _HandshakeLogged(ssl.SSLObject):
+    """The server side of each TLS connection (asyncio's SSL protocol makes one per connection through
+    `SSLContext.wrap_bio`): a client certificate OpenSSL refuses in the handshake is logged in one line.
+
+    OpenSSL refuses an expired client certificate in the handshake, as AWS IoT does, and asyncio then
+    closes the connection without a word (a handshake's OSError is logged only in asyncio's debug mode).
+    The handshake has not finished, so the certificate itself cannot be read here: the line says why."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            code = exc.verify_code
+            if code == X509_V_ERR_CERT_HAS_EXPIRED:
+                why = "certificate expired"
+            elif code == X509_V_ERR_CERT_NOT_YET_VALID:
+                why = "certificate not yet valid"
+            else:
+                why = f"certificate refused ({exc.verify_message})"
+            logging.getLogger("emulator.mqtt").info("connect refused in the TLS handshake: client %s", why)
+            raise
+
+
 def server_ssl_context(state: Path, authority: CertificateAuthority) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.sslobject_class = _HandshakeLogged
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(state / "server.pem", state / "server.key")
     context.load_verify_locations(cadata=authority.certificate_pem)

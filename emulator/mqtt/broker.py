@@ -28,7 +28,7 @@ from emulator.mqtt import codec, reasons
 from emulator.mqtt import properties as props
 from emulator.mqtt.codec import ProtocolError
 from emulator.mqtt.connection import Session
-from emulator.mqtt.contracts import Admission, Gatekeeper, Refused, TopicHandler
+from emulator.mqtt.contracts import Admission, ConnectionEvents, Gatekeeper, Refused, TopicHandler
 from emulator.mqtt.handshake import handshake
 from emulator.mqtt.heap import HeapTrimmer
 from emulator.mqtt.limits import DEFAULT_LIMITS, Limits
@@ -67,6 +67,7 @@ class Broker:
         self.store = SessionStore(limits)
         self.router = Router(gatekeeper, self.handlers, limits, self.store)
         self.sessions: dict[str, Session] = {}  # connected clients by client id
+        self.events: ConnectionEvents | None = None  # lifecycle events (lifecycle.py), set by the emulator
         self._host = host
         self._ports = [port, *extra_ports]
         self.listener = Listener(ssl_context, limits, self._on_connection, limits.maximum_packet_size_v3 + 16)
@@ -140,6 +141,8 @@ class Broker:
             session = await handshake(self, reader, writer, peer, ticket.deadline)
             ticket.release()  # CONNECT answered: the next client may start its TLS handshake
             if session is not None:
+                if self.events is not None:
+                    self.events.connected(session)
                 await self._serve(session, reader)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, TimeoutError):
             pass
@@ -225,6 +228,8 @@ class Broker:
         session.ended = True
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+        if self.events is not None:
+            self.events.disconnected(session)
         state = session.state
         if state.session is not session:
             return

@@ -57,6 +57,7 @@ class Session:
         self._writer = writer
         self._next_packet_id = 0
         self.closed = False
+        self.close_reason = ""  # the first reason it was closed for (its lifecycle event's disconnectReason)
         self.ended = False  # the broker has settled its session state (parked or discarded)
         self.state_label = ""  # for the connect log line: clean, persistent, resumed(n queued)
         limits = broker.limits
@@ -100,7 +101,7 @@ class Session:
         if transport.get_write_buffer_size() > self._high_water:
             # A client that does not read: what it is sent piles up here once the kernel's buffers are
             # full. Dropped at once (abort, not close: close would first try to send the pile).
-            self._mark_closed()
+            self._mark_closed("slow reader")
             log.info(
                 "disconnect client=%s cert=%.12s reason=slow reader: over %d bytes waiting to be sent",
                 quoted(self.client_id),
@@ -270,7 +271,7 @@ class Session:
     def close(self, reason: str, level: int = logging.INFO) -> None:
         if self.closed:
             return
-        self._mark_closed()
+        self._mark_closed(reason)
         log.log(
             level,
             "disconnect client=%s cert=%.12s reason=%s",
@@ -281,8 +282,9 @@ class Session:
         with contextlib.suppress(Exception):
             self._writer.close()
 
-    def _mark_closed(self) -> None:
+    def _mark_closed(self, reason: str) -> None:
         self.closed = True
+        self.close_reason = reason
         slot = self._request_slot
         if slot is not None and not slot.done():
             slot.set_result(None)  # the read loop stops waiting for a request slot, and ends

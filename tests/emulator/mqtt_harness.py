@@ -224,6 +224,7 @@ class Env:
 
     _paths: dict[str, tuple[Path, Path]] = field(default_factory=dict)
     _ca: str = ""
+    authority: CertificateAuthority | None = None  # signs the client certificates the broker trusts
 
 
 def _client_context(paths: tuple[Path, Path], ca_pem: str, alpn: list[str] | None = None) -> ssl.SSLContext:
@@ -266,7 +267,7 @@ async def broker_env(
     )
     await broker.start()
     contexts = {name: _client_context(p, authority.certificate_pem) for name, p in paths.items()}
-    env = Env(broker, gatekeeper, contexts, ids, paths, authority.certificate_pem)
+    env = Env(broker, gatekeeper, contexts, ids, paths, authority.certificate_pem, authority)
     try:
         yield env
     finally:
