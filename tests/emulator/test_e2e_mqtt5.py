@@ -75,7 +75,7 @@ def connect_line(emulator: EmulatorProcess, client_id: str) -> str:
     """The emulator's log line for the connection of `client_id` (the log is another process's file)."""
     deadline = time.monotonic() + TIMEOUT_S
     while True:
-        found = [line for line in emulator.log().splitlines() if f'connect client="{client_id}" ' in line]
+        found = [line for line in emulator.log().splitlines() if f"connect client={client_id} " in line]
         if found or time.monotonic() > deadline:
             assert found, f"no connect line for {client_id}"
             return found[0]

@@ -89,8 +89,8 @@ def test_the_rejection_line_names_the_hook_reason_once_and_cannot_be_forged() ->
     assert rejection_line(notes, "prov-1").endswith("3.0ms")  # nothing noted: the line as it was
     notes.note("prov-1", HookDenied("denied", hook_reason="TAKEN", request_id="r-1"))
     notes.note("prov-1", HookDenied("denied", hook_reason="REVOKED", request_id="r-2"))
-    assert rejection_line(notes, "prov-1").endswith('3.0ms hook_reason="TAKEN" request_id="r-1"')
-    assert rejection_line(notes, "prov-1").endswith('hook_reason="REVOKED" request_id="r-2"')
+    assert rejection_line(notes, "prov-1").endswith("3.0ms hook_reason=TAKEN request_id=r-1")
+    assert rejection_line(notes, "prov-1").endswith("hook_reason=REVOKED request_id=r-2")
     assert "hook_reason" not in rejection_line(notes, "prov-1")  # each note is used once
     notes.note(
         "prov-2", HookDenied("denied", hook_reason="X\nRegisterThing accepted device-SN9", request_id="a b")
@@ -104,7 +104,7 @@ def test_the_rejection_line_names_the_hook_reason_once_and_cannot_be_forged() ->
     line = rejection_line(notes, "prov-3\nRegisterThing accepted")
     assert "\n" not in line
     assert line.startswith('RegisterThing rejected client="prov-3\\nRegisterThing accepted" status=403')
-    assert line.endswith('hook_reason="TAKEN" request_id="r-3"')
+    assert line.endswith("hook_reason=TAKEN request_id=r-3")
 
 
 def test_a_denial_without_hook_details_adds_nothing(tmp_path: Path) -> None:

@@ -9,14 +9,16 @@ from emulator.logsafe import OneLineFormatter, quoted
 
 
 def test_quoted_values_cannot_break_or_forge_a_line() -> None:
-    assert quoted("prov-SN1") == '"prov-SN1"'
+    assert quoted("prov-SN1") == "prov-SN1"  # bare where nothing can be forged: what users grep for
+    assert quoted("$aws/things/x/shadow") == "$aws/things/x/shadow"
+    assert quoted("a b") == '"a b"' and quoted("a=b") == '"a=b"' and quoted("") == '""'
     assert quoted("a\nb\r\tc") == '"a\\nb\\r\\tc"'
     assert quoted('x" code=AccessDenied y="\\') == '"x\\" code=AccessDenied y=\\"\\\\"'
     # Line and paragraph separators, NEL, format characters, NUL: escapes, never the character itself.
     assert quoted("a\u2028b\u2029c\x85d\u200be\x00") == '"a\\u2028b\\u2029c\\x85d\\u200be\\x00"'
     assert quoted("\U000e0041") == '"\\U000e0041"'
-    assert quoted("é-ü") == '"é-ü"'  # printable text stays readable
-    assert quoted(403) == '"403"'
+    assert quoted("é-ü") == "é-ü"  # printable text stays readable
+    assert quoted(403) == "403"
     long = quoted("x" * 1000)
     assert long == '"' + "x" * 200 + '"...(1000 chars)'
     assert quoted("\n" * 1000).endswith('"...(1000 chars)') and "\n" not in quoted("\n" * 1000)

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awscrt import mqtt
 
+from device_sim.errors import DeviceFailure
 from tests.device_sim.conftest import Emulator
 from tests.rotation.support import (
     attached,
@@ -124,7 +124,7 @@ def test_lifecycle_events_reach_only_a_subscriber_the_policy_allows(
     heard: list[tuple[str, dict[str, Any]]] = []
     lock = threading.Lock()
 
-    def on_message(topic: str, payload: bytes, **_: Any) -> None:
+    def on_message(topic: str, payload: bytes) -> None:
         with lock:
             heard.append((topic, json.loads(payload)))
 
@@ -134,13 +134,15 @@ def test_lifecycle_events_reach_only_a_subscriber_the_policy_allows(
         await via.connect(watcher, "connect")
         bystander = via.device_connection(other.key.tls_options(other.certificate_pem), other.thing_name)
         try:
-            for topic_filter in ("$aws/events/presence/connected/+", "$aws/events/presence/disconnected/+"):
-                future, _ = watcher.subscribe(topic_filter, mqtt.QoS.AT_LEAST_ONCE, on_message)
-                await asyncio.wrap_future(future)
+            await watcher.subscribe(
+                ["$aws/events/presence/connected/+", "$aws/events/presence/disconnected/+"],
+                on_message,
+                "watch",
+            )
             await via.connect(bystander, "connect")  # its device policy does not allow the events
-            future, _ = bystander.subscribe("$aws/events/presence/connected/+", mqtt.QoS.AT_LEAST_ONCE)
-            with pytest.raises(mqtt.SubscribeError):
-                await asyncio.wrap_future(future)
+            with pytest.raises(DeviceFailure) as refused:
+                await bystander.subscribe(["$aws/events/presence/connected/+"], None, "watch")
+            assert refused.value.kind == "subscribe_refused"
             await via.disconnect(bystander)
             for _ in range(50):
                 with lock:
