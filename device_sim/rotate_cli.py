@@ -1,4 +1,4 @@
-"""`python -m device_sim rotate --device-dir D`: renew one provisioned device's certificate in the field.
+"""`device-sim rotate --device-dir D`: renew one provisioned device's certificate in the field.
 
 Registered on the app by `device_sim.cli`; its target options are cli_options', as every command's. Exit
 codes as every command: 0 done, 1 rejected or failed (the device directory then still holds a working
