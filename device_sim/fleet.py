@@ -137,6 +137,11 @@ async def run_fleet(
     stats.devices = len(plan.serials)
     limit = asyncio.Semaphore(plan.concurrency)
     in_flight: set[asyncio.Task[None]] = set()
+    counted_for_them: set[asyncio.Task[None]] = set()  # given up on at the stop: counted once, already
+
+    def outcome(name: str, **details: Any) -> None:
+        if asyncio.current_task() not in counted_for_them:
+            stats.record_outcome(name, **details)
 
     async def one(serial: str) -> None:
         stats.record_start()
@@ -144,18 +149,18 @@ async def run_fleet(
             result = await run_device(
                 transport, serial, options, on_step=stats.record_step, on_retry=stats.record_retry
             )
-            stats.record_outcome("provisioned", total_ms=result.total_ms)
+            outcome("provisioned", total_ms=result.total_ms)
         except asyncio.CancelledError:
-            stats.record_outcome("interrupted")
+            outcome("interrupted")
             raise
         except Rejected as exc:
-            stats.record_outcome("rejected", code=exc.error_code)
+            outcome("rejected", code=exc.error_code)
         except DeviceFailure as exc:
             # The transport turns a cancellation into a DeviceFailure of the step it cut short: a device
             # stopped by Ctrl-C did not fail, it was interrupted.
-            stats.record_outcome("interrupted" if _cancelling() else "failed", code=exc.kind)
+            outcome("interrupted" if _cancelling() else "failed", code=exc.kind)
         except Exception as exc:  # noqa: BLE001 - one broken device must not stop the fleet
-            stats.record_outcome("failed", code=f"internal_{type(exc).__name__}")
+            outcome("failed", code=f"internal_{type(exc).__name__}")
         finally:
             limit.release()
 
@@ -182,6 +187,11 @@ async def run_fleet(
         if in_flight:
             # Let each cancelled device close its connection and count itself as interrupted.
             await asyncio.wait(list(in_flight), timeout=STOP_GRACE_S)
+        for task in list(in_flight):
+            # Still closing after the grace (a loaded machine): interrupted, counted now, before the
+            # report is written, and never again when it ends.
+            counted_for_them.add(task)
+            stats.record_outcome("interrupted")
         if ticker:
             ticker.cancel()
         stats.finish(interrupted=not completed)
