@@ -27,6 +27,10 @@ from emulator.mqtt.policy_engine import (
 from emulator.registry.store import ACTIVE, ConnectionIdentity
 
 
+class RegistryBusy(Exception):
+    """Raised by an `identity_now` that would have to wait for the registry: ask a worker thread instead."""
+
+
 @dataclass
 class ConnectionAuthority:
     engine: PolicyEngine
@@ -42,10 +46,16 @@ class IotGatekeeper:
         account_id: str,
         identity: Callable[[str, str], ConnectionIdentity | None],
         executor: Executor,
+        identity_now: Callable[[str, str], ConnectionIdentity | None] | None = None,
     ) -> None:
+        """`identity` may block (the registry's lock): it runs on `executor`. `identity_now`, if given,
+        answers on the event loop or raises RegistryBusy without waiting; a CONNECT then costs no thread
+        hand-off unless another thread holds the registry (issue 17: the hand-off cost more than the
+        look-up)."""
         self._region = region
         self._account = account_id
         self._identity = identity
+        self._identity_now = identity_now
         self._executor = executor
         self._engines: OrderedDict[tuple[str, ...], PolicyEngine] = OrderedDict()
 
@@ -62,8 +72,14 @@ class IotGatekeeper:
         return engine
 
     async def admit(self, certificate_id: str, client_id: str) -> Admission:
-        loop = asyncio.get_running_loop()
-        identity = await loop.run_in_executor(self._executor, self._identity, certificate_id, client_id)
+        identity: ConnectionIdentity | None
+        try:
+            if self._identity_now is None:
+                raise RegistryBusy
+            identity = self._identity_now(certificate_id, client_id)
+        except RegistryBusy:
+            loop = asyncio.get_running_loop()
+            identity = await loop.run_in_executor(self._executor, self._identity, certificate_id, client_id)
         # A certificate AWS IoT does not accept ends the connection before any MQTT answer (hang_up).
         if identity is None:
             raise Refused("certificate is not registered", hang_up=True)
