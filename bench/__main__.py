@@ -111,6 +111,12 @@ def _before_rows(comparisons: list[dict[str, Any]]) -> list[str]:
     if "skipped" in before:
         return ["", f"Today against {flow_bench.BEFORE}: skipped ({before['skipped']}).", ""]
     r = before["today_over_before"]
+    today = [p["baseline"] for p in before["pairs"]]
+    older = [p["variant"] for p in before["pairs"]]
+    front = ", ".join(
+        f"{o['cpu_ms_per_device']['emulator_main']} → {t['cpu_ms_per_device']['emulator_main']}"
+        for o, t in zip(older, today, strict=True)
+    )
     return [
         "",
         f"Today against {flow_bench.BEFORE} (commit {flow_bench.BEFORE_ISSUE_17}'s emulator, from a "
@@ -123,6 +129,9 @@ def _before_rows(comparisons: list[dict[str, Any]]) -> list[str]:
         f"| {r['cpu_ms_per_device_emulator']:.2f}x "
         f"| {r['cpu_ms_per_device_emulator_main']:.2f}x | {r['cpu_ms_per_device_hook_process']:.2f}x "
         f"| {r['cpu_ms_per_device_simulator']:.2f}x |",
+        "",
+        f"Per pair, before → today: devices/s {_rates(older)} → {_rates(today)}; front-end CPU ms/device "
+        f"{front}.",
     ]
 
 
@@ -188,7 +197,8 @@ def render(summary: dict[str, Any]) -> str:
     if comparisons:
         lines += [
             "",
-            f"Side by side at concurrency {comparisons[0]['concurrency']}: each variant against the default "
+            f"Side by side at concurrency {flow_bench.TARGET['concurrency']}: each variant against the "
+            "default "
             "(MQTT 3.1.1, the hook in its own process), run back to back in pairs; the ratio is of their "
             "summed devices/s.",
             "",
@@ -198,7 +208,7 @@ def render(summary: dict[str, Any]) -> str:
             "|---|---|---|---:|---:|---:|---:|---|---|",
         ]
         for comparison in comparisons:
-            if "skipped" not in comparison:
+            if "skipped" not in comparison and comparison["variant"] != flow_bench.BEFORE:
                 lines.append(_comparison_row(comparison))
         lines += _before_rows(comparisons)
     lines += ["", "Per step, p50 / p99 in ms:", ""]
