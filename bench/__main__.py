@@ -89,12 +89,50 @@ def _flow_row(lv: dict[str, Any], ceiling: float) -> str:
     total = lv["latency_ms"]["total"]
     cpu = lv["cpu_ms_per_device"]
     split = f" ({cpu['emulator_main']} + {cpu['hook_process']})" if "hook_process" in cpu else ""
+    share = lv.get("share_of_one_thread")
+    shares = (
+        "n/a"
+        if share is None
+        else f"{share['front_end_loop']:.2f} / {share['hook_process']:.2f} / {share['simulator']:.2f}"
+    )
     return (
         f"| {lv['concurrency']} | {lv.get('variant', 'default')} | {lv['provisioned']:,} "
         f"| {lv['failed']} | {lv['devices_per_s']:.1f} "
         f"| {lv['devices_per_s'] / ceiling:.1%} | {_ms(total['p50'])} | {_ms(total['p99'])} "
-        f"| {cpu['emulator']}{split} | {cpu['simulator']} |"
+        f"| {cpu['emulator']}{split} | {cpu['simulator']} | {shares} |"
     )
+
+
+def _before_rows(comparisons: list[dict[str, Any]]) -> list[str]:
+    """Today's code over the emulator before issue 17, from the same run (flow_bench.BEFORE)."""
+    before = next((c for c in comparisons if c["variant"] == flow_bench.BEFORE), None)
+    if before is None:
+        return []
+    if "skipped" in before:
+        return ["", f"Today against {flow_bench.BEFORE}: skipped ({before['skipped']}).", ""]
+    r = before["today_over_before"]
+    today = [p["baseline"] for p in before["pairs"]]
+    older = [p["variant"] for p in before["pairs"]]
+    front = ", ".join(
+        f"{o['cpu_ms_per_device']['emulator_main']} → {t['cpu_ms_per_device']['emulator_main']}"
+        for o, t in zip(older, today, strict=True)
+    )
+    return [
+        "",
+        f"Today against {flow_bench.BEFORE} (commit {flow_bench.BEFORE_ISSUE_17}'s emulator, from a "
+        f"temporary `git worktree`), concurrency {before['concurrency']}, {len(before['pairs'])} alternating "
+        "pairs: today's value over the old one (below 1: less CPU per device, lower p99).",
+        "",
+        "| devices/s | p99 total | CPU/device: emulator | front end | hook process | simulator |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| **{r['devices_per_s']:.2f}x** | {r['p99_total_ms']:.2f}x "
+        f"| {r['cpu_ms_per_device_emulator']:.2f}x "
+        f"| {r['cpu_ms_per_device_emulator_main']:.2f}x | {r['cpu_ms_per_device_hook_process']:.2f}x "
+        f"| {r['cpu_ms_per_device_simulator']:.2f}x |",
+        "",
+        f"Per pair, before → today: devices/s {_rates(older)} → {_rates(today)}; front-end CPU ms/device "
+        f"{front}.",
+    ]
 
 
 def _rates(runs: list[dict[str, Any]]) -> str:
@@ -150,8 +188,8 @@ def render(summary: dict[str, Any]) -> str:
         "",
         "| concurrency | variant | provisioned | failed | devices/s | share of the TLS ceiling "
         "| p50 total ms | p99 total ms | emulator CPU ms/device (front end + hook process) "
-        "| simulator CPU ms/device |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| simulator CPU ms/device | share of one thread: front-end loop / hook process / simulator |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv in flow["levels"]:
         lines.append(_flow_row(lv, ceiling))
@@ -159,7 +197,8 @@ def render(summary: dict[str, Any]) -> str:
     if comparisons:
         lines += [
             "",
-            f"Side by side at concurrency {comparisons[0]['concurrency']}: each variant against the default "
+            f"Side by side at concurrency {flow_bench.TARGET['concurrency']}: each variant against the "
+            "default "
             "(MQTT 3.1.1, the hook in its own process), run back to back in pairs; the ratio is of their "
             "summed devices/s.",
             "",
@@ -169,7 +208,9 @@ def render(summary: dict[str, Any]) -> str:
             "|---|---|---|---:|---:|---:|---:|---|---|",
         ]
         for comparison in comparisons:
-            lines.append(_comparison_row(comparison))
+            if "skipped" not in comparison and comparison["variant"] != flow_bench.BEFORE:
+                lines.append(_comparison_row(comparison))
+        lines += _before_rows(comparisons)
     lines += ["", "Per step, p50 / p99 in ms:", ""]
     steps = [s for s in flow_bench.STEPS if s != "total"]
     lines += ["| concurrency | " + " | ".join(steps) + " |", "|---:|" + "---:|" * len(steps)]

@@ -16,14 +16,14 @@ from emulator import stack_setup
 from emulator.assembly.reader import StackModel
 from emulator.awsapi.control_plane import MqttAddress
 from emulator.awsapi.server import LocalAwsServer
-from emulator.mqtt.auth import IotGatekeeper
+from emulator.mqtt.auth import IotGatekeeper, RegistryBusy
 from emulator.mqtt.broker import ALPN_PROTOCOL, Broker
 from emulator.mqtt.lifecycle import LifecycleEvents, Listener
 from emulator.mqtt.limits import Limits
 from emulator.mqtt.provisioning import ProvisioningTopics
 from emulator.provisioning.ca import CertificateAuthority
 from emulator.provisioning.service import ProvisioningService
-from emulator.registry.store import Registry
+from emulator.registry.store import ConnectionIdentity, Registry
 
 if TYPE_CHECKING:
     from emulator.runtime import ClaimFiles, Emulator, EmulatorOptions
@@ -32,7 +32,7 @@ log = logging.getLogger("emulator")
 
 STOP_GRACE_S = 2.0  # how long stop() lets requests already running finish
 CERTIFICATE_WORKERS = 8  # CreateCertificateFromCsr / CreateKeysAndCertificate, and the token sweep
-ADMISSION_WORKERS = 4  # CONNECT: the certificate's identity, a few dict reads
+ADMISSION_WORKERS = 4  # CONNECT: the certificate's identity, when another thread holds the registry
 
 
 def serve(
@@ -78,7 +78,11 @@ def serve(
         limits=limits,
     )
     gatekeeper = IotGatekeeper(
-        region=model.region, account_id=registry.account_id, identity=registry.identity, executor=admission
+        region=model.region,
+        account_id=registry.account_id,
+        identity=registry.identity,
+        executor=admission,
+        identity_now=lambda certificate_id, client_id: _identity_now(registry, certificate_id, client_id),
     )
     events = LifecycleEvents(lambda message: broker.route(message), lifecycle_listeners)
     broker = Broker(
@@ -252,3 +256,15 @@ async def sweep(
             await loop.run_in_executor(executor, registry.forget_expired_claims)
         except Exception:
             log.exception("token expiry sweep failed")
+
+
+def _identity_now(registry: Registry, certificate_id: str, client_id: str) -> ConnectionIdentity | None:
+    """The registry's answer on the event loop, if nobody holds its lock (a few dict reads, cheaper than a
+    thread hand-off); RegistryBusy if a worker does (a RegisterThing writing its plan): the loop never
+    waits."""
+    if not registry.lock.acquire(blocking=False):
+        raise RegistryBusy
+    try:
+        return registry.identity(certificate_id, client_id)  # its own `with lock` re-enters (an RLock)
+    finally:
+        registry.lock.release()

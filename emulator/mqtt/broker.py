@@ -36,6 +36,7 @@ from emulator.mqtt.listener import Listener, Ticket
 from emulator.mqtt.routing import Router
 from emulator.mqtt.sessions import Message, SessionState, SessionStore
 from emulator.mqtt.throttle import PerKeyInterval
+from emulator.mqtt.watchdog import Watchdog
 from emulator.mqtt.wire import read_packet_rest
 
 __all__ = ["ALPN_PROTOCOL", "Admission", "Broker", "Gatekeeper", "Refused", "Session", "TopicHandler"]
@@ -170,48 +171,51 @@ class Broker:
         while the client has `requests_per_connection` provisioning requests under way."""
         wire, router, limits = session.codec, self.router, self.limits
         read_limit = wire.read_limit(limits)
-        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
         idle_s = session.keep_alive * 1.5 if session.keep_alive else None  # MQTT-3.1.2-24
         packet_s = limits.packet_read_timeout_s
-        within_packet = False
+        watchdog = Watchdog(asyncio.get_running_loop(), task, idle_s, packet_s)
         try:
-            async with asyncio.timeout(None) as deadline:
-                while not session.closed:
-                    within_packet = False
-                    deadline.reschedule(None if idle_s is None else loop.time() + idle_s)
-                    first = await reader.readexactly(1)
-                    within_packet = True
-                    deadline.reschedule(loop.time() + packet_s)
-                    kind, flags, body = await read_packet_rest(reader, first[0], read_limit)
-                    if kind == codec.PUBLISH:
-                        router.on_publish(session, wire.parse_publish(flags, body))
-                        if session.requests >= limits.requests_per_connection:
-                            deadline.reschedule(None)
-                            await session.wait_for_request_slot()
-                    elif kind == codec.PUBACK:
-                        session.acknowledged(wire.parse_puback(body).packet_id)
-                    elif kind == codec.SUBSCRIBE:
-                        router.on_subscribe(session, wire.parse_subscribe(body))
-                    elif kind == codec.UNSUBSCRIBE:
-                        router.on_unsubscribe(session, wire.parse_unsubscribe(body))
-                    elif kind == codec.PINGREQ:
-                        session.send(wire.pingresp())
-                    elif kind == codec.DISCONNECT:
-                        self._on_disconnect(session, wire.parse_disconnect(body).properties)
-                        return
-                    elif kind == codec.CONNECT:
-                        raise ProtocolError("second CONNECT")  # MQTT-3.1.0-2
-                    else:
-                        # PUBREC/PUBREL/PUBCOMP: AWS IoT does not support QoS 2; AUTH: no enhanced auth.
-                        raise ProtocolError(f"unsupported packet type {kind}")
-        except TimeoutError:
-            if within_packet:
+            while not session.closed:
+                watchdog.idle()
+                first = await reader.readexactly(1)
+                watchdog.packet_started()
+                kind, flags, body = await read_packet_rest(reader, first[0], read_limit)
+                if kind == codec.PUBLISH:
+                    router.on_publish(session, wire.parse_publish(flags, body))
+                    if session.requests >= limits.requests_per_connection:
+                        watchdog.pause()
+                        await session.wait_for_request_slot()
+                elif kind == codec.PUBACK:
+                    session.acknowledged(wire.parse_puback(body).packet_id)
+                elif kind == codec.SUBSCRIBE:
+                    router.on_subscribe(session, wire.parse_subscribe(body))
+                elif kind == codec.UNSUBSCRIBE:
+                    router.on_unsubscribe(session, wire.parse_unsubscribe(body))
+                elif kind == codec.PINGREQ:
+                    session.send(wire.pingresp())
+                elif kind == codec.DISCONNECT:
+                    self._on_disconnect(session, wire.parse_disconnect(body).properties)
+                    return
+                elif kind == codec.CONNECT:
+                    raise ProtocolError("second CONNECT")  # MQTT-3.1.0-2
+                else:
+                    # PUBREC/PUBREL/PUBCOMP: AWS IoT does not support QoS 2; AUTH: no enhanced auth.
+                    raise ProtocolError(f"unsupported packet type {kind}")
+        except asyncio.CancelledError:
+            if not watchdog.expired:
+                raise
+            task.uncancel()  # the watchdog's own cancellation, turned into the time-out it stands for
+            if watchdog.within_packet:
                 # CHOSEN: AWS documents no such deadline; a half-sent packet holds its bytes in memory.
                 session.disconnect(
                     reasons.KEEP_ALIVE_TIMEOUT, f"packet not complete within {packet_s:g} s of its first byte"
                 )
             else:
                 session.disconnect(reasons.KEEP_ALIVE_TIMEOUT, "MQTT_KEEP_ALIVE_TIMEOUT")
+        finally:
+            watchdog.stop()
 
     def _on_disconnect(self, session: Session, properties: Mapping[str, Any]) -> None:
         expiry = properties.get(props.SESSION_EXPIRY_INTERVAL)

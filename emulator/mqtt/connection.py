@@ -272,13 +272,14 @@ class Session:
         if self.closed:
             return
         self._mark_closed(reason)
-        log.log(
-            level,
-            "disconnect client=%s cert=%.12s reason=%s",
-            quoted(self.client_id),
-            self.certificate_id,
-            reason,
-        )
+        if log.isEnabledFor(level):  # most closes log at DEBUG: not even the client id is quoted then
+            log.log(
+                level,
+                "disconnect client=%s cert=%.12s reason=%s",
+                quoted(self.client_id),
+                self.certificate_id,
+                reason,
+            )
         with contextlib.suppress(Exception):
             self._writer.close()
 

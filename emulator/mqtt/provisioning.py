@@ -10,11 +10,12 @@ under way are counted on its session, so that the broker stops reading a connect
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from emulator.logsafe import quoted
@@ -76,7 +77,8 @@ class ProvisioningTopics:
         self._executor = executor
         self._register_executor = register_executor or executor
         self._on_outcome = on_outcome
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: set[Future[Reply]] = set()  # on the worker pools
+        self._abandoned: set[Future[Reply]] = set()  # still running when drain() gave up on them
         self._lose_replies = dict(lose_replies or {})
         self._rates = {
             operation: TokenBucket(rate) for operation, rate in limits.provisioning_rates().items()
@@ -99,26 +101,43 @@ class ProvisioningTopics:
             self._reply(session, message, match, operation, THROTTLED, time.perf_counter())
             return
         session.request_started()
-        task = asyncio.get_running_loop().create_task(self._answer(session, message, match, operation))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _answer(self, session: Session, message: Publish, match: re.Match[str], operation: str) -> None:
         started = time.perf_counter()
         fmt = PayloadFormat(match.group(match.lastindex or 1))
         requester = Requester(session.client_id, session.certificate_id)
-        loop = asyncio.get_running_loop()
+        executor = self._register_executor if operation == "RegisterThing" else self._executor
+        # One hand-off each way and nothing else: the worker's result comes back to the loop through
+        # call_soon_threadsafe (no Task, no asyncio future chained to the pool's: issue 17).
         try:
-            executor = self._register_executor if operation == "RegisterThing" else self._executor
-            reply: Reply = await loop.run_in_executor(
-                executor, self._call, operation, requester, match, message.payload, fmt
-            )
-        except Exception as exc:  # run_in_executor itself failing (shutdown): still one reply
-            error = as_provisioning_error(exc)
-            reply = Rejected(error.status_code, error.error_code, error.message)
-        finally:
+            future = executor.submit(self._call, operation, requester, match, message.payload, fmt)
+        except Exception as exc:  # the pool shut down: still one reply
             session.request_finished()
-        self._reply(session, message, match, operation, reply, started)
+            error = as_provisioning_error(exc)
+            refusal = Rejected(error.status_code, error.error_code, error.message)
+            self._reply(session, message, match, operation, refusal, started)
+            return
+        self._in_flight.add(future)
+        loop = asyncio.get_running_loop()
+
+        def back_on_the_loop(done: Future[Reply]) -> None:  # on the worker's thread (or the pool's canceller)
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is left to answer
+                loop.call_soon_threadsafe(self._answered, done, session, message, match, operation, started)
+
+        future.add_done_callback(back_on_the_loop)
+
+    def _answered(
+        self,
+        future: Future[Reply],
+        session: Session,
+        message: Publish,
+        match: re.Match[str],
+        operation: str,
+        started: float,
+    ) -> None:
+        self._in_flight.discard(future)
+        session.request_finished()
+        if future.cancelled() or future in self._abandoned:
+            return  # dropped at shutdown (queued, or past drain's grace): no reply, as the connection closes
+        self._reply(session, message, match, operation, future.result(), started)
 
     def _reply(
         self,
@@ -169,17 +188,15 @@ class ProvisioningTopics:
             return Rejected(error.status_code, error.error_code, error.message)
 
     async def drain(self, timeout: float | None = None) -> None:
-        """Wait for the requests in flight, at most `timeout` s; those still running are cancelled
+        """Wait for the requests in flight, at most `timeout` s; those still running are abandoned
         (their worker threads finish in the background, their replies are not sent)."""
-        if not self._tasks:
+        if not self._in_flight:
             return
-        tasks = list(self._tasks)
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
+        waiting = [asyncio.wrap_future(future) for future in self._in_flight]
+        _, pending = await asyncio.wait(waiting, timeout=timeout)
         if pending:
+            self._abandoned.update(future for future in self._in_flight if not future.done())
             log.info("shutdown: %d request(s) still running abandoned", len(pending))
-            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _operation(match: re.Match[str]) -> str:
