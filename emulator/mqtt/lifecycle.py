@@ -138,9 +138,12 @@ class LifecycleEvents:
         )
 
     def _publish(self, topic: str, event: dict[str, object]) -> None:
+        subscribed = self._has_subscribers()
+        if not subscribed and not self._listeners:
+            return  # nobody would see it (the default stack, every device): no payload to build
         payload = json.dumps(event, separators=(",", ":")).encode()
         try:
-            if self._has_subscribers():
+            if subscribed:
                 # UNCONFIRMED: the QoS AWS publishes lifecycle events with; QoS 1 here, so a subscriber's
                 # own QoS decides (and a persistent session keeps those it missed, as any QoS 1 message).
                 self._route(Message(topic, payload, 1))
