@@ -9,7 +9,11 @@ around them is kept).
    (bench/memory_bench.py);
 4. the simulator's CPU per device TLS context, with the system trust store and as `Transport` sets it up
    (bench/tls_context.py);
-5. `device_sim locust` against `fleet` side by side, and `--processes 2` against 1 (bench/locust_bench.py).
+5. `device_sim locust` against `fleet` side by side, and `--processes 2` against 1 (bench/locust_bench.py);
+6. the emulator's memory per held connection: idle TCP, TLS done, CONNECT done (bench/connection_memory.py).
+7. certificate rotation beside first provisioning at concurrency 100 (bench/rotation_bench.py).
+
+`--only rotation` runs the last alone and re-renders the tables with the other results of the previous run.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ from typing import Annotated, Any
 
 import typer
 
-from bench import flow_bench, hook_bench, locust_bench, memory_bench, tls_ceiling, tls_context
+from bench import (
+    connection_memory,
+    flow_bench,
+    hook_bench,
+    locust_bench,
+    memory_bench,
+    rotation_bench,
+    tls_ceiling,
+    tls_context,
+)
 from bench.stack import REPO_ROOT, synthesize, workdir
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -76,12 +89,50 @@ def _flow_row(lv: dict[str, Any], ceiling: float) -> str:
     total = lv["latency_ms"]["total"]
     cpu = lv["cpu_ms_per_device"]
     split = f" ({cpu['emulator_main']} + {cpu['hook_process']})" if "hook_process" in cpu else ""
+    share = lv.get("share_of_one_thread")
+    shares = (
+        "n/a"
+        if share is None
+        else f"{share['front_end_loop']:.2f} / {share['hook_process']:.2f} / {share['simulator']:.2f}"
+    )
     return (
         f"| {lv['concurrency']} | {lv.get('variant', 'default')} | {lv['provisioned']:,} "
         f"| {lv['failed']} | {lv['devices_per_s']:.1f} "
         f"| {lv['devices_per_s'] / ceiling:.1%} | {_ms(total['p50'])} | {_ms(total['p99'])} "
-        f"| {cpu['emulator']}{split} | {cpu['simulator']} |"
+        f"| {cpu['emulator']}{split} | {cpu['simulator']} | {shares} |"
     )
+
+
+def _before_rows(comparisons: list[dict[str, Any]]) -> list[str]:
+    """Today's code over the emulator before issue 17, from the same run (flow_bench.BEFORE)."""
+    before = next((c for c in comparisons if c["variant"] == flow_bench.BEFORE), None)
+    if before is None:
+        return []
+    if "skipped" in before:
+        return ["", f"Today against {flow_bench.BEFORE}: skipped ({before['skipped']}).", ""]
+    r = before["today_over_before"]
+    today = [p["baseline"] for p in before["pairs"]]
+    older = [p["variant"] for p in before["pairs"]]
+    front = ", ".join(
+        f"{o['cpu_ms_per_device']['emulator_main']} → {t['cpu_ms_per_device']['emulator_main']}"
+        for o, t in zip(older, today, strict=True)
+    )
+    return [
+        "",
+        f"Today against {flow_bench.BEFORE} (commit {flow_bench.BEFORE_ISSUE_17}'s emulator, from a "
+        f"temporary `git worktree`), concurrency {before['concurrency']}, {len(before['pairs'])} alternating "
+        "pairs: today's value over the old one (below 1: less CPU per device, lower p99).",
+        "",
+        "| devices/s | p99 total | CPU/device: emulator | front end | hook process | simulator |",
+        "|---:|---:|---:|---:|---:|---:|",
+        f"| **{r['devices_per_s']:.2f}x** | {r['p99_total_ms']:.2f}x "
+        f"| {r['cpu_ms_per_device_emulator']:.2f}x "
+        f"| {r['cpu_ms_per_device_emulator_main']:.2f}x | {r['cpu_ms_per_device_hook_process']:.2f}x "
+        f"| {r['cpu_ms_per_device_simulator']:.2f}x |",
+        "",
+        f"Per pair, before → today: devices/s {_rates(older)} → {_rates(today)}; front-end CPU ms/device "
+        f"{front}.",
+    ]
 
 
 def _rates(runs: list[dict[str, Any]]) -> str:
@@ -137,8 +188,8 @@ def render(summary: dict[str, Any]) -> str:
         "",
         "| concurrency | variant | provisioned | failed | devices/s | share of the TLS ceiling "
         "| p50 total ms | p99 total ms | emulator CPU ms/device (front end + hook process) "
-        "| simulator CPU ms/device |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| simulator CPU ms/device | share of one thread: front-end loop / hook process / simulator |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for lv in flow["levels"]:
         lines.append(_flow_row(lv, ceiling))
@@ -146,7 +197,8 @@ def render(summary: dict[str, Any]) -> str:
     if comparisons:
         lines += [
             "",
-            f"Side by side at concurrency {comparisons[0]['concurrency']}: each variant against the default "
+            f"Side by side at concurrency {flow_bench.TARGET['concurrency']}: each variant against the "
+            "default "
             "(MQTT 3.1.1, the hook in its own process), run back to back in pairs; the ratio is of their "
             "summed devices/s.",
             "",
@@ -156,7 +208,9 @@ def render(summary: dict[str, Any]) -> str:
             "|---|---|---|---:|---:|---:|---:|---|---|",
         ]
         for comparison in comparisons:
-            lines.append(_comparison_row(comparison))
+            if "skipped" not in comparison and comparison["variant"] != flow_bench.BEFORE:
+                lines.append(_comparison_row(comparison))
+        lines += _before_rows(comparisons)
     lines += ["", "Per step, p50 / p99 in ms:", ""]
     steps = [s for s in flow_bench.STEPS if s != "total"]
     lines += ["| concurrency | " + " | ".join(steps) + " |", "|---:|" + "---:|" * len(steps)]
@@ -218,8 +272,37 @@ def render(summary: dict[str, Any]) -> str:
         ]
     if summary.get("locust"):
         lines += locust_bench.render(summary["locust"])
+    if summary.get("connection_memory"):
+        lines += _connection_memory_rows(summary["connection_memory"])
+    if summary.get("rotation"):
+        lines += rotation_bench.render(summary["rotation"])
     lines.append(END)
     return "\n".join(lines)
+
+
+_STAGE_NAMES = {
+    "idle_tcp": "TCP accepted, nothing sent",
+    "tls_done": "TLS done, no CONNECT",
+    "connect_done": "CONNECT done (claim, idle)",
+}
+
+
+def _connection_memory_rows(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Emulator: memory per held connection",
+        "",
+        "| stage | connections held | RSS before → held → after closing | per connection "
+        "| kept after closing |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for stage, numbers in result["stages"].items():
+        rss = (numbers["rss_before_mb"], numbers["rss_held_mb"], numbers["rss_after_mb"])
+        lines.append(
+            f"| {_STAGE_NAMES.get(stage, stage)} | {numbers['connections']:,} "
+            f"| {' → '.join(f'{x:.0f}' for x in rss)} MB "
+            f"| {numbers['kb_per_connection']:.1f} KB | {numbers['retained_after_close_mb']:+.1f} MB |"
+        )
+    return [*lines, ""]
 
 
 SKELETON = """# Benchmarks
@@ -255,9 +338,16 @@ def main(
         bool,
         typer.Option(help="Run the memory benchmark (--no-memory reuses bench/results/memory.json)."),
     ] = True,
+    only: Annotated[
+        str | None,
+        typer.Option(help="rotation: run that benchmark alone, keeping the previous run's other results."),
+    ] = None,
 ) -> None:
     """Run every benchmark; write bench/results/*.json and regenerate docs/benchmarks.md."""
     started = time.monotonic()
+    if only is not None:
+        _only(only, started)
+        return
     summary: dict[str, Any] = {"machine": machine(), "command": "make bench (python -m bench)"}
     if sys.argv[1:]:
         summary["command"] = "python -m bench " + " ".join(sys.argv[1:])
@@ -284,16 +374,41 @@ def main(
         else:
             summary["memory"] = json.loads(previous.read_text())
             summary["memory"]["reused_from_an_earlier_run"] = True
+        print("emulator: memory per held connection ...", file=sys.stderr)
+        summary["connection_memory"] = connection_memory.run(assembly=assembly)
         if importlib.util.find_spec("locust") is not None:
             print(f"locust against fleet: {locust_bench.DEVICES} devices ...", file=sys.stderr)
             summary["locust"] = locust_bench.run(locust_bench.DEVICES, assembly=assembly)
         else:
             print("locust against fleet: skipped (no locust extra: pip install '.[locust]')", file=sys.stderr)
+    print(f"rotation beside provisioning: {rotation_bench.DEVICES} devices ...", file=sys.stderr)
+    summary["rotation"] = rotation_bench.run()
     summary["wall_s"] = round(time.monotonic() - started, 1)
     summary["finished_at"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     _save("summary", summary)
     write_doc(summary)
     print(render(summary))
+
+
+def _only(name: str, started: float) -> None:
+    """One benchmark again; the summary (and the doc's tables) keep the previous run's other results."""
+    if name != "rotation":
+        raise typer.BadParameter("--only takes rotation")
+    previous = RESULTS_DIR / "summary.json"
+    if not previous.exists():
+        raise typer.BadParameter("--only needs an earlier full run (bench/results/summary.json)")
+    summary = json.loads(previous.read_text())
+    print(f"rotation beside provisioning: {rotation_bench.DEVICES} devices ...", file=sys.stderr)
+    summary["rotation"] = rotation_bench.run()
+    summary["rotation"]["run_alone"] = {
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
+        "wall_s": round(time.monotonic() - started, 1),
+        "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_at_start": machine()["load_average_at_start"],
+    }
+    _save("summary", summary)
+    write_doc(summary)
+    print("\n".join(rotation_bench.render(summary["rotation"])))
 
 
 if __name__ == "__main__":

@@ -82,13 +82,14 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def start_emulator(assembly: Path, state_dir: Path, *extra: str) -> Emulator:
-    """`python -m emulator up` (the hook process by default; EXTRA adds options).
+def start_emulator(assembly: Path, state_dir: Path, *extra: str, checkout: Path | None = None) -> Emulator:
+    """`python -m emulator up` (the hook process by default; EXTRA adds options), of this repository or of
+    `checkout` (another copy of it, e.g. `git archive` of an older commit).
 
     Its stderr goes to STATE_DIR/emulator.log; its stdout (the hook's EMF metric lines: CloudWatch's,
     not the benchmark's) is dropped."""
     try:
-        child = emulator_process.start(assembly, state_dir, *extra, stdout_to_log=False)
+        child = emulator_process.start(assembly, state_dir, *extra, stdout_to_log=False, checkout=checkout)
     except emulator_process.EmulatorStartError as exc:
         raise RuntimeError(f"{exc}; see {Path(state_dir) / 'emulator.log'}") from None
     return Emulator(child, child.endpoint())

@@ -69,7 +69,14 @@ def _add_fargate() -> None:
     app.add_typer(fargate_app, name="fargate")
 
 
+def _add_rotate() -> None:
+    from device_sim.rotate_cli import rotate
+
+    app.command()(rotate)
+
+
 _add_fargate()
+_add_rotate()
 
 
 def main() -> None:

@@ -80,6 +80,29 @@ MaxRejected = Annotated[
         "--max-rejected", min=0, help="Exit 1 when more devices than this were rejected (default: no limit)."
     ),
 ]
+KeepIdentities = Annotated[
+    Path | None,
+    typer.Option(
+        "--keep-identities",
+        help="Keep each device's identity in DIR/<serial> (as `provision --out-dir`); with --rotate, the "
+        "devices to rotate.",
+    ),
+]
+Rotate = Annotated[
+    bool,
+    typer.Option(
+        "--rotate",
+        help="Rotate the certificates of devices provisioned earlier with --keep-identities DIR (all of "
+        "them, --serials, or the first --devices) instead of provisioning.",
+    ),
+]
+RotationTemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rotation-template-name",
+        help="With --rotate: the rotation template (default: the endpoint file's).",
+    ),
+]
 ProgressEvery = Annotated[
     float,
     typer.Option(

@@ -155,7 +155,7 @@ class Mqtt5Connection:
         def on_publish(data: mqtt5.PublishReceivedData) -> None:
             this = me()
             packet = data.publish_packet
-            if this is not None and (handler := this._handlers.get(packet.topic)) is not None:
+            if this is not None and (handler := this._handler_for(packet.topic)) is not None:
                 handler(packet.topic, packet.payload)
 
         self._client = mqtt5.Client(
@@ -225,7 +225,11 @@ class Mqtt5Connection:
     def _stop(self) -> None:
         if not self._stopping:
             self._stopping = True
-            self._client.stop()
+            # With a DISCONNECT, as a device that ends its session on purpose: without one the client just
+            # closes the socket, which AWS IoT reports as CONNECTION_LOST in the lifecycle events.
+            self._client.stop(
+                mqtt5.DisconnectPacket(reason_code=mqtt5.DisconnectReasonCode.NORMAL_DISCONNECTION)
+            )
 
     async def _wait(self, future: Future[T] | asyncio.Future[T], timeout_s: float, step: str) -> T:
         try:
@@ -262,6 +266,14 @@ class Mqtt5Connection:
                     step=step,
                 )
 
+    def _handler_for(self, topic: str) -> MessageHandler | None:
+        """The handler of the filter TOPIC matches: the mqtt5 client hands every PUBLISH to one callback,
+        unlike the 3.1.1 client, which calls the subscription's own."""
+        handler = self._handlers.get(topic)
+        if handler is None:
+            handler = next((h for f, h in self._handlers.items() if _matches(f, topic)), None)
+        return handler
+
     def unsubscribe(self, topics: Sequence[str]) -> None:
         for topic in topics:
             self._handlers.pop(topic, None)
@@ -279,3 +291,18 @@ class Mqtt5Connection:
 def _set_once(lost: asyncio.Future[None]) -> None:
     if not lost.done():
         lost.set_result(None)
+
+
+def _matches(topic_filter: str, topic: str) -> bool:
+    """MQTT's filter matching (`+` one level, `#` the rest); a `$` topic matches no leading wildcard."""
+    if "+" not in topic_filter and "#" not in topic_filter:
+        return topic_filter == topic
+    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+        return False
+    levels, wanted = topic.split("/"), topic_filter.split("/")
+    for i, part in enumerate(wanted):
+        if part == "#":
+            return True
+        if i >= len(levels) or (part != "+" and part != levels[i]):
+            return False
+    return len(levels) == len(wanted)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from device_sim.device import DeviceOptions, provision_device
 from device_sim.errors import DeviceFailure, Rejected, UserError
@@ -129,30 +130,37 @@ async def run_fleet(
     stats: FleetStats,
     on_tick: Callable[[FleetStats], None] | None = None,
     tick_s: float = 0.25,
+    run_device: Callable[..., Awaitable[Any]] = provision_device,
 ) -> FleetStats:
-    """Drive every serial of the plan through `provision_device`; fills and returns `stats`."""
+    """Drive every serial of the plan through `run_device` (`provision_device`, or a rotation:
+    device_sim/rotation_fleet.py); fills and returns `stats`."""
     stats.devices = len(plan.serials)
     limit = asyncio.Semaphore(plan.concurrency)
     in_flight: set[asyncio.Task[None]] = set()
+    counted_for_them: set[asyncio.Task[None]] = set()  # given up on at the stop: counted once, already
+
+    def outcome(name: str, **details: Any) -> None:
+        if asyncio.current_task() not in counted_for_them:
+            stats.record_outcome(name, **details)
 
     async def one(serial: str) -> None:
         stats.record_start()
         try:
-            result = await provision_device(
+            result = await run_device(
                 transport, serial, options, on_step=stats.record_step, on_retry=stats.record_retry
             )
-            stats.record_outcome("provisioned", total_ms=result.total_ms)
+            outcome("provisioned", total_ms=result.total_ms)
         except asyncio.CancelledError:
-            stats.record_outcome("interrupted")
+            outcome("interrupted")
             raise
         except Rejected as exc:
-            stats.record_outcome("rejected", code=exc.error_code)
+            outcome("rejected", code=exc.error_code)
         except DeviceFailure as exc:
             # The transport turns a cancellation into a DeviceFailure of the step it cut short: a device
             # stopped by Ctrl-C did not fail, it was interrupted.
-            stats.record_outcome("interrupted" if _cancelling() else "failed", code=exc.kind)
+            outcome("interrupted" if _cancelling() else "failed", code=exc.kind)
         except Exception as exc:  # noqa: BLE001 - one broken device must not stop the fleet
-            stats.record_outcome("failed", code=f"internal_{type(exc).__name__}")
+            outcome("failed", code=f"internal_{type(exc).__name__}")
         finally:
             limit.release()
 
@@ -179,6 +187,11 @@ async def run_fleet(
         if in_flight:
             # Let each cancelled device close its connection and count itself as interrupted.
             await asyncio.wait(list(in_flight), timeout=STOP_GRACE_S)
+        for task in list(in_flight):
+            # Still closing after the grace (a loaded machine): interrupted, counted now, before the
+            # report is written, and never again when it ends.
+            counted_for_them.add(task)
+            stats.record_outcome("interrupted")
         if ticker:
             ticker.cancel()
         stats.finish(interrupted=not completed)

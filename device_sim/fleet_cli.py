@@ -24,6 +24,7 @@ from device_sim.cli_options import (
     EndpointFile,
     FlowOpt,
     FormatOpt,
+    KeepIdentities,
     MaxFailed,
     MaxP99,
     MaxRejected,
@@ -32,6 +33,8 @@ from device_sim.cli_options import (
     PayloadFormat,
     Port,
     ProgressEvery,
+    Rotate,
+    RotationTemplateOpt,
     TemplateName,
     TimeoutOpt,
     parse_parameters,
@@ -39,6 +42,7 @@ from device_sim.cli_options import (
 )
 from device_sim.errors import TOOL, UserError
 from device_sim.factory_cli import KeysDirOpt, fleet_keys
+from device_sim.rotate_cli import rotation_template
 
 
 def fleet(
@@ -94,8 +98,11 @@ def fleet(
     max_p99_ms: MaxP99 = None,
     max_failed: MaxFailed = 0,
     max_rejected: MaxRejected = None,
+    keep_identities: KeepIdentities = None,
+    rotate: Rotate = False,
+    rotation_template_name: RotationTemplateOpt = None,
 ) -> None:
-    """Provision many devices and write the load-test report.
+    """Provision many devices and write the load-test report (with --rotate: rotate their certificates).
 
     Exit 0 when the run passed its thresholds, 1 when it did not (a device failed, by default; every device
     rejected; or a --max-* limit), 2 on bad input, 130 when interrupted (the partial report is written).
@@ -121,8 +128,15 @@ def fleet(
     parameters = parse_parameters(params)
     if rate is None and ramp_s:
         raise UserError("--ramp-s needs --rate")
-    if serials is not None:
-        pool: Any = read_serials(serials)
+    from device_sim import rotation_fleet
+
+    if rotate:
+        rotation_fleet.check_rotate_options(
+            keep_identities, flow=flow.value, keys_dir=keys_dir, params=params
+        )
+        pool: Any = rotation_fleet.kept_devices(keep_identities, serials, devices)
+    elif serials is not None:
+        pool = read_serials(serials)
         if devices is not None:
             if devices > len(pool):
                 raise UserError(f"--devices {devices} but {serials} holds only {len(pool)} serials")
@@ -163,13 +177,24 @@ def fleet(
             "shard": str(the_shard) if the_shard else None,
         }
     )
+    run_device = rotation_fleet.device_runner(
+        keep_identities,
+        rotate=rotate,
+        rotation_template_name=rotation_template(endpoint_file, rotation_template_name) if rotate else None,
+        fmt=fmt.value,
+        attempts=attempts,
+    )
+    if rotate:
+        rotation_fleet.as_rotation_report(stats, rotation_template(endpoint_file, rotation_template_name))
     from device_sim.progress import FleetProgress
     from device_sim.thresholds import Thresholds
 
     thresholds = Thresholds(max_p99_ms=max_p99_ms, max_failed=max_failed, max_rejected=max_rejected)
     with FleetProgress(len(pool), enabled=progress, every_s=progress_every_s) as live:
         try:
-            asyncio.run(run_fleet(transport, plan, options, stats, on_tick=live.update))
+            asyncio.run(
+                run_fleet(transport, plan, options, stats, on_tick=live.update, run_device=run_device)
+            )
         except KeyboardInterrupt:
             stats.run["interrupted"] = True
             write_report(stats, report)
@@ -193,14 +218,15 @@ def verdict(stats: Any, thresholds: Any) -> int:
 
 
 def print_summary(stats: Any, report: Path | None, html: Path | None, console: Console | None = None) -> None:
-    from device_sim.report import STEPS, TOTAL
+    from device_sim.report import TOTAL
 
     console = console or Console(highlight=False)
     data = stats.to_json()
     interrupted = f", {data['interrupted']:,} interrupted" if data["interrupted"] else ""
     table = Table(
         title=f"{data['devices']:,} devices in {data['duration_s']:.1f} s: "
-        f"{data['provisioned']:,} provisioned, {data['rejected']:,} rejected, "
+        f"{data['provisioned']:,} {'rotated' if stats.run.get('operation') == 'rotate' else 'provisioned'}, "
+        f"{data['rejected']:,} rejected, "
         f"{data['failed']:,} failed{interrupted}; {data['throughput_per_s']:.1f}/s; "
         f"{data['retries']['total']} retries",
         title_justify="left",
@@ -209,7 +235,7 @@ def print_summary(stats: Any, report: Path | None, html: Path | None, console: C
     table.add_column("latency ms")
     for column in (*columns, "count"):
         table.add_column(column, justify="right")
-    for name in (TOTAL, *STEPS):
+    for name in (TOTAL, *(s for s in stats.histograms if s != TOTAL)):  # the run's steps, in order
         values = data["latency_ms"].get(name)
         if values is None:
             continue

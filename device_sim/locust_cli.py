@@ -21,6 +21,7 @@ from device_sim.cli_options import (
     EndpointFile,
     FlowOpt,
     FormatOpt,
+    KeepIdentities,
     MaxFailed,
     MaxP99,
     MaxRejected,
@@ -29,12 +30,15 @@ from device_sim.cli_options import (
     PayloadFormat,
     Port,
     ProgressEvery,
+    Rotate,
+    RotationTemplateOpt,
     TemplateName,
     TimeoutOpt,
     parse_parameters,
 )
 from device_sim.errors import UserError
 from device_sim.factory_cli import KeysDirOpt
+from device_sim.rotate_cli import rotation_template
 
 LOCUST_HELP = "\n\n".join(
     (
@@ -144,6 +148,9 @@ def locust_command(
     csv: Annotated[
         Path | None, typer.Option("--csv", help="Locust's CSV statistics: PREFIX_stats.csv and others.")
     ] = None,
+    keep_identities: KeepIdentities = None,
+    rotate: Rotate = False,
+    rotation_template_name: RotationTemplateOpt = None,
 ) -> None:
     from device_sim.locust import launcher
     from device_sim.locust.serials import plan_serials
@@ -182,7 +189,16 @@ def locust_command(
         "max_failed": max_failed,
         "max_rejected": max_rejected,
         "progress_every_s": progress_every_s,
+        "keep_identities": keep_identities,
+        "rotate": rotate,
+        "rotation_template_name": rotation_template(endpoint_file, rotation_template_name)
+        if rotate
+        else None,
     }
+    if rotate and not worker:
+        from device_sim.rotation_fleet import check_rotate_options
+
+        check_rotate_options(keep_identities, flow=flow.value, keys_dir=keys_dir, params=params)
     if worker:
         given = [
             f"--{k.replace('_', '-')}"
@@ -194,6 +210,7 @@ def locust_command(
                 "ca_file",
                 "claim_cert_file",
                 "keys_dir",
+                "keep_identities",
             )
             if values[k] is not None
         ]

@@ -171,6 +171,17 @@ class Pkcs11Key:
             key._public_key_info = encode_ec_public_key(public)
         return key
 
+    def destroy(self) -> None:
+        """Delete the key pair from the token (a rotated device's old key); nothing if it is gone."""
+        from pkcs11 import Attribute, ObjectClass
+
+        with _session(self.token) as session:
+            for object_class in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                for found in list(
+                    session.get_objects({Attribute.CLASS: object_class, Attribute.LABEL: self.key_label})
+                ):
+                    found.destroy()
+
     def public_key_sha256(self) -> str:
         return spki_sha256(self._spki())
 
@@ -280,3 +291,7 @@ def _session(token: Token):  # type: ignore[no-untyped-def]
         return found.open(rw=True, user_pin=token.user_pin)
     except pkcs11.PinIncorrect:
         raise UserError(f"PKCS#11 token '{token.label}': the user PIN is wrong") from None
+    except pkcs11.UserAlreadyLoggedIn:
+        # Logging in is per process and token: awscrt's TLS with a key of this token (a device connected
+        # with its current key, rotating) logged the user in already, and every new session shares it.
+        return found.open(rw=True)

@@ -28,7 +28,7 @@ STEPS = ("claim_connect", "create_certificate", "register_thing", "reconnect", "
 TOTAL = "total"
 REPORT_VERSION = 2
 # What a merged report says about its parts, each in `run.runs`, and joined with "+" where they differ.
-RUN_FACTS = ("format", "mqtt", "flow", "target", "template_name")
+RUN_FACTS = ("format", "mqtt", "flow", "target", "template_name", "operation")
 
 
 @dataclass
@@ -162,7 +162,8 @@ class FleetStats:
                 raise TypeError("not a JSON object")
             run = dict(data.get("run") or {})
             histograms = {name: Histogram.from_json(h) for name, h in dict(data["histograms"]).items()}
-            for name in (TOTAL, *STEPS):
+            # A rotation's report has its own steps (device_sim/rotation.py), never the provisioning's.
+            for name in (TOTAL, *(() if run.get("operation") == "rotate" else STEPS)):
                 histograms.setdefault(name, Histogram())
             stats = cls(
                 devices=int(data["devices"]),
@@ -217,6 +218,7 @@ def merge_stats(parts: list[FleetStats]) -> FleetStats:
     if not parts:
         raise UserError("report merge needs at least one report")
     merged = FleetStats(started_epoch_s=min(p.started_epoch_s for p in parts))
+    merged.histograms = {TOTAL: Histogram()}  # then each part's steps, in their order
     merged.finished_epoch_s = max(p.finished_epoch_s or p.started_epoch_s for p in parts)
     timeline = parts[0].timeline
     assert timeline is not None

@@ -1,6 +1,7 @@
 """`iot-emulator up` (also `python -m emulator up`) `--state-dir DIR [--cloud-assembly cdk.out] [--port 0]
 [--alpn-port N] [--aws-port 0] [--host H] [--san NAME]... [--persist] [--token-ttl-s N]
-[--session-expiry-s N]`.
+[--session-expiry-s N] [--limits aws|off]
+[--certificate-validity-days N] [--schedule-every-s N]`.
 
 Exit codes as every tool of the project (cli_conventions): 2 a wrong option or an unusable cloud assembly or
 state directory, 1 it could not start (a port in use), 130 interrupted while starting; once it serves,
@@ -21,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from cli_conventions import EXIT_CODES_HELP, CommandError, UsageError, one_line_errors
+from emulator.logsafe import OneLineFormatter
 from emulator.mqtt.limits import DEFAULT_LIMITS
 from emulator.provisioning.tokens import DEFAULT_TTL_S
 
@@ -95,6 +97,17 @@ def up(
             help="How long a persistent session outlives its connection (AWS: 3600, adjustable to 7 days).",
         ),
     ] = DEFAULT_LIMITS.session_expiry_s,
+    limits: Annotated[
+        str | None,
+        typer.Option(
+            "--limits",
+            help=(
+                "aws: AWS IoT Core's rate throttles too (publishes/s per connection, CONNECT/s per client "
+                "id, the provisioning APIs' TPS); off: no AWS limit at all. Default: AWS's per-connection "
+                "limits (client id size, subscriptions, keep-alive, in-flight), no throttles."
+            ),
+        ),
+    ] = None,
     aws_port: Annotated[
         int,
         typer.Option(
@@ -156,6 +169,22 @@ def up(
             "to test how devices recover from a lost reply. Repeatable.",
         ),
     ] = None,
+    certificate_validity_days: Annotated[
+        float | None,
+        typer.Option(
+            "--certificate-validity-days",
+            help="Validity of the device certificates the emulator issues, in days from their issue "
+            "(fractions allowed: 0.0001 is about 9 s); default until 2049, as AWS IoT's.",
+        ),
+    ] = None,
+    schedule_every_s: Annotated[
+        float | None,
+        typer.Option(
+            "--schedule-every-s",
+            help="Run the stack's EventBridge schedules (the certificate retirer's sweep) every N s "
+            "instead of their rate(...), to try them in seconds.",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
     service_workers: Annotated[int, typer.Option("--service-workers", min=1, hidden=True)] = 32,
     hook_workers: Annotated[int, typer.Option("--hook-workers", min=1, hidden=True)] = 16,
@@ -163,19 +192,25 @@ def up(
 ) -> None:
     """Serve until SIGINT/SIGTERM; write STATE_DIR/endpoint.json once accepting connections."""
     # Plain lines on stderr: one per connection and per request outcome, easy to grep.
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from emulator.assembly.reader import AssemblyError
     from emulator.registry.persistence import PersistError
     from emulator.runtime import start_emulator
 
+    if limits is not None and limits not in ("aws", "off"):
+        raise UsageError(f"--limits must be aws or off, not {limits!r}")
     if hook_isolation not in ("process", "thread"):
         raise UsageError(f"--hook-isolation must be process or thread, not {hook_isolation!r}")
+    for flag, value in (
+        ("--certificate-validity-days", certificate_validity_days),
+        ("--schedule-every-s", schedule_every_s),
+    ):
+        if value is not None and not 0 < value < 1e6:
+            raise UsageError(f"{flag} must be a positive number, not {value:g}")
     try:
         lost = _lose_replies(lose_replies or [])
     except ValueError as exc:
@@ -202,6 +237,9 @@ def up(
             alpn_port=alpn_port,
             session_expiry_s=session_expiry_s,
             lose_replies=lost,
+            limits=limits or "default",
+            certificate_validity_days=certificate_validity_days,
+            schedule_every_s=schedule_every_s,
         )
     except (AssemblyError, PersistError, ValueError, ImportError, AttributeError) as exc:
         raise UsageError(exc) from None

@@ -93,12 +93,14 @@ def start(
     env: dict[str, str] | None = None,
     new_session: bool = False,
     timeout_s: float = START_TIMEOUT_S,
+    checkout: Path | None = None,
 ) -> EmulatorSubprocess:
     """Start the emulator on ASSEMBLY with its state in STATE_DIR; EXTRA adds `emulator up` options.
 
     Its stderr (one line per connection and request) goes to LOG_PATH (default STATE_DIR/emulator.log),
     and its stdout too unless `stdout_to_log` is false (the hook's EMF metric lines, which a benchmark
     drops). `env` defaults to `child_environment()`; `new_session` keeps a terminal's Ctrl-C away from it.
+    `checkout`: run the emulator of another copy of the repository (a benchmark against an older version).
     """
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True)
@@ -106,10 +108,13 @@ def start(
     (state / "endpoint.json").unlink(missing_ok=True)
     log_file = log_path or state / "emulator.log"
     with log_file.open("wb") as log:  # the child keeps its own descriptor
+        environment = env if env is not None else child_environment()
+        if checkout is not None:  # `-m` puts the working directory first on sys.path: both must point there
+            environment["PYTHONPATH"] = str(checkout)
         process = subprocess.Popen(
             command(assembly, state, *extra),
-            cwd=REPO_ROOT,
-            env=env if env is not None else child_environment(),
+            cwd=checkout or REPO_ROOT,
+            env=environment,
             stdout=log if stdout_to_log else subprocess.DEVNULL,
             stderr=log,
             start_new_session=new_session,

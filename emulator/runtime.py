@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ from emulator.awsapi.gateway import AwsGateway
 from emulator.awsapi.server import LocalAwsServer
 from emulator.awsapi.trusted_user import CLAIM_TTL_S, TemporaryClaims
 from emulator.mqtt.broker import Broker
-from emulator.mqtt.limits import DEFAULT_LIMITS
+from emulator.mqtt.limits import DEFAULT_LIMITS, PROFILES
 from emulator.mqtt.provisioning import Outcome
+from emulator.options import EmulatorOptions
 from emulator.provisioning import hook as hooks
 from emulator.provisioning.ca import CertificateAuthority, certificate_id, write_private
 from emulator.provisioning.hook_host import HookHost
@@ -32,47 +34,10 @@ from emulator.provisioning.template_records import HOOK_PAYLOAD_VERSION, HookCon
 from emulator.provisioning.tokens import DEFAULT_TTL_S, TokenStore
 from emulator.registry.persistence import STATE_FILE, PeriodicSaver, StateFile
 from emulator.registry.store import ACTIVE, Registry, use_der_certificate_ids
+from emulator.rules.wiring import Automation
 from emulator.serving import serve
 
 log = logging.getLogger("emulator")
-
-WILDCARD_HOSTS = ("0.0.0.0", "::", "")  # noqa: S104 - binding every interface is the user's choice (--host)
-
-
-@dataclass(frozen=True)
-class EmulatorOptions:
-    port: int = 0
-    host: str = "127.0.0.1"
-    aws_port: int = 0
-    server_names: tuple[str, ...] = ()  # --san: more names for the server certificate
-    persist: bool = False
-    persist_interval_s: float = 1.0
-    hook: hooks.HookFunction | None = None
-    use_stack_hook: bool = True
-    token_ttl_s: float = DEFAULT_TTL_S
-    claim_ttl_s: float = CLAIM_TTL_S
-    hook_timeout_s: float = hooks.HOOK_TIMEOUT_S
-    hook_workers: int = 16
-    service_workers: int = 32
-    stack_name: str | None = None
-    record_outcomes: bool = False
-    hook_isolation: str = "process"
-    lose_replies: dict[str, int] = field(default_factory=dict)  # operation -> accepted replies not sent
-    alpn_port: int | None = None  # a second MQTT port (AWS IoT's 443)
-    session_expiry_s: int = DEFAULT_LIMITS.session_expiry_s  # persistent sessions outlive their connection
-
-    @property
-    def advertised_host(self) -> str:
-        """The host clients are told (endpoint.json, DescribeEndpoint): a wildcard bind is reached on
-        the loopback address here; remote devices use one of the --san names."""
-        return "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
-
-    def certificate_names(self) -> tuple[str, ...]:
-        names = ["localhost", "127.0.0.1"]
-        for name in (self.host, *self.server_names):
-            if name not in WILDCARD_HOSTS and name not in names:
-                names.append(name)
-        return tuple(names)
 
 
 @dataclass
@@ -142,6 +107,9 @@ def start_emulator(
     lose_replies: dict[str, int] | None = None,
     alpn_port: int | None = None,
     session_expiry_s: int = DEFAULT_LIMITS.session_expiry_s,
+    limits: str = "default",
+    certificate_validity_days: float | None = None,
+    schedule_every_s: float | None = None,
 ) -> Emulator:
     """Build the emulator from the cloud assembly and start serving; returns once it accepts connections.
 
@@ -156,7 +124,13 @@ def start_emulator(
     threads of this process, with its environment set here and the table in this process's moto.
     `alpn_port` opens a second MQTT port (AWS IoT's 443; 0 picks a free one); ALPN `x-amzn-mqtt-ca` is
     accepted on both. `session_expiry_s` is how long a persistent session outlives its connection.
+    `limits`: "default" (AWS's per-connection limits, no rate throttles), "aws" (the throttles too) or
+    "off" (no AWS limit); emulator/mqtt/limits.py.
+    `certificate_validity_days` bounds the device certificates the emulator issues (None: 2049, as AWS's);
+    `schedule_every_s` runs the stack's EventBridge schedules this often instead of their rates.
     """
+    if limits not in PROFILES:
+        raise ValueError(f"limits must be one of {', '.join(PROFILES)}, not {limits!r}")
     options = EmulatorOptions(
         port=port,
         host=host,
@@ -177,12 +151,17 @@ def start_emulator(
         lose_replies=dict(lose_replies or {}),
         alpn_port=alpn_port,
         session_expiry_s=session_expiry_s,
+        limits=limits,
+        certificate_validity_days=certificate_validity_days,
+        schedule_every_s=schedule_every_s,
     )
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     # A killed emulator leaves its endpoint.json: nobody must take it for this one's until it is ready.
     (state / "endpoint.json").unlink(missing_ok=True)
     authority = CertificateAuthority.load_or_create(state)
+    if options.certificate_validity_days is not None:
+        authority.device_validity = timedelta(days=options.certificate_validity_days)
     server = authority.issue_server_credential(options.certificate_names())
     (state / "server.pem").write_text(server.certificate_pem)
     write_private(state / "server.key", server.private_key_pem.encode())
@@ -294,16 +273,27 @@ def _start(
 
     model = load_stack(assembly_path, issue_claim, stack_name=options.stack_name)
     stack_hook_arns.update(spec.hook_function_arn for spec in model.templates if spec.hook_function_arn)
+    automation = Automation.read(
+        model,
+        stack_setup.runnable_functions(model),
+        functions_run=options.hook is None and options.use_stack_hook,
+        schedule_every_s=options.schedule_every_s,
+    )
+    targets = automation.targets
     unused = [
-        (f.logical_id, "AWS::Lambda::Function") for f in model.functions if f.arn not in stack_hook_arns
+        (f.logical_id, "AWS::Lambda::Function")
+        for f in model.functions
+        if f.arn not in stack_hook_arns and f.arn not in targets
     ]
     # One line per resource the local run leaves out: nothing is skipped silently.
-    for logical_id, kind in [*model.not_emulated, *unused]:
+    for logical_id, kind in [*model.not_emulated, *automation.left_out, *unused]:
         log.info("not emulated: %s (%s)", logical_id, kind)
     if not model.templates:
         raise AssemblyError("the stack has no AWS::IoT::ProvisioningTemplate")
 
-    hook_host = stack_setup.start_hooks(model, options, aws, region, runners, cleanups, saved)
+    hook_host, invoke = stack_setup.start_hooks(
+        model, options, aws, region, runners, cleanups, saved, stack_setup.target_specs(model, targets)
+    )
     if hook_host is None and saved is not None and saved.get("dynamodb") is not None:
         registry.restore_dynamodb(saved["dynamodb"])
     stack_setup.create_resources(model, aws.url)
@@ -355,9 +345,22 @@ def _start(
         emulator.saver = _saver(state, registry, tokens, catalog, aws, hook_host, options.persist_interval_s)
         emulator.saver.start()
         cleanups.append(emulator.saver.stop)  # runs first: after the broker stopped, before the hook process
-    return serve(
-        emulator, model, claims, state, authority, registry, service, aws, mqtt_address, options, cleanups
+    served = serve(
+        emulator,
+        model,
+        claims,
+        state,
+        authority,
+        registry,
+        service,
+        aws,
+        mqtt_address,
+        options,
+        cleanups,
+        lifecycle_listeners=automation.listeners(invoke, cleanups),
     )
+    automation.start_schedules(invoke, region=region, account=registry.account_id, cleanups=cleanups)
+    return served
 
 
 def _load_state(state: Path, persist: bool) -> dict[str, Any] | None:

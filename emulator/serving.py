@@ -7,7 +7,7 @@ import asyncio
 import logging
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,13 +16,14 @@ from emulator import stack_setup
 from emulator.assembly.reader import StackModel
 from emulator.awsapi.control_plane import MqttAddress
 from emulator.awsapi.server import LocalAwsServer
-from emulator.mqtt.auth import IotGatekeeper
+from emulator.mqtt.auth import IotGatekeeper, RegistryBusy
 from emulator.mqtt.broker import ALPN_PROTOCOL, Broker
+from emulator.mqtt.lifecycle import LifecycleEvents, Listener
 from emulator.mqtt.limits import Limits
 from emulator.mqtt.provisioning import ProvisioningTopics
 from emulator.provisioning.ca import CertificateAuthority
 from emulator.provisioning.service import ProvisioningService
-from emulator.registry.store import Registry
+from emulator.registry.store import ConnectionIdentity, Registry
 
 if TYPE_CHECKING:
     from emulator.runtime import ClaimFiles, Emulator, EmulatorOptions
@@ -31,7 +32,7 @@ log = logging.getLogger("emulator")
 
 STOP_GRACE_S = 2.0  # how long stop() lets requests already running finish
 CERTIFICATE_WORKERS = 8  # CreateCertificateFromCsr / CreateKeysAndCertificate, and the token sweep
-ADMISSION_WORKERS = 4  # CONNECT: the certificate's identity, a few dict reads
+ADMISSION_WORKERS = 4  # CONNECT: the certificate's identity, when another thread holds the registry
 
 
 def serve(
@@ -46,8 +47,11 @@ def serve(
     mqtt_address: MqttAddress,
     options: EmulatorOptions,
     cleanups: list[Callable[[], None]],
+    *,
+    lifecycle_listeners: Sequence[Listener] = (),
 ) -> Emulator:
-    """The broker on its event loop thread; returns once it accepts connections."""
+    """The broker on its event loop thread; returns once it accepts connections. AWS IoT's lifecycle
+    events go to their subscribers and to `lifecycle_listeners` (the stack's topic rules)."""
     # One pool per kind of work, so that none queues behind another. A RegisterThing thread mostly
     # waits for the hook (up to its time-out); with one shared pool, a burst of them held every thread
     # while CONNECT admissions and CSR signings queued behind, and the CPU idled (concurrency 100:
@@ -64,21 +68,34 @@ def serve(
 
     cleanups.append(stop_pools)
     on_outcome = emulator.outcomes.append if options.record_outcomes else None
+    limits = Limits.for_profile(options.limits, session_expiry_s=options.session_expiry_s)
     topics = ProvisioningTopics(
-        service, certificates, on_outcome, register_executor=register, lose_replies=options.lose_replies
+        service,
+        certificates,
+        on_outcome,
+        register_executor=register,
+        lose_replies=options.lose_replies,
+        limits=limits,
     )
     gatekeeper = IotGatekeeper(
-        region=model.region, account_id=registry.account_id, identity=registry.identity, executor=admission
+        region=model.region,
+        account_id=registry.account_id,
+        identity=registry.identity,
+        executor=admission,
+        identity_now=lambda certificate_id, client_id: _identity_now(registry, certificate_id, client_id),
     )
+    events = LifecycleEvents(lambda message: broker.route(message), lifecycle_listeners)
     broker = Broker(
         ssl_context=server_ssl_context(state, authority),
-        gatekeeper=gatekeeper,
+        gatekeeper=events.observe(gatekeeper),
         handlers=[topics],
         host=options.host,
         port=options.port,
         extra_ports=() if options.alpn_port is None else (options.alpn_port,),
-        limits=Limits(session_expiry_s=options.session_expiry_s),
+        limits=limits,
     )
+    raise_descriptor_limit()
+    broker.events = events
     emulator.broker = broker
 
     loop = asyncio.new_event_loop()
@@ -140,15 +157,17 @@ def serve(
             "alpn_port": broker.ports[1] if options.alpn_port is not None else None,
             "alpn_protocols": [ALPN_PROTOCOL],
             "session_expiry_s": options.session_expiry_s,
+            "limits": limits.profile,
         }
     )
     stack_setup.write_json(state / "endpoint.json", emulator.endpoint)
     log.info(
-        "listening on %s:%s%s (MQTT 3.1.1 and 5 over TLS, ALPN %s), AWS APIs at %s, state in %s%s",
+        "listening on %s:%s%s (MQTT 3.1.1 and 5 over TLS, ALPN %s, limits %s), AWS APIs at %s, state in %s%s",
         options.host,
         broker.port,
         f" and :{broker.ports[1]}" if options.alpn_port is not None else "",
         ALPN_PROTOCOL,
+        limits.profile,
         aws.url,
         state,
         " (persisted)" if options.persist else "",
@@ -156,8 +175,53 @@ def serve(
     return emulator
 
 
+def raise_descriptor_limit() -> None:
+    """Every connection is a file descriptor: the soft limit (often 1024) up to the hard one, as servers do,
+    so that the broker's own caps (limits.py), not the descriptor limit, decide how many clients it holds."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        log.debug("could not raise the descriptor limit from %s", soft)
+
+
+X509_V_ERR_CERT_HAS_EXPIRED = 10  # OpenSSL's verify code for a certificate past its notAfter
+X509_V_ERR_CERT_NOT_YET_VALID = 9
+
+
+class _HandshakeLogged(ssl.SSLObject):
+    """The server side of each TLS connection (asyncio's SSL protocol makes one per connection through
+    `SSLContext.wrap_bio`): a client certificate OpenSSL refuses in the handshake is logged in one line.
+
+    OpenSSL refuses an expired client certificate in the handshake, as AWS IoT does, and asyncio then
+    closes the connection without a word (a handshake's OSError is logged only in asyncio's debug mode).
+    The handshake has not finished, so the certificate itself cannot be read here: the line says why."""
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except ssl.SSLCertVerificationError as exc:
+            code = exc.verify_code
+            if code == X509_V_ERR_CERT_HAS_EXPIRED:
+                why = "certificate expired"
+            elif code == X509_V_ERR_CERT_NOT_YET_VALID:
+                why = "certificate not yet valid"
+            else:
+                why = f"certificate refused ({exc.verify_message})"
+            logging.getLogger("emulator.mqtt").info("connect refused in the TLS handshake: client %s", why)
+            raise
+
+
 def server_ssl_context(state: Path, authority: CertificateAuthority) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.sslobject_class = _HandshakeLogged
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(state / "server.pem", state / "server.key")
     context.load_verify_locations(cadata=authority.certificate_pem)
@@ -192,3 +256,15 @@ async def sweep(
             await loop.run_in_executor(executor, registry.forget_expired_claims)
         except Exception:
             log.exception("token expiry sweep failed")
+
+
+def _identity_now(registry: Registry, certificate_id: str, client_id: str) -> ConnectionIdentity | None:
+    """The registry's answer on the event loop, if nobody holds its lock (a few dict reads, cheaper than a
+    thread hand-off); RegistryBusy if a worker does (a RegisterThing writing its plan): the loop never
+    waits."""
+    if not registry.lock.acquire(blocking=False):
+        raise RegistryBusy
+    try:
+        return registry.identity(certificate_id, client_id)  # its own `with lock` re-enters (an RLock)
+    finally:
+        registry.lock.release()

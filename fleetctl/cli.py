@@ -22,6 +22,7 @@ from rich.table import Table
 from cli_conventions import EXIT_CODES_HELP, one_line_errors
 from fleetctl import serial_cli, why_cli  # noqa: F401 - register show, revoke, reset; why
 from fleetctl.batch_cli import batch_app
+from fleetctl.certs_cli import certs_app
 from fleetctl.claim_cli import claim_app
 from fleetctl.cli_common import (
     ConfigFile,
@@ -58,12 +59,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    help="Operate the fleet provisioning backend: serial registry, batches, claim credentials.",
+    help="Operate the fleet provisioning backend: serial registry, batches, claim credentials, certificates.",
     epilog=EXIT_CODES_HELP,
 )
 app.add_typer(registry_app, name="registry")
 app.add_typer(batch_app, name="batch")
 app.add_typer(claim_app, name="claim")
+app.add_typer(certs_app, name="certs")
 
 
 # -- registry ------------------------------------------------------------------------------------------

@@ -24,6 +24,13 @@ RESERVATION_FIELDS = (
     "client_id",
     "reserved_at",
     "reserved_key_sha256",
+    "certificate_expires_at",
+    # A rotation under way (docs/rotation.md): after a reset, the certificate it replaced must never count as
+    # the serial's again, nor the retirer's sweep find a rotation of a serial that has no certificate.
+    "rotating_from",
+    "rotating_from_key_sha256",
+    "rotation_pending",
+    "rotation_started_at",
 )
 BATCH_GET_MAX = 100  # DynamoDB's limits per call
 BATCH_WRITE_MAX = 25

@@ -128,7 +128,8 @@ class CertificateRetirer(Construct):
         )
         self.function.add_to_role_policy(
             iam.PolicyStatement(
-                actions=["iot:DetachThingPrincipal"],
+                # List: the certificates a rotation superseded (the hook deactivated them) are detached too.
+                actions=["iot:DetachThingPrincipal", "iot:ListThingPrincipals"],
                 resources=[stack.format_arn(service="iot", resource="thing", resource_name="*")],
             )
         )
@@ -205,7 +206,8 @@ class CertificateRetirer(Construct):
             Acknowledgment(
                 id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:"
                 "thing/*]",
-                reason="It detaches an old certificate from the thing that rotated, named at run time.",
+                reason="It lists and detaches the old certificates of the thing that rotated, named at run "
+                "time.",
             ),
             Acknowledgment(
                 id=f"AwsSolutions-IAM5[Resource::<{Stack.of(table).get_logical_id(table.node.default_child)}.Arn>"

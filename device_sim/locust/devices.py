@@ -1,6 +1,7 @@
 """One process's devices under Locust: the target, the awscrt transport on the bridge's thread, statistics.
 
-`DeviceDriver.provision(serial)` runs the project's `provision_device` through the asyncio bridge and returns
+`DeviceDriver.provision(serial)` runs the project's `provision_device` (or, with `--rotate`, the rotation of
+a device kept in `--keep-identities`: device_sim/rotation_fleet.py) through the asyncio bridge and returns
 what Locust should record: each step's time, and for a device that did not make it, the step where it was
 rejected or failed. It also fills the process's `FleetStats`, the same statistics `fleet` keeps, so the master
 can merge every worker's into the one report.
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from device_sim.device import DeviceOptions, RetryPolicy, provision_device
+from device_sim.device import DeviceOptions, RetryPolicy
 from device_sim.errors import DeviceFailure, Rejected, UserError
 from device_sim.locust.bridge import AsyncioBridge
 from device_sim.report import STEPS, TOTAL, FleetStats
+from device_sim.rotation import ROTATION_STEPS
+from device_sim.rotation_fleet import as_rotation_report
 from device_sim.target import Target, resolve_target
 
 STEP_OF_OPERATION = {
@@ -83,6 +86,7 @@ def run_facts(values: dict[str, Any], target: Target | None) -> dict[str, Any]:
         "format": values["format"],
         "mqtt": values["mqtt"],
         "flow": values["flow"],
+        "operation": "rotate" if values.get("rotate") else None,
         "concurrency": values.get("concurrency"),
         "rate_per_s": values.get("rate"),
     }
@@ -100,7 +104,19 @@ class DeviceDriver:
             parameters=parameters_of(values),
             retry=RetryPolicy(attempts=values["attempts"]),
         )
-        self.request_name = f"{values['format']}/{values['flow']}"
+        self.request_name = f"{values['format']}/{'rotate' if values.get('rotate') else values['flow']}"
+        # Provisioning (its identities kept in --keep-identities, or not), or a rotation of those kept.
+        from device_sim.rotation_fleet import device_runner
+
+        identities = values.get("keep_identities")
+        self.run_device = device_runner(
+            Path(identities) if identities else None,
+            rotate=bool(values.get("rotate")),
+            rotation_template_name=values.get("rotation_template_name"),
+            fmt=values["format"],
+            attempts=values["attempts"],
+        )
+        self.steps = ROTATION_STEPS if values.get("rotate") else STEPS
         self.stats = FleetStats()
         self.in_flight = 0
 
@@ -150,6 +166,8 @@ class DeviceDriver:
     def new_run(self) -> None:
         """Fresh statistics for a new Locust run (Locust's own statistics restart too)."""
         self.stats = FleetStats(run=run_facts(self.values, self.target))
+        if self.values.get("rotate"):
+            as_rotation_report(self.stats, self.values["rotation_template_name"])
         self.in_flight = 0
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
@@ -172,7 +190,7 @@ class DeviceDriver:
         result: DeviceResult | None = None
         try:
             provisioned = self.bridge.call(
-                lambda: provision_device(
+                lambda: self.run_device(
                     self.transport,
                     serial,
                     self.options,
@@ -185,15 +203,15 @@ class DeviceDriver:
             result.events.append(StepEvent(TOTAL, provisioned.total_ms))
             self.stats.record_outcome("provisioned", total_ms=provisioned.total_ms)
         except Rejected as exc:
-            step = STEP_OF_OPERATION.get(exc.operation) or _next_step(steps)
+            step = STEP_OF_OPERATION.get(exc.operation) or _next_step(steps, self.steps)
             result = self._not_made_it(serial, "rejected", exc.error_code, step, steps, started)
         except DeviceFailure as exc:
             result = self._not_made_it(
-                serial, "failed", exc.kind, exc.step or _next_step(steps), steps, started
+                serial, "failed", exc.kind, exc.step or _next_step(steps, self.steps), steps, started
             )
         except Exception as exc:  # noqa: BLE001 - one broken device must not stop the run
             kind = f"internal_{type(exc).__name__}"
-            result = self._not_made_it(serial, "failed", kind, _next_step(steps), steps, started)
+            result = self._not_made_it(serial, "failed", kind, _next_step(steps, self.steps), steps, started)
         finally:
             self.in_flight -= 1
             for step, ms in steps:
@@ -226,9 +244,9 @@ class DeviceDriver:
         self.bridge.stop()
 
 
-def _next_step(done: list[tuple[str, float]]) -> str:
+def _next_step(done: list[tuple[str, float]], steps: tuple[str, ...] = STEPS) -> str:
     """The step after the last one that succeeded (where a failure without a step of its own happened)."""
     if not done:
-        return STEPS[0]
-    index = STEPS.index(done[-1][0])
-    return STEPS[min(index + 1, len(STEPS) - 1)]
+        return steps[0]
+    index = steps.index(done[-1][0])
+    return steps[min(index + 1, len(steps) - 1)]

@@ -50,6 +50,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("mqtt", str, DEFAULT_MQTT),
     Option("flow", str, "csr"),
     Option("keys-dir", str),  # the factory station's keys (`fleet --keys-dir`), on every worker
+    Option("keep-identities", str),  # `fleet --keep-identities`: DIR/<serial>, on every worker
+    Option("rotate", bool),  # `fleet --rotate`: rotate the devices kept in --keep-identities
+    Option("rotation-template-name", str),
     Option("param", list),
     Option("attempts", int, 4),
     Option("timeout-s", float, 30.0),

@@ -19,6 +19,12 @@ from device_sim.fleet import GeneratedSerials, read_serials
 def plan_serials(values: dict[str, Any]) -> Sequence[str]:
     """The run's serials from the options, as `fleet` takes them; raises UserError."""
     devices = values.get("devices")
+    if values.get("rotate"):
+        from device_sim.rotation_fleet import kept_devices
+
+        identities = Path(values["keep_identities"]) if values.get("keep_identities") else None
+        serials = Path(values["serials"]) if values.get("serials") else None
+        return kept_devices(identities, serials, devices)
     if values.get("serials"):
         pool: Sequence[str] = read_serials(Path(values["serials"]))
         if devices is not None:

@@ -4,7 +4,8 @@ CloudFormation is played just far enough: the intrinsic functions of `emulator.i
 `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, `Fn::Select`, `Fn::Split`, `Fn::If` + Conditions, `Fn::FindInMap`,
 `AWS::NoValue`...) and the pseudo parameters resolve against a fixed local account and the stack's region.
 Physical names CloudFormation would generate become `<stack>-<LogicalId>`. Every resource type the emulator
-does not emulate is listed in `not_emulated`.
+does not emulate is listed in `not_emulated`. One file over 400 lines: every resource type is read in the
+same walk of the template, through the one resolver of names and ARNs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ EMULATED_TYPES = frozenset(
         "AWS::IoT::ThingType",
         "AWS::DynamoDB::Table",
         "AWS::Lambda::Function",
+        "AWS::IoT::TopicRule",  # SELECT * FROM '<topic filter>' with Lambda actions (emulator/rules/)
+        "AWS::Events::Rule",  # rate(...) schedules that invoke Lambda functions (emulator/rules/)
     }
 )
 # Types that only describe how AWS wires or observes things: there is nothing to emulate locally, but
@@ -78,6 +81,35 @@ class TableSpec:
     name: str
     key_schema: list[dict[str, str]]
     attribute_definitions: list[dict[str, str]]
+    global_secondary_indexes: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TopicRuleSpec:
+    """An AWS::IoT::TopicRule as written; emulator/rules/topic_rules.py decides what of it runs."""
+
+    logical_id: str
+    name: str
+    sql: str
+    disabled: bool
+    actions: list[dict[str, Any]]  # CloudFormation's ActionProperty objects ({"Lambda": {...}}, ...)
+
+
+@dataclass(frozen=True)
+class ScheduleTarget:
+    arn: str
+    input: str | None  # the constant JSON text EventBridge passes as the event
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """An AWS::Events::Rule: a schedule expression, or an event pattern (which the emulator does not run)."""
+
+    logical_id: str
+    expression: str | None
+    event_pattern: bool
+    enabled: bool
+    targets: list[ScheduleTarget]
 
 
 @dataclass(frozen=True)
@@ -108,6 +140,8 @@ class StackModel:
     attachments: list[AttachmentSpec] = field(default_factory=list)
     tables: list[TableSpec] = field(default_factory=list)
     functions: list[FunctionSpec] = field(default_factory=list)
+    topic_rules: list[TopicRuleSpec] = field(default_factory=list)
+    schedules: list[ScheduleSpec] = field(default_factory=list)
     thing_groups: list[str] = field(default_factory=list)
     thing_types: list[str] = field(default_factory=list)
     not_emulated: list[tuple[str, str]] = field(default_factory=list)  # (logical id, type)
@@ -258,6 +292,32 @@ def load_stack(
                     resolver.physical(logical_id),
                     props.get("KeySchema", []),
                     props.get("AttributeDefinitions", []),
+                    list(props.get("GlobalSecondaryIndexes") or []),
+                )
+            )
+        elif kind == "AWS::IoT::TopicRule":
+            payload = props.get("TopicRulePayload") or {}
+            model.topic_rules.append(
+                TopicRuleSpec(
+                    logical_id=logical_id,
+                    name=str(props.get("RuleName") or logical_id),
+                    sql=str(payload.get("Sql", "")),
+                    disabled=_truthy(payload.get("RuleDisabled", False)),
+                    actions=[a for a in payload.get("Actions") or [] if isinstance(a, dict)],
+                )
+            )
+        elif kind == "AWS::Events::Rule":
+            model.schedules.append(
+                ScheduleSpec(
+                    logical_id=logical_id,
+                    expression=props.get("ScheduleExpression"),
+                    event_pattern=props.get("EventPattern") is not None,
+                    enabled=str(props.get("State", "ENABLED")) == "ENABLED",
+                    targets=[
+                        ScheduleTarget(str(t.get("Arn", "")), t.get("Input"))
+                        for t in props.get("Targets") or []
+                        if isinstance(t, dict)
+                    ],
                 )
             )
         elif kind == "AWS::Lambda::Function":

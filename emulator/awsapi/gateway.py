@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 
 from emulator.awsapi.errors import AwsApiError, error_response, json_response, not_emulated
 from emulator.awsapi.server import refuse_route, refused_route, signing_name
+from emulator.logsafe import quoted
 
 log = logging.getLogger("emulator.aws")
 
@@ -102,7 +103,8 @@ class AwsGateway:
         except AwsApiError as error:
             status, headers, body = error_response(error, _protocol(environ))
         except Exception:
-            log.exception("AWS API: %s %r failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
+            log.exception("AWS API: %s %s failed", quoted(method), quoted(path))
             status, headers, body = error_response(
                 AwsApiError(500, "InternalFailureException", "An unexpected error has occurred")
             )
@@ -118,7 +120,7 @@ class AwsGateway:
             raise AwsApiError(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
         if service not in self._moto:
             served = ", ".join(sorted(self._moto))
-            log.info("AWS API: %r is not emulated (501)", service[:40])
+            log.info("AWS API: %s is not emulated (501)", quoted(service[:40]))
             raise AwsApiError(
                 501,
                 "NotImplemented",

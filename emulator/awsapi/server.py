@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from emulator.logsafe import quoted
+
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
@@ -168,7 +170,9 @@ def refuse_route(environ: dict[str, Any], start_response: Any) -> Iterable[bytes
 
     path = str(environ.get("PATH_INFO", ""))[:80]
     log.info(
-        "AWS API: refused %s %r (moto's control routes are not served)", environ.get("REQUEST_METHOD"), path
+        "AWS API: refused %s %s (moto's control routes are not served)",
+        quoted(environ.get("REQUEST_METHOD")),
+        quoted(path),
     )
     error = AwsApiError(404, "NotFound", f"{path} is not an AWS API: not served at aws_endpoint_url")
     status, headers, body = error_response(error)
@@ -245,7 +249,7 @@ def _forward(base_url: str, environ: dict[str, Any], start_response: Any) -> byt
         )
         return payload
     except OSError as exc:
-        log.error("cannot reach %s for %s: %s", base_url, environ.get("PATH_INFO"), exc)
+        log.error("cannot reach %s for %s: %s", base_url, quoted(environ.get("PATH_INFO")), exc)
         payload = b'{"__type": "ServiceUnavailable", "message": "the service\'s process is not answering"}'
         start_response("503 Service Unavailable", [("Content-Type", "application/x-amz-json-1.0")])
         return payload

@@ -22,6 +22,7 @@ from emulator.awsapi.server import (
     log,
     signing_name,
 )
+from emulator.logsafe import quoted
 
 # Signing names whose moto handler the shortcut calls directly (as moto's own `mock_aws` does), with
 # no WSGI environ, Flask app or per-request service inference (a directory scan per request).
@@ -104,7 +105,7 @@ class Shortcut:
             except ClientError as exc:
                 return 400, {}, str(exc.response["Error"]["Message"]).encode()
             except Exception:
-                log.exception("moto failed on %s %s", request.method, request.url)
+                log.exception("moto failed on %s %s", request.method, quoted(request.url))
                 return 500, {}, b'{"__type": "InternalFailure", "message": "moto raised"}'
             status, headers, content = result if len(result) == 3 else (200, {}, result)
             if not isinstance(content, (str, bytes)):

@@ -24,6 +24,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from emulator.awsapi.errors import AwsApiError
+from emulator.logsafe import quoted
 from emulator.provisioning.ca import CertificateAuthority
 from emulator.provisioning.template_catalog import TemplateCatalog
 from emulator.provisioning.template_records import FLEET_PROVISIONING
@@ -105,7 +106,7 @@ class TemporaryClaims:
         )
         log.info(
             "CreateProvisioningClaim template=%s certificate=%.12s valid %g s",
-            template_name,
+            quoted(template_name),
             record.certificate_id,
             self._ttl_s,
         )

@@ -1,6 +1,11 @@
 """The MQTT broker (3.1.1 and 5): listening over TLS with client certificates, each connection's packet loop,
 and the sessions that outlive connections.
 
+Connections are accepted by `listener.Listener` (TCP first, TLS once the client speaks, capped and timed
+until CONNACK); the packet loop holds each client to its keep-alive between packets and to
+`packet_read_timeout_s` within one, and stops reading a client with too many provisioning requests under
+way. Memory freed by connections that end goes back to the system in bursts (`heap.py`).
+
 AWS IoT's decisions (who may connect, publish, subscribe, receive) come from a `Gatekeeper`; reserved
 request topics (the provisioning API) go to `TopicHandler`s instead of subscribers. Each connection reads
 and writes through its version's codec; the broker works on the version-free packet objects and speaks
@@ -18,15 +23,21 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from emulator.logsafe import quoted
 from emulator.mqtt import codec, reasons
 from emulator.mqtt import properties as props
 from emulator.mqtt.codec import ProtocolError
 from emulator.mqtt.connection import Session
-from emulator.mqtt.contracts import Admission, Gatekeeper, Refused, TopicHandler
+from emulator.mqtt.contracts import Admission, ConnectionEvents, Gatekeeper, Refused, TopicHandler
 from emulator.mqtt.handshake import handshake
+from emulator.mqtt.heap import HeapTrimmer
 from emulator.mqtt.limits import DEFAULT_LIMITS, Limits
+from emulator.mqtt.listener import Listener, Ticket
 from emulator.mqtt.routing import Router
 from emulator.mqtt.sessions import Message, SessionState, SessionStore
+from emulator.mqtt.throttle import PerKeyInterval
+from emulator.mqtt.watchdog import Watchdog
+from emulator.mqtt.wire import read_packet_rest
 
 __all__ = ["ALPN_PROTOCOL", "Admission", "Broker", "Gatekeeper", "Refused", "Session", "TopicHandler"]
 
@@ -57,10 +68,14 @@ class Broker:
         self.store = SessionStore(limits)
         self.router = Router(gatekeeper, self.handlers, limits, self.store)
         self.sessions: dict[str, Session] = {}  # connected clients by client id
-        self._ssl = ssl_context
+        self.events: ConnectionEvents | None = None  # lifecycle events (lifecycle.py), set by the emulator
         self._host = host
         self._ports = [port, *extra_ports]
-        self._servers: list[asyncio.base_events.Server] = []
+        self.listener = Listener(ssl_context, limits, self._on_connection, limits.maximum_packet_size_v3 + 16)
+        self.trimmer = HeapTrimmer()
+        self.listener.on_closed = self.trimmer.connection_closed
+        rate = limits.connects_per_second_per_client_id
+        self.connect_rate: PerKeyInterval | None = None if rate is None else PerKeyInterval(rate)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,18 +99,7 @@ class Broker:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        for port in self._ports:
-            self._servers.append(
-                await asyncio.start_server(
-                    self._on_connection,
-                    self._host,
-                    port,
-                    ssl=self._ssl,
-                    ssl_handshake_timeout=self.limits.connect_timeout_s,
-                    backlog=1024,
-                    limit=self.limits.maximum_packet_size_v3 + 16,
-                )
-            )
+        await self.listener.start(self._host, self._ports)
         self._sweeper = asyncio.create_task(self._sweep_sessions())
 
     @property
@@ -104,11 +108,10 @@ class Broker:
 
     @property
     def ports(self) -> list[int]:
-        return [int(server.sockets[0].getsockname()[1]) for server in self._servers]
+        return self.listener.ports
 
     async def stop(self) -> None:
-        for server in self._servers:
-            server.close()
+        await self.listener.close_listening()
         if self._sweeper is not None:
             self._sweeper.cancel()
         for session in list(self.sessions.values()):
@@ -117,9 +120,7 @@ class Broker:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 2)
+        await self.listener.close()
 
     # ------------------------------------------------------------------ messages (see routing.py)
     def route(self, message: Message) -> int:
@@ -129,21 +130,25 @@ class Broker:
         return self.router.offer(state, message, qos, retain)
 
     # ------------------------------------------------------------------ connections
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: Ticket
+    ) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        host, port = (writer.get_extra_info("peername") or ("?", "?"))[:2]
-        peer = f"{host}:{port}"
+        peer = ticket.peer
         session: Session | None = None
         try:
-            session = await handshake(self, reader, writer, peer)
+            session = await handshake(self, reader, writer, peer, ticket.deadline)
+            ticket.release()  # CONNECT answered: the next client may start its TLS handshake
             if session is not None:
+                if self.events is not None:
+                    self.events.connected(session)
                 await self._serve(session, reader)
         except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, TimeoutError):
             pass
         except ProtocolError as exc:
-            client = session.client_id if session else "-"
+            client = quoted(session.client_id) if session else "-"
             log.info("protocol error peer=%s client=%s: %s", peer, client, exc)
             if session is not None:
                 session.disconnect(exc.reason_code, f"protocol error: {exc}")
@@ -162,33 +167,55 @@ class Broker:
                 writer.close()
 
     async def _serve(self, session: Session, reader: asyncio.StreamReader) -> None:
-        wire, router = session.codec, self.router
-        read_limit = wire.read_limit(self.limits)
-        timeout = session.keep_alive * 1.5 if session.keep_alive else None
-        while not session.closed:
-            try:
-                kind, flags, body = await asyncio.wait_for(codec.read_packet(reader, read_limit), timeout)
-            except TimeoutError:
-                session.disconnect(reasons.KEEP_ALIVE_TIMEOUT, "MQTT_KEEP_ALIVE_TIMEOUT")
-                return
-            if kind == codec.PUBLISH:
-                router.on_publish(session, wire.parse_publish(flags, body))
-            elif kind == codec.PUBACK:
-                session.acknowledged(wire.parse_puback(body).packet_id)
-            elif kind == codec.SUBSCRIBE:
-                router.on_subscribe(session, wire.parse_subscribe(body))
-            elif kind == codec.UNSUBSCRIBE:
-                router.on_unsubscribe(session, wire.parse_unsubscribe(body))
-            elif kind == codec.PINGREQ:
-                session.send(wire.pingresp())
-            elif kind == codec.DISCONNECT:
-                self._on_disconnect(session, wire.parse_disconnect(body).properties)
-                return
-            elif kind == codec.CONNECT:
-                raise ProtocolError("second CONNECT")  # MQTT-3.1.0-2
+        """The packet loop: keep-alive between packets, `packet_read_timeout_s` within one, and no reading
+        while the client has `requests_per_connection` provisioning requests under way."""
+        wire, router, limits = session.codec, self.router, self.limits
+        read_limit = wire.read_limit(limits)
+        task = asyncio.current_task()
+        assert task is not None
+        idle_s = session.keep_alive * 1.5 if session.keep_alive else None  # MQTT-3.1.2-24
+        packet_s = limits.packet_read_timeout_s
+        watchdog = Watchdog(asyncio.get_running_loop(), task, idle_s, packet_s)
+        try:
+            while not session.closed:
+                watchdog.idle()
+                first = await reader.readexactly(1)
+                watchdog.packet_started()
+                kind, flags, body = await read_packet_rest(reader, first[0], read_limit)
+                if kind == codec.PUBLISH:
+                    router.on_publish(session, wire.parse_publish(flags, body))
+                    if session.requests >= limits.requests_per_connection:
+                        watchdog.pause()
+                        await session.wait_for_request_slot()
+                elif kind == codec.PUBACK:
+                    session.acknowledged(wire.parse_puback(body).packet_id)
+                elif kind == codec.SUBSCRIBE:
+                    router.on_subscribe(session, wire.parse_subscribe(body))
+                elif kind == codec.UNSUBSCRIBE:
+                    router.on_unsubscribe(session, wire.parse_unsubscribe(body))
+                elif kind == codec.PINGREQ:
+                    session.send(wire.pingresp())
+                elif kind == codec.DISCONNECT:
+                    self._on_disconnect(session, wire.parse_disconnect(body).properties)
+                    return
+                elif kind == codec.CONNECT:
+                    raise ProtocolError("second CONNECT")  # MQTT-3.1.0-2
+                else:
+                    # PUBREC/PUBREL/PUBCOMP: AWS IoT does not support QoS 2; AUTH: no enhanced auth.
+                    raise ProtocolError(f"unsupported packet type {kind}")
+        except asyncio.CancelledError:
+            if not watchdog.expired:
+                raise
+            task.uncancel()  # the watchdog's own cancellation, turned into the time-out it stands for
+            if watchdog.within_packet:
+                # CHOSEN: AWS documents no such deadline; a half-sent packet holds its bytes in memory.
+                session.disconnect(
+                    reasons.KEEP_ALIVE_TIMEOUT, f"packet not complete within {packet_s:g} s of its first byte"
+                )
             else:
-                # PUBREC/PUBREL/PUBCOMP: AWS IoT does not support QoS 2; AUTH: no enhanced authentication.
-                raise ProtocolError(f"unsupported packet type {kind}")
+                session.disconnect(reasons.KEEP_ALIVE_TIMEOUT, "MQTT_KEEP_ALIVE_TIMEOUT")
+        finally:
+            watchdog.stop()
 
     def _on_disconnect(self, session: Session, properties: Mapping[str, Any]) -> None:
         expiry = properties.get(props.SESSION_EXPIRY_INTERVAL)
@@ -205,6 +232,8 @@ class Broker:
         session.ended = True
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+        if self.events is not None:
+            self.events.disconnected(session)
         state = session.state
         if state.session is not session:
             return
@@ -214,7 +243,7 @@ class Broker:
         for evicted in self.store.park(state):
             log.info(
                 "session client=%s cert=%.12s dropped early: disconnected sessions over their cap",
-                evicted.client_id,
+                quoted(evicted.client_id),
                 evicted.certificate_id,
             )
 
@@ -224,7 +253,7 @@ class Broker:
         while True:
             await asyncio.sleep(period)
             for state in self.store.expire():
-                log.info("session client=%s expired", state.client_id)
+                log.info("session client=%s expired", quoted(state.client_id))
 
     def close_certificate_sessions(self, certificate_id: str, reason: str) -> int:
         """Disconnect every connection authenticated with `certificate_id` and drop the sessions it held

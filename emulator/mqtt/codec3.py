@@ -141,6 +141,7 @@ class Codec311:
     assigns_client_ids = False
     # 3.1.1 cannot announce a Maximum QoS: a QoS 2 PUBLISH is ignored, as AWS IoT does (no PUBACK).
     enforces_maximum_qos = False
+    acks_with_reason_codes = False  # a PUBACK cannot refuse: a publish AWS discards gets none
 
     @staticmethod
     def read_limit(limits: Limits) -> int:

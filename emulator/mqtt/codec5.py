@@ -190,6 +190,7 @@ class Codec5:
     version = "5"
     assigns_client_ids = True  # an empty client id gets Assigned Client Identifier in CONNACK
     enforces_maximum_qos = True  # the CONNACK announced Maximum QoS: QoS 2 is DISCONNECT 0x9B
+    acks_with_reason_codes = True  # PUBACK 0x97 Quota exceeded for a publish AWS discards
 
     @staticmethod
     def read_limit(limits: Limits) -> int:

@@ -18,12 +18,13 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from emulator.logsafe import quoted
 from emulator.mqtt import properties as props
 from emulator.mqtt import reasons
 from emulator.mqtt.codec import Codec
 from emulator.mqtt.contracts import Admission
 from emulator.mqtt.sessions import Message, SessionState, Subscription
-from emulator.mqtt.topics import topic_matches
+from emulator.mqtt.throttle import TokenBucket
 
 if TYPE_CHECKING:
     from emulator.mqtt.broker import Broker
@@ -56,6 +57,7 @@ class Session:
         self._writer = writer
         self._next_packet_id = 0
         self.closed = False
+        self.close_reason = ""  # the first reason it was closed for (its lifecycle event's disconnectReason)
         self.ended = False  # the broker has settled its session state (parked or discarded)
         self.state_label = ""  # for the connect log line: clean, persistent, resumed(n queued)
         limits = broker.limits
@@ -72,6 +74,16 @@ class Session:
         self.in_flight: dict[int, Message | None] = {}
         self.pending: deque[tuple[Message, int, bool]] = deque()
         self.held_bytes = 0  # payload bytes of the pending messages and of the in-flight ones kept
+        self._transport = writer.transport
+        self._high_water = limits.write_buffer_high_water
+        # AWS's publishes per second per connection (`--limits aws`), and how many it discarded.
+        rate = limits.publishes_per_second
+        self.publish_rate: TokenBucket | None = None if rate is None else TokenBucket(rate)
+        self.throttled_publishes = 0
+        # Requests under way for topic handlers (the provisioning API): past the cap the broker stops
+        # reading this connection until one is answered (`wait_for_request_slot`).
+        self.requests = 0
+        self._request_slot: asyncio.Future[None] | None = None
 
     @property
     def certificate_id(self) -> str:
@@ -82,19 +94,51 @@ class Session:
         return self.state.subscriptions
 
     def send(self, data: bytes) -> None:
-        if not self.closed and data:
-            self._writer.write(data)
+        if self.closed or not data:
+            return
+        transport = self._transport
+        transport.write(data)
+        if transport.get_write_buffer_size() > self._high_water:
+            # A client that does not read: what it is sent piles up here once the kernel's buffers are
+            # full. Dropped at once (abort, not close: close would first try to send the pile).
+            self._mark_closed("slow reader")
+            log.info(
+                "disconnect client=%s cert=%.12s reason=slow reader: over %d bytes waiting to be sent",
+                quoted(self.client_id),
+                self.certificate_id,
+                self._high_water,
+            )
+            transport.abort()
+            trimmer = self.broker.trimmer
+            trimmer.connection_closed(weight=trimmer.burst)  # megabytes freed at once: give them back
+
+    # ---------------------------------------------------------------- requests to topic handlers
+    def request_started(self) -> None:
+        self.requests += 1
+
+    def request_finished(self) -> None:
+        self.requests -= 1
+        slot = self._request_slot
+        if (
+            slot is not None
+            and not slot.done()
+            and self.requests < self.broker.limits.requests_per_connection
+        ):
+            slot.set_result(None)
+
+    async def wait_for_request_slot(self) -> None:
+        """Until fewer than `requests_per_connection` requests are under way (or the connection closed)."""
+        while self.requests >= self.broker.limits.requests_per_connection and not self.closed:
+            self._request_slot = asyncio.get_running_loop().create_future()
+            try:
+                await self._request_slot
+            finally:
+                self._request_slot = None
 
     # ---------------------------------------------------------------- delivery
     def matching_subscription(self, topic: str) -> Subscription | None:
         """The highest-QoS subscription of this session that matches `topic`."""
-        best = None
-        for subscription in self.state.subscriptions.values():
-            if topic_matches(subscription.topic_filter, topic) and (
-                best is None or subscription.qos > best.qos
-            ):
-                best = subscription
-        return best
+        return self.broker.store.index.best_for(self.state, topic)
 
     def granted_qos(self, topic: str) -> int | None:
         best = self.matching_subscription(topic)
@@ -123,7 +167,9 @@ class Session:
                 or self.held_bytes + size > limits.held_bytes_per_connection
             ):
                 log.info(
-                    "dropped message client=%s topic=%s: pending queue full", self.client_id, message.topic
+                    "dropped message client=%s topic=%s: pending queue full",
+                    quoted(self.client_id),
+                    quoted(message.topic),
                 )
                 return False
             self.pending.append((message, qos, retain))
@@ -153,8 +199,8 @@ class Session:
             # MQTT-3.1.2-25: a packet larger than the client accepts is discarded, as if delivered.
             log.info(
                 "dropped message client=%s topic=%s: %d bytes over the client's maximum packet size %d",
-                self.client_id,
-                message.topic,
+                quoted(self.client_id),
+                quoted(message.topic),
                 len(data),
                 self.max_packet_to_client,
             )
@@ -225,9 +271,21 @@ class Session:
     def close(self, reason: str, level: int = logging.INFO) -> None:
         if self.closed:
             return
-        self.closed = True
-        log.log(
-            level, "disconnect client=%s cert=%.12s reason=%s", self.client_id, self.certificate_id, reason
-        )
+        self._mark_closed(reason)
+        if log.isEnabledFor(level):  # most closes log at DEBUG: not even the client id is quoted then
+            log.log(
+                level,
+                "disconnect client=%s cert=%.12s reason=%s",
+                quoted(self.client_id),
+                self.certificate_id,
+                reason,
+            )
         with contextlib.suppress(Exception):
             self._writer.close()
+
+    def _mark_closed(self, reason: str) -> None:
+        self.closed = True
+        self.close_reason = reason
+        slot = self._request_slot
+        if slot is not None and not slot.done():
+            slot.set_result(None)  # the read loop stops waiting for a request slot, and ends

@@ -4,8 +4,9 @@ session, answer CONNACK (MQTT 5: with AWS IoT's properties), then send what the 
 
 Refusals: a CONNECT whose certificate AWS IoT does not accept is closed without CONNACK (both versions);
 one the policies refuse gets CONNACK 0x87 (MQTT 5) or is closed without CONNACK (3.1.1, as AWS does); an
-unsupported protocol level, a malformed CONNECT, an empty 3.1.1 client id or enhanced authentication get
-the CONNACK refusal the client's version can read.
+unsupported protocol level, a malformed CONNECT, an empty 3.1.1 client id, a client id over AWS's 128 bytes
+or enhanced authentication get the CONNACK refusal the client's version can read; a second CONNECT of a
+client id within AWS's second (`--limits aws`) gets CONNACK 0x97 (MQTT 5) or is closed (3.1.1).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
+from emulator.logsafe import quoted
 from emulator.mqtt import codec, reasons
 from emulator.mqtt import properties as props
 from emulator.mqtt.codec import Codec, ProtocolError
@@ -32,13 +34,13 @@ log = logging.getLogger("emulator.mqtt")
 
 
 async def handshake(
-    broker: Broker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
+    broker: Broker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str, deadline: float
 ) -> Session | None:
-    """The connected session, or None once the CONNECT was refused (the caller closes the socket)."""
+    """The connected session, or None once the CONNECT was refused (the caller closes the socket).
+    `deadline` (event-loop time): the CONNECT must have arrived by then."""
     limits = broker.limits
-    kind, _, body = await asyncio.wait_for(
-        codec.read_packet(reader, limits.maximum_packet_size_v3), limits.connect_timeout_s
-    )
+    async with asyncio.timeout_at(deadline):
+        kind, _, body = await codec.read_packet(reader, limits.maximum_packet_size_v3)
     if kind != codec.CONNECT:
         raise ProtocolError("first packet is not CONNECT")  # MQTT-3.1.0-1
     try:
@@ -60,7 +62,13 @@ async def handshake(
     if refusal is not None:
         code, why = refusal
         writer.write(wire.connack(False, code))
-        log.info("connect refused peer=%s client=%s mqtt=%s: %s", peer, connect.client_id, wire.version, why)
+        log.info(
+            "connect refused peer=%s client=%s mqtt=%s: %s",
+            peer,
+            quoted(connect.client_id),
+            wire.version,
+            why,
+        )
         return None
     client_id, assigned = connect.client_id, None
     if not client_id:
@@ -77,18 +85,32 @@ async def handshake(
             writer.write(wire.connack(False, reasons.NOT_AUTHORIZED))
         log.info(
             "connect refused client=%s cert=%.12s peer=%s mqtt=%s: %s",
-            client_id,
+            quoted(client_id),
             certificate_id,
             peer,
             wire.version,
             exc,
         )
         return None
+    if broker.connect_rate is not None and not broker.connect_rate.allow(client_id):
+        # AWS: "limits MQTT CONNECT requests from the same accountId and clientId to 1 MQTT CONNECT
+        # operation per second". Checked once admitted, so that nobody can throttle a client id it may not
+        # use. MQTT 5 code UNCONFIRMED (0x97 Quota exceeded); 3.1.1: closed without CONNACK.
+        writer.write(wire.connack(False, reasons.QUOTA_EXCEEDED))
+        log.info(
+            "connect refused client=%s cert=%.12s peer=%s mqtt=%s: THROTTLED, over %g CONNECT/s per client",
+            quoted(client_id),
+            certificate_id,
+            peer,
+            wire.version,
+            limits.connects_per_second_per_client_id,
+        )
+        return None
     session, connack = _open_session(broker, connect, wire, writer, client_id, assigned, admission, peer)
     # Logged before the CONNACK goes out: whoever reads the log after the client connected finds the line.
     log.info(
         "connect client=%s cert=%.12s %s peer=%s mqtt=%s session=%s%s",
-        client_id,
+        quoted(client_id),
         certificate_id,
         admission.label,
         peer,
@@ -106,6 +128,12 @@ def _refusal(connect: Connect, wire: type[Codec], size: int, limits: Limits) -> 
     """A reason to refuse a well-formed CONNECT before asking the gatekeeper, or None."""
     if not connect.client_id and not wire.assigns_client_ids:
         return reasons.CLIENT_IDENTIFIER_NOT_VALID, "empty client id"
+    size = len(connect.client_id.encode())
+    if limits.client_id_max_bytes is not None and size > limits.client_id_max_bytes:
+        return (
+            reasons.CLIENT_IDENTIFIER_NOT_VALID,
+            f"client id of {size} bytes (AWS: at most {limits.client_id_max_bytes})",
+        )
     if size + 5 > wire.read_limit(limits):  # + the fixed header: 1 byte and at most 4 of length
         return reasons.PACKET_TOO_LARGE, f"CONNECT of {size} bytes"
     if props.AUTHENTICATION_METHOD in connect.properties:
@@ -113,7 +141,7 @@ def _refusal(connect: Connect, wire: type[Codec], size: int, limits: Limits) -> 
         # method it does not support with 0x8C (MQTT-4.12.0-1).
         return reasons.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported"
     if connect.will is not None and not valid_topic_name(connect.will.topic):
-        return reasons.TOPIC_NAME_INVALID, f"will topic {connect.will.topic!r}"
+        return reasons.TOPIC_NAME_INVALID, f"will topic {quoted(connect.will.topic)}"
     return None
 
 
@@ -177,9 +205,9 @@ def _reauthorise(broker: Broker, session: Session) -> None:
     """AWS re-authorises a resumed session: subscriptions its policies no longer allow are dropped."""
     for topic_filter in list(session.state.subscriptions):
         if not broker.gatekeeper.may_subscribe(session, topic_filter):
-            del session.state.subscriptions[topic_filter]
+            broker.store.unsubscribe(session.state, topic_filter)
             log.info(
                 "resumed session client=%s: subscription %s no longer allowed",
-                session.client_id,
-                topic_filter,
+                quoted(session.client_id),
+                quoted(topic_filter),
             )

@@ -184,6 +184,10 @@ class _Pattern:
 
     __slots__ = ("_pieces", "_variables", "_one_char", "_exact", "_compiled")
 
+    @property
+    def has_variables(self) -> bool:
+        return bool(self._variables)
+
     def __init__(self, text: str, variables: bool) -> None:
         self._pieces = _parse_pattern(text, variables)
         self._variables = tuple(piece.name for piece in self._pieces if isinstance(piece, _Variable))
@@ -475,6 +479,12 @@ class PolicyEngine:
             )
         self._statements: tuple[_Statement, ...] = tuple(statements)
         self._by_action: dict[str, tuple[Sequence[_Statement], Sequence[_Statement]]] = {}
+        # No policy variable and no condition: a decision depends on (action, resource) alone, so every
+        # connection of these policies (every claim connection) may share it (auth.py).
+        self.context_free = all(
+            not statement.conditions and not any(pattern.has_variables for pattern in statement.resources)
+            for statement in self._statements
+        )
 
     def _for_action(self, action: str) -> tuple[Sequence[_Statement], Sequence[_Statement]]:
         """(deny statements, allow statements) whose Action covers `action`, computed once per action."""

@@ -1,9 +1,12 @@
 """What the broker does with PUBLISH, SUBSCRIBE and UNSUBSCRIBE, the same for both MQTT versions.
 
-A PUBLISH is checked (topic alias, topic name, QoS, iot:Publish, size, payload format), acknowledged,
-then handed to the topic handler that owns its topic (the provisioning API) or routed: to every session
-with a matching subscription, connected or persistent and away, and to one member of each matching shared
-subscription. Refusals are MQTT 5 reason codes; the 3.1.1 codec turns them into what 3.1.1 can say.
+A PUBLISH is checked (AWS's publish rate with `--limits aws`, topic alias, topic name, QoS, iot:Publish,
+size, payload format), acknowledged, then handed to the topic handler that owns its topic (the provisioning
+API) or routed: to every session with a matching subscription, connected or persistent and away, and to one
+member of each matching shared subscription, found through the subscription index (`topic_index.py`), so
+that routing costs what the matching subscriptions cost. A SUBSCRIBE is held to AWS's 8 filters per request
+and 50 subscriptions per connection. Refusals are MQTT 5 reason codes; the 3.1.1 codec turns them into what
+3.1.1 can say.
 """
 
 from __future__ import annotations
@@ -13,21 +16,16 @@ import random
 import time
 from collections.abc import Sequence
 
+from emulator.logsafe import quoted
 from emulator.mqtt import properties as props
 from emulator.mqtt import reasons
 from emulator.mqtt.codec import ProtocolError
 from emulator.mqtt.connection import Session
 from emulator.mqtt.contracts import Gatekeeper, TopicHandler
 from emulator.mqtt.limits import Limits
-from emulator.mqtt.packets import Publish, Subscribe, Unsubscribe
+from emulator.mqtt.packets import Publish, Subscribe, SubscriptionRequest, Unsubscribe
 from emulator.mqtt.sessions import Message, SessionState, SessionStore, Subscription
-from emulator.mqtt.topics import (
-    SHARE_PREFIX,
-    split_shared,
-    topic_matches,
-    valid_topic_filter,
-    valid_topic_name,
-)
+from emulator.mqtt.topics import SHARE_PREFIX, split_shared, valid_topic_filter, valid_topic_name
 
 log = logging.getLogger("emulator.mqtt")
 
@@ -47,22 +45,29 @@ class Router:
 
     # ------------------------------------------------------------------ PUBLISH
     def on_publish(self, session: Session, message: Publish) -> None:
+        if session.publish_rate is not None and not session.publish_rate.take():
+            self._throttled(session, message)
+            return
         if message.properties:  # MQTT 5 only
             message = self._resolve_alias(session, message)
             if props.SUBSCRIPTION_IDENTIFIER in message.properties:
                 raise ProtocolError("PUBLISH from a client with a Subscription Identifier")  # MQTT-3.3.4-6
         if not valid_topic_name(message.topic):
             raise ProtocolError(
-                f"PUBLISH to invalid topic name {message.topic!r}", reasons.TOPIC_NAME_INVALID
+                f"PUBLISH to invalid topic name {quoted(message.topic)}", reasons.TOPIC_NAME_INVALID
             )
         if message.qos == 2:
             if session.codec.enforces_maximum_qos:  # MQTT 5: CONNACK said Maximum QoS 1 (MQTT-3.2.2-11)
                 raise ProtocolError("QoS 2 PUBLISH", reasons.QOS_NOT_SUPPORTED)
             # AWS IoT (3.1.1): "When QoS level 2 is requested, the message broker doesn't send a PUBACK".
-            log.info("ignored QoS 2 publish client=%s topic=%s", session.client_id, message.topic)
+            log.info(
+                "ignored QoS 2 publish client=%s topic=%s", quoted(session.client_id), quoted(message.topic)
+            )
             return
         if not self.gatekeeper.may_publish(session, message.topic):
-            session.disconnect(reasons.NOT_AUTHORIZED, f"AUTHORIZATION_FAILURE publish to {message.topic}")
+            session.disconnect(
+                reasons.NOT_AUTHORIZED, f"AUTHORIZATION_FAILURE publish to {quoted(message.topic)}"
+            )
             return
         handler = next((h for h in self.handlers if h.claims(message.topic)), None)
         if handler is None and len(message.payload) > self.limits.maximum_payload_bytes:
@@ -89,9 +94,26 @@ class Router:
         if message.topic.startswith("$aws/"):
             # Reserved topics of services the emulator does not run (shadow, jobs, ...) and the reply
             # topics of the provisioning API: nothing answers, and nothing is relayed to other clients.
-            log.debug("reserved topic %s from %s not relayed", message.topic, session.client_id)
+            log.debug(
+                "reserved topic %s from %s not relayed", quoted(message.topic), quoted(session.client_id)
+            )
             return
         self.route(_routed(message, session.client_id))
+
+    def _throttled(self, session: Session, message: Publish) -> None:
+        """AWS: "Publish requests exceeding that limit will be discarded"; the connection stays. An MQTT 5
+        QoS 1 publish is told so with PUBACK 0x97 Quota exceeded (UNCONFIRMED code); 3.1.1 has no way to."""
+        if message.qos == 1 and message.packet_id is not None and session.codec.acks_with_reason_codes:
+            session.send(session.codec.puback(message.packet_id, reasons.QUOTA_EXCEEDED))
+        session.throttled_publishes += 1
+        if session.throttled_publishes == 1 or session.throttled_publishes % 1000 == 0:
+            log.info(
+                "publish throttled client=%s topic=%s: over %g publishes/s (%d discarded on this connection)",
+                quoted(session.client_id),
+                quoted(message.topic),
+                self.limits.publishes_per_second,
+                session.throttled_publishes,
+            )
 
     def _resolve_alias(self, session: Session, message: Publish) -> Publish:
         """MQTT 5 Topic Alias from the client (section 3.3.2.3.4): set with a topic, used without one."""
@@ -120,24 +142,24 @@ class Router:
     # ------------------------------------------------------------------ delivery
     def route(self, message: Message) -> int:
         """Deliver to every subscribed session (connected, or persistent and away); returns how many."""
+        best: dict[SessionState, Subscription] = {}
+        groups: list[list[tuple[SessionState, Subscription]]] = []
+        origin = message.origin
+        for node in self.store.index.nodes(message.topic):
+            if node.plain:
+                for state, subscription in node.plain.items():
+                    if subscription.no_local and state.client_id == origin:
+                        continue
+                    current = best.get(state)
+                    if current is None or subscription.qos > current.qos:
+                        best[state] = subscription
+            if node.shared:
+                groups += [list(members.items()) for members in node.shared.values()]
+        # Delivery may end sessions (an expired one, a slow reader): the index is not iterated any more.
         delivered = 0
-        groups: dict[tuple[str, str], list[tuple[SessionState, Subscription]]] = {}
-        topic = message.topic
-        for state in list(self.store.states.values()):
-            best: Subscription | None = None
-            for subscription in state.subscriptions.values():
-                if not topic_matches(subscription.topic_filter, topic):
-                    continue
-                if subscription.share is not None:
-                    groups.setdefault((subscription.share, subscription.topic_filter), []).append(
-                        (state, subscription)
-                    )
-                elif not (subscription.no_local and state.client_id == message.origin):
-                    if best is None or subscription.qos > best.qos:
-                        best = subscription
-            if best is not None:
-                delivered += self._offer_to(state, message, best)
-        for members in groups.values():
+        for state, subscription in best.items():
+            delivered += self._offer_to(state, message, subscription)
+        for members in groups:
             # AWS: each message of a shared subscription goes to one member, chosen at random; a connected
             # member is preferred to a persistent session that is away (UNCONFIRMED).
             connected = [m for m in members if m[0].session is not None]
@@ -174,8 +196,8 @@ class Router:
         if not self.store.enqueue(state, message):
             log.info(
                 "dropped message client=%s topic=%s: queued bytes over their cap",
-                state.client_id,
-                message.topic,
+                quoted(state.client_id),
+                quoted(message.topic),
             )
             return False
         return True
@@ -189,32 +211,59 @@ class Router:
             codes = [reasons.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED] * len(subscribe.requests)
             session.send(wire.suback(subscribe.packet_id, codes))
             return
-        codes = []
-        for request in subscribe.requests:
-            topic_filter = request.topic_filter
-            shared = split_shared(topic_filter) if topic_filter.startswith(SHARE_PREFIX) else None
-            if not valid_topic_filter(topic_filter):
-                log.info("subscribe refused client=%s filter=%r: invalid", session.client_id, topic_filter)
-                codes.append(reasons.TOPIC_FILTER_INVALID)
-                continue
-            if shared is not None and request.no_local:
-                raise ProtocolError("No Local on a shared subscription")  # MQTT-3.8.3-4
-            if not self.gatekeeper.may_subscribe(session, topic_filter):
-                log.info("subscribe refused client=%s filter=%s", session.client_id, topic_filter)
-                codes.append(reasons.NOT_AUTHORIZED)
-                continue
-            granted = min(request.qos, self.limits.maximum_qos)  # AWS IoT supports QoS 0 and 1 only
-            share, inner = shared if shared is not None else (None, topic_filter)
-            session.state.subscriptions[topic_filter] = Subscription(
-                inner, granted, request.no_local, request.retain_as_published, share
+        limit = self.limits.filters_per_subscribe
+        if limit is not None and len(subscribe.requests) > limit:
+            log.info(
+                "subscribe refused client=%s: %d filters in one SUBSCRIBE, AWS allows %d",
+                quoted(session.client_id),
+                len(subscribe.requests),
+                limit,
             )
-            codes.append(granted)
+            session.send(wire.suback(subscribe.packet_id, [reasons.QUOTA_EXCEEDED] * len(subscribe.requests)))
+            return
+        codes = [self._subscribe_one(session, request) for request in subscribe.requests]
         session.send(wire.suback(subscribe.packet_id, codes))
 
+    def _subscribe_one(self, session: Session, request: SubscriptionRequest) -> int:
+        """The SUBACK code for one filter of a SUBSCRIBE: the granted QoS, or the refusal."""
+        topic_filter = request.topic_filter
+        shared = split_shared(topic_filter) if topic_filter.startswith(SHARE_PREFIX) else None
+        if not valid_topic_filter(topic_filter):
+            log.info(
+                "subscribe refused client=%s filter=%s: invalid",
+                quoted(session.client_id),
+                quoted(topic_filter),
+            )
+            return reasons.TOPIC_FILTER_INVALID
+        if shared is not None and request.no_local:
+            raise ProtocolError("No Local on a shared subscription")  # MQTT-3.8.3-4
+        state = session.state
+        cap = self.limits.subscriptions_per_connection
+        if cap is not None and topic_filter not in state.subscriptions and len(state.subscriptions) >= cap:
+            log.info(
+                "subscribe refused client=%s filter=%s: %d subscriptions on this connection, AWS allows %d",
+                quoted(session.client_id),
+                quoted(topic_filter),
+                len(state.subscriptions),
+                cap,
+            )
+            return reasons.QUOTA_EXCEEDED
+        if not self.gatekeeper.may_subscribe(session, topic_filter):
+            log.info("subscribe refused client=%s filter=%s", quoted(session.client_id), quoted(topic_filter))
+            return reasons.NOT_AUTHORIZED
+        granted = min(request.qos, self.limits.maximum_qos)  # AWS IoT supports QoS 0 and 1 only
+        share, inner = shared if shared is not None else (None, topic_filter)
+        self.store.subscribe(
+            state,
+            topic_filter,
+            Subscription(inner, granted, request.no_local, request.retain_as_published, share),
+        )
+        return granted
+
     def on_unsubscribe(self, session: Session, unsubscribe: Unsubscribe) -> None:
-        subscriptions = session.state.subscriptions
+        state = session.state
         codes = [
-            reasons.SUCCESS if subscriptions.pop(f, None) is not None else reasons.NO_SUBSCRIPTION_EXISTED
+            reasons.SUCCESS if self.store.unsubscribe(state, f) else reasons.NO_SUBSCRIPTION_EXISTED
             for f in unsubscribe.topic_filters
         ]
         session.send(session.codec.unsuback(unsubscribe.packet_id, codes))

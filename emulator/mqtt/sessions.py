@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from emulator.mqtt.limits import Limits
 from emulator.mqtt.properties import EMPTY
+from emulator.mqtt.topic_index import SubscriptionIndex
 
 if TYPE_CHECKING:
     from emulator.mqtt.connection import Session
@@ -83,6 +84,7 @@ class SessionStore:
         self.limits = limits
         self.clock = clock
         self.states: dict[str, SessionState] = {}  # by client id: held by a connection or not
+        self.index = SubscriptionIndex()  # every state's subscriptions, for matching topics
         self._offline: OrderedDict[str, SessionState] = OrderedDict()  # disconnected longest ago first
         self._offline_by_certificate: dict[str, OrderedDict[str, None]] = {}
         self.queued_bytes = 0
@@ -134,6 +136,9 @@ class SessionStore:
         self.queued_bytes -= state.queued_bytes
         state.queue.clear()
         state.queued_bytes = 0
+        for subscription in state.subscriptions.values():
+            self.index.remove(state, subscription)
+        state.subscriptions.clear()
 
     def expire(self) -> list[SessionState]:
         now = self.clock()
@@ -144,6 +149,22 @@ class SessionStore:
 
     def offline(self) -> list[SessionState]:
         return list(self._offline.values())
+
+    # ---------------------------------------------------------------- subscriptions
+    def subscribe(self, state: SessionState, key: str, subscription: Subscription) -> None:
+        """`key`: the filter as subscribed (`$share/g/a/b` for a shared one)."""
+        old = state.subscriptions.get(key)
+        if old is not None:
+            self.index.remove(state, old)
+        state.subscriptions[key] = subscription
+        self.index.add(state, subscription)
+
+    def unsubscribe(self, state: SessionState, key: str) -> bool:
+        subscription = state.subscriptions.pop(key, None)
+        if subscription is None:
+            return False
+        self.index.remove(state, subscription)
+        return True
 
     # ---------------------------------------------------------------- queued messages
     def enqueue(self, state: SessionState, message: Message) -> bool:

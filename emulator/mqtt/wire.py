@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import struct
 
+from emulator.logsafe import quoted
+
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = 8, 9, 10, 11, 12, 13, 14, 15
 
@@ -43,7 +45,7 @@ class UnsupportedProtocol(ProtocolError):
     reason_code = 0x84
 
     def __init__(self, name: str, level: int) -> None:
-        super().__init__(f"protocol {name!r} level {level}")
+        super().__init__(f"protocol {quoted(name)} level {level}")
         self.name = name
         self.level = level
 
@@ -52,6 +54,11 @@ async def read_packet(reader: asyncio.StreamReader, max_size: int) -> tuple[int,
     """(packet type, flags, body). Raises asyncio.IncompleteReadError at end of stream, PacketTooLarge
     for a packet over `max_size` bytes (fixed header included, as MQTT 5's Maximum Packet Size counts)."""
     first = await reader.readexactly(1)
+    return await read_packet_rest(reader, first[0], max_size)
+
+
+async def read_packet_rest(reader: asyncio.StreamReader, first: int, max_size: int) -> tuple[int, int, bytes]:
+    """`read_packet` once its first byte has been read (the broker times the rest of a packet apart)."""
     length, multiplier, header = 0, 1, 2
     for _ in range(4):
         byte = (await reader.readexactly(1))[0]
@@ -65,7 +72,7 @@ async def read_packet(reader: asyncio.StreamReader, max_size: int) -> tuple[int,
     if length + header > max_size:
         raise PacketTooLarge(f"packet of {length + header} bytes exceeds the {max_size}-byte limit")
     body = await reader.readexactly(length) if length else b""
-    return first[0] >> 4, first[0] & 0x0F, body
+    return first >> 4, first & 0x0F, body
 
 
 class Reader:

@@ -60,6 +60,10 @@ class CertificateAuthority:
         self._key = key
         self.certificate = certificate
         self.certificate_pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+        # Device certificates (CreateCertificateFromCsr, CreateKeysAndCertificate): valid this long from
+        # their issue, or until NOT_AFTER as AWS's (None). `--certificate-validity-days`, so that expiry
+        # and rotation can be tried without waiting for 2049. Claims and the server keep NOT_AFTER.
+        self.device_validity: dt.timedelta | None = None
 
     @classmethod
     def load_or_create(cls, directory: Path) -> CertificateAuthority:
@@ -118,8 +122,12 @@ class CertificateAuthority:
         public_key: CertificatePublicKeyTypes,
         *,
         server_names: list[str] | None = None,
+        device: bool = False,
     ) -> str:
         now = dt.datetime.now(dt.UTC)
+        not_after = NOT_AFTER
+        if device and self.device_validity is not None:
+            not_after = min(NOT_AFTER, now + self.device_validity)
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -127,7 +135,7 @@ class CertificateAuthority:
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(NOT_AFTER)
+            .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()), critical=False
@@ -168,7 +176,7 @@ class CertificateAuthority:
         """CreateKeysAndCertificate: AWS generates an RSA 2048 key pair."""
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AWS IoT Certificate")])
-        pem = self._issue(subject, key.public_key())
+        pem = self._issue(subject, key.public_key(), device=True)
         return IssuedCredential(pem, _key_pem(key).decode(), certificate_id(pem))
 
     def sign_csr(self, csr_pem: str) -> tuple[str, str]:
@@ -195,5 +203,5 @@ class CertificateAuthority:
             if len(csr.subject)
             else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AWS IoT Certificate")])
         )
-        pem = self._issue(subject, public_key)
+        pem = self._issue(subject, public_key, device=True)
         return pem, certificate_id(pem)

@@ -24,6 +24,7 @@ from typing import Any
 
 from emulator.provisioning import hook_log
 from emulator.provisioning.errors import AccessDenied
+from emulator.provisioning.lambda_env import function_environment
 
 HOOK_TIMEOUT_S = 5.0  # AWS's limit for a pre-provisioning hook
 
@@ -226,13 +227,17 @@ def load_lambda(spec: LambdaSpec, environment: dict[str, str]) -> Callable[[dict
     if spec.asset_dir not in sys.path:
         sys.path.insert(0, spec.asset_dir)
     module_name, _, function_name = spec.handler.rpartition(".")
-    handler = getattr(importlib.import_module(module_name), function_name)
+    # Imported and invoked with its own variables first: the process may run other functions too.
+    own_environment = partial(function_environment, environment)
+    with own_environment():
+        handler = getattr(importlib.import_module(module_name), function_name)
     decisions = hook_log.capture()
 
     def invoke(event: dict[str, Any]) -> LambdaInvocation:
         context = _LambdaContext(spec, time.monotonic() + HOOK_TIMEOUT_S)
         try:
-            answer = handler(event, context)
+            with own_environment():
+                answer = handler(event, context)
         except Exception as exc:
             reason = decisions.pop(context.aws_request_id)
             return LambdaInvocation(None, context.aws_request_id, reason, error=type(exc).__name__)

@@ -281,21 +281,15 @@ def child_setup(
     # Before the Lambda builds its clients: its DynamoDB calls to this server go unsigned.
     botocore_local.install(server.url)
     handlers: dict[str, Any] = {}
-    environment_seen: dict[str, str] = {}
+    dynamodb_url = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or server.url
     for spec in specs:
         environment = hooks.lambda_environment(spec, aws_endpoint_url=iot_endpoint_url, region=region)
         # Service-specific endpoint (botocore >= 1.31): DynamoDB here, everything else at the emulator.
         # An AWS_ENDPOINT_URL_DYNAMODB given to the emulator wins, as on the thread runner (fault
         # injection: a proxy that hangs some requests and relays the rest to aws_endpoint_url).
-        environment["AWS_ENDPOINT_URL_DYNAMODB"] = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or server.url
-        clashes = {k for k, v in environment.items() if environment_seen.get(k, v) != v}
-        if clashes - {"AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"}:
-            # One process, one environment: two hook functions that disagree on a variable would see
-            # the later one's value. Say so rather than guess.
-            logging.getLogger("emulator.provisioning.hook_host").warning(
-                "hook functions disagree on %s; %s's values apply", sorted(clashes), spec.function_name
-            )
-        environment_seen.update(environment)
+        environment["AWS_ENDPOINT_URL_DYNAMODB"] = dynamodb_url
+        # Functions that disagree on a variable (the hook's and the retirer's POWERTOOLS_SERVICE_NAME) each
+        # read their own: load_lambda runs each with its environment layered over the process's.
         handlers[spec.function_arn] = hooks.load_lambda(spec, environment)
     return handlers, server
 

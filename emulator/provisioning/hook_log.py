@@ -11,10 +11,11 @@ is ignored here, and the Lambda's own JSON line still goes to stdout as before.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections import OrderedDict
 from typing import Any
+
+from emulator.logsafe import quoted
 
 _MAX_PENDING = 4096  # a request id never popped (a timed-out call) cannot grow this without bound
 
@@ -57,14 +58,12 @@ def capture() -> DecisionCapture:
         return _capture
 
 
-_SAFE = re.compile(r"[^\w.:-]")
-
-
 class RejectionNotes(logging.Filter):
     """Adds `hook_reason=... request_id=...` to the MQTT front end's line for a rejected RegisterThing.
 
     The service notes each hook denial by client id (`note`, its `on_rejection` observer); this filter,
-    on the front end's logger, appends the note to that client's next `RegisterThing rejected` line, so
+    on the front end's logger, appends the note to that client's next `RegisterThing rejected` line (found by
+    the raw client id the line carries as `extra`; the line itself shows it quoted, emulator/logsafe.py), so
     that one grep by client id finds the hook's reason in the emulator's own log. (The front end's
     line is built in emulator/mqtt/provisioning.py; a field on its Rejected reply would be neater, and
     the MQTT layer's owner can take that over.) Notes are per client id, first in first out; a client
@@ -83,9 +82,8 @@ class RejectionNotes(logging.Filter):
         request_id = getattr(error, "request_id", None)
         if reason is None and request_id is None:
             return
-        # Only [\w.:-] reaches the log: a value cannot forge a line or a field (issue 13).
-        safe_reason, safe_id = (_SAFE.sub("?", str(value or "-")) for value in (reason, request_id))
-        note = f"hook_reason={safe_reason} request_id={safe_id}"
+        # Quoted and escaped: a reason a hook built from the device's input cannot forge a line or a field.
+        note = f"hook_reason={quoted(reason or '-')} request_id={quoted(request_id or '-')}"
         with self._guard:
             self._notes.setdefault(client_id, []).append(note)
             self._notes.move_to_end(client_id)
@@ -94,18 +92,20 @@ class RejectionNotes(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
+        client_id = getattr(record, "client_id", None)  # the raw client id; the line has it quoted
         if (
-            isinstance(args, tuple)
-            and len(args) >= 2
+            isinstance(client_id, str)
+            and isinstance(args, tuple)
+            and args
             and args[0] == "RegisterThing"
             and isinstance(record.msg, str)
             and record.msg.startswith("%s rejected client=%s")
         ):
             with self._guard:
-                notes = self._notes.get(str(args[1]))
+                notes = self._notes.get(client_id)
                 note = notes.pop(0) if notes else None
                 if notes == []:
-                    del self._notes[str(args[1])]
+                    del self._notes[client_id]
             if note is not None:
                 record.msg = record.msg + " %s"
                 record.args = (*args, note)

@@ -2,7 +2,9 @@
 
 - **connected**: AWS IoT's lifecycle event `$aws/events/presence/connected/<clientId>` (through the
   stack's topic rule). A thing that connects with its rotation's *new* certificate has proven it: the old
-  one is deactivated and detached now.
+  one is deactivated and detached now, and so is any certificate the hook superseded meanwhile (it
+  deactivates the certificate a second rotation, or a retry after a lost answer, makes obsolete, but may
+  not detach it): the thing is left with its current certificate only.
 - **sweep** (every few minutes, from a schedule): a rotation older than `grace_s` ends either way. If its
   new certificate is ACTIVE, the old one is retired; if the new one never became ACTIVE (the rotation's
   answer was lost and never retried), the rotation is abandoned instead and the old certificate, which the
@@ -23,9 +25,11 @@ class Outcome:
     retired: list[str] = field(default_factory=list)  # certificate ids
     abandoned: list[str] = field(default_factory=list)  # serials whose rotation was undone
     expiring: int | None = None
+    detached: list[str] = field(default_factory=list)  # superseded certificates (INACTIVE) let go of
 
     def as_dict(self) -> dict[str, object]:
-        return {"retired": self.retired, "abandoned": self.abandoned, "expiring": self.expiring}
+        found = {"retired": self.retired, "abandoned": self.abandoned, "expiring": self.expiring}
+        return found | ({"detached": self.detached} if self.detached else {})
 
 
 def on_connected(
@@ -67,5 +71,10 @@ def _retire(
     # AWS IoT first (each step idempotent), the registry last and conditionally: a duplicate event, or
     # one racing the sweep, does the IoT steps again harmlessly and loses the registry write.
     store.retire_certificate(rotation.rotating_from, rotation.thing_name, settings.device_policy_name)
+    outcome.detached += store.detach_superseded(
+        rotation.thing_name,
+        keep={rotation.certificate_id, rotation.rotating_from},
+        policy_name=settings.device_policy_name,
+    )
     if store.finish(rotation, keep=rotation.certificate_id, reason=reason, at_ms=now_ms):
         outcome.retired.append(rotation.rotating_from)

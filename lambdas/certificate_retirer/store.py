@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -9,11 +10,29 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from provisioning_hook.registry_dynamodb import CERTIFICATE_KEY_PREFIX, ROTATION_PENDING, SERIAL_KEY_PREFIX
+from provisioning_hook.registry_dynamodb import (
+    CERTIFICATE_KEY_PREFIX,
+    ROTATION_FIELDS,
+    ROTATION_PENDING,
+    SERIAL_KEY_PREFIX,
+)
+from provisioning_hook.registry_dynamodb import _endpoint_key as endpoint_key
 
-ROTATION_FIELDS = "rotating_from, rotating_from_key_sha256, rotation_pending, rotation_started_at"
 # Not the hook's: nothing waits on the retirer, so it retries with botocore's backoff rather than give up.
 _CONFIG = Config(connect_timeout=3, read_timeout=10, retries={"mode": "standard", "max_attempts": 5})
+_clients: dict[tuple[str, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def client(service: str) -> Any:
+    """One boto3 client per service and endpoint environment, per process: building one costs ~100 ms of
+    CPU, and the retirer runs on every connection of the fleet (most of which need no client at all)."""
+    key = (service, *endpoint_key(service))
+    with _clients_lock:  # boto3 sessions are not safe to build clients from concurrently
+        cached = _clients.get(key)
+        if cached is None:
+            cached = _clients[key] = boto3.session.Session().client(service, config=_CONFIG)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -30,9 +49,14 @@ class Store:
     def __init__(self, table: str, rotations_index: str) -> None:
         self.table = table
         self.index = rotations_index
-        session = boto3.session.Session()
-        self.db = session.client("dynamodb", config=_CONFIG)
-        self.iot = session.client("iot", config=_CONFIG)
+
+    @property
+    def db(self) -> Any:
+        return client("dynamodb")
+
+    @property
+    def iot(self) -> Any:
+        return client("iot")
 
     # -- the registry ----------------------------------------------------------------------------------
 
@@ -143,6 +167,31 @@ class Store:
                 return None, None
             raise
         return description.get("status"), description.get("certificateArn")
+
+    def detach_superseded(self, thing_name: str, *, keep: set[str], policy_name: str) -> list[str]:
+        """Detach from the thing (and the device policy) every certificate attached to it, but `keep`, that
+        is no longer ACTIVE: those the hook deactivated when a rotation superseded them. An ACTIVE one is
+        left alone (an operator attached it). Returns their ids."""
+        detached = []
+        request: dict[str, Any] = {"thingName": thing_name, "maxResults": 100}
+        while True:
+            try:
+                reply = self.iot.list_thing_principals(**request)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    return detached
+                raise
+            for arn in reply.get("principals", []):
+                certificate_id = str(arn).rsplit("/", 1)[-1]
+                if ":cert/" not in str(arn) or certificate_id in keep:
+                    continue
+                status, _ = self.certificate_status(certificate_id)
+                if status in ("INACTIVE", "REVOKED"):
+                    self.retire_certificate(certificate_id, thing_name, policy_name)
+                    detached.append(certificate_id)
+            if not reply.get("nextToken"):
+                return detached
+            request["nextToken"] = reply["nextToken"]
 
     def retire_certificate(self, certificate_id: str, thing_name: str, policy_name: str) -> str | None:
         """Deactivate the certificate and detach it from the thing and the device policy (each step is

@@ -76,6 +76,7 @@ RETIRED_BY = {
     "rotation": "superseded_rotation",
 }
 ROTATION_PENDING = "1"  # the `rotation_pending` attribute: the rotations index's partition (sparse)
+ROTATION_FIELDS = "rotating_from, rotating_from_key_sha256, rotation_pending, rotation_started_at"
 FINGERPRINT_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -178,6 +179,9 @@ class DynamoDBRegistry:
         if previous.status == STATUS_AVAILABLE:
             serial_condition = "attribute_exists(pk) AND #status = :available"
             condition_values: dict[str, Any] = {":available": {"S": STATUS_AVAILABLE}}
+            # A new reservation starts with no rotation: a serial reset while one was pending (by a fleetctl
+            # that left its fields) must not let the certificate it replaced rotate the new device's thing.
+            forget = f" REMOVE {ROTATION_FIELDS}"
         else:
             serial_condition = (
                 "attribute_exists(pk) AND #status = :reserved AND certificate_id = :old_cert "
@@ -187,6 +191,7 @@ class DynamoDBRegistry:
                 ":old_cert": {"S": previous.certificate_id or ""},
                 ":old_at": {"N": str(previous.reserved_at or 0)},
             }
+            forget = ""
         items: list[dict[str, Any]] = [
             {
                 "Update": {
@@ -196,7 +201,7 @@ class DynamoDBRegistry:
                         "SET #status = :reserved, certificate_id = :cert, thing_name = :thing, "
                         "claim_certificate_id = :claim, client_id = :client, reserved_at = :at, "
                         "reserved_key_sha256 = :key, certificate_expires_at = :expires, updated_at = :now "
-                        "ADD certificate_ids :certs"
+                        "ADD certificate_ids :certs" + forget
                     ),
                     # attribute_exists: an UpdateItem on a missing key would otherwise create the item.
                     "ConditionExpression": serial_condition,

@@ -80,12 +80,18 @@ class InMemoryRegistry:
                 return WriteOutcome.SERIAL_CHANGED
             if self.held.get(reservation.certificate_id, reservation.serial) != reservation.serial:
                 return WriteOutcome.CERTIFICATE_HOLDS_SERIAL
+            fresh = previous.status == STATUS_AVAILABLE  # a new reservation starts with no rotation
             self.serials[reservation.serial] = dataclasses.replace(
                 current,
                 status=STATUS_RESERVED,
                 certificate_id=reservation.certificate_id,
                 reserved_at=reservation.reserved_at,
                 reserved_key_sha256=reservation.key_sha256,
+                **(
+                    {"rotating_from": None, "rotating_from_key_sha256": None, "rotation_started_at": None}
+                    if fresh
+                    else {}
+                ),
             )
             self.reservations[reservation.serial] = reservation
             self.held[reservation.certificate_id] = reservation.serial

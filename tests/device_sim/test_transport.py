@@ -149,3 +149,13 @@ def test_a_cancelled_awscrt_future_cancels_the_wait() -> None:
             await wait(cancelled, 5)
 
     asyncio.run(scenario())
+
+
+def test_an_mqtt5_connection_hands_a_message_to_the_filter_it_matches() -> None:
+    """The mqtt5 client has one message callback: the connection finds the subscription's handler."""
+    from device_sim.connection5 import _matches
+
+    assert _matches("$aws/events/presence/connected/+", "$aws/events/presence/connected/device-1")
+    assert not _matches("$aws/events/presence/connected/+", "$aws/events/presence/connected/a/b")
+    assert _matches("a/#", "a") and _matches("a/#", "a/b/c") and _matches("a/b", "a/b")
+    assert not _matches("a/b", "a/c") and not _matches("+/x", "$aws/x") and not _matches("#", "$aws/x")

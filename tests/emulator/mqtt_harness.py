@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 
 from emulator.mqtt import codec, codec5
 from emulator.mqtt import properties as props
-from emulator.mqtt.broker import Admission, Broker, Refused, Session
+from emulator.mqtt.broker import Admission, Broker, Refused, Session, TopicHandler
 from emulator.mqtt.limits import Limits
 from emulator.mqtt.packets import Publish
 from emulator.mqtt.wire import Reader, packet, string
@@ -224,6 +224,7 @@ class Env:
 
     _paths: dict[str, tuple[Path, Path]] = field(default_factory=dict)
     _ca: str = ""
+    authority: CertificateAuthority | None = None  # signs the client certificates the broker trusts
 
 
 def _client_context(paths: tuple[Path, Path], ca_pem: str, alpn: list[str] | None = None) -> ssl.SSLContext:
@@ -236,10 +237,13 @@ def _client_context(paths: tuple[Path, Path], ca_pem: str, alpn: list[str] | Non
 
 @asynccontextmanager
 async def broker_env(
-    tmp_path: Path, limits: Limits | None = None, extra_ports: tuple[int, ...] = ()
+    tmp_path: Path,
+    limits: Limits | None = None,
+    extra_ports: tuple[int, ...] = (),
+    handlers: Sequence[TopicHandler] | None = None,
 ) -> AsyncIterator[Env]:
     """A broker on an ephemeral port with the emulator's own TLS context (ALPN included), two client
-    certificates ("a", "b")."""
+    certificates ("a", "b"); `handlers` replace the EchoHandler."""
     from emulator.serving import server_ssl_context
 
     authority = CertificateAuthority.create()
@@ -257,13 +261,13 @@ async def broker_env(
     broker = Broker(
         ssl_context=server_ssl_context(tmp_path, authority),
         gatekeeper=gatekeeper,
-        handlers=[EchoHandler()],
+        handlers=[EchoHandler()] if handlers is None else list(handlers),
         limits=limits or Limits(),
         extra_ports=extra_ports,
     )
     await broker.start()
     contexts = {name: _client_context(p, authority.certificate_pem) for name, p in paths.items()}
-    env = Env(broker, gatekeeper, contexts, ids, paths, authority.certificate_pem)
+    env = Env(broker, gatekeeper, contexts, ids, paths, authority.certificate_pem, authority)
     try:
         yield env
     finally:

@@ -12,6 +12,7 @@ import pytest
 
 from emulator.mqtt import codec
 from emulator.mqtt.broker import Admission, Broker, Refused, Session
+from emulator.mqtt.limits import Limits
 from emulator.provisioning.ca import CertificateAuthority, IssuedCredential, write_private
 
 
@@ -100,7 +101,13 @@ async def broker_env(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
     server_ctx.load_cert_chain(server_cert, server_key)
     server_ctx.load_verify_locations(cadata=authority.certificate_pem)
     server_ctx.verify_mode = ssl.CERT_REQUIRED
-    broker = Broker(ssl_context=server_ctx, gatekeeper=FakeGatekeeper(), handlers=[EchoHandler()])  # type: ignore[arg-type]
+    # AWS holds keep-alive to 30 s at least (test_limits.py): lowered so that the timeout takes a second.
+    broker = Broker(
+        ssl_context=server_ctx,
+        gatekeeper=FakeGatekeeper(),  # type: ignore[arg-type]
+        handlers=[EchoHandler()],
+        limits=Limits(keep_alive_min_s=1),
+    )
     await broker.start()
     client_ctx = ssl.create_default_context(cadata=authority.certificate_pem)
     client_ctx.load_cert_chain(client_cert, client_key)

@@ -387,8 +387,8 @@ def test_the_rejection_line_names_the_hooks_reason_and_request_id(control: Emula
     while time.monotonic() < deadline and not line:
         line = next((x for x in control.log().splitlines() if f"rejected client={client_id} " in x), "")
         time.sleep(0.1)
-    assert "code=AccessDenied" in line and " hook_reason=" in line, line
-    request_id = line.rsplit("request_id=", 1)[1].split()[0]
+    assert "code=AccessDenied " in line and " hook_reason=" in line, line
+    request_id = line.rsplit("request_id=", 1)[1].split()[0].strip('"')
     # The same request id is in the hook's own decision line (stdout, as CloudWatch Logs would hold).
     decisions = [json.loads(x) for x in control.log().splitlines() if x.startswith("{") and request_id in x]
     decision = next(d for d in decisions if d.get("request_id") == request_id)

@@ -4,7 +4,6 @@ the emulator's rejection line; nothing a client chose can forge that line."""
 from __future__ import annotations
 
 import logging
-import re
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -12,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from emulator.mqtt.provisioning import Outcome, log_outcome
 from emulator.provisioning.hook import HookDenied, LambdaSpec, hosted_lambda_hook
 from emulator.provisioning.hook_host import HookHost
 from emulator.provisioning.hook_log import RejectionNotes
+from emulator.provisioning.payloads import Rejected
 
 ARN = "arn:aws:lambda:eu-west-1:000000000000:function:logging-probe"
 HANDLER = """
@@ -55,26 +56,32 @@ def test_a_denial_carries_the_reason_and_request_id_the_lambda_logged(host: Hook
     assert failed.value.hook_reason == "ALLOWED_NEW" and failed.value.request_id
 
 
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def rejection_line(notes: RejectionNotes, client_id: str) -> str:
-    record = logging.LogRecord(
-        "emulator.provisioning",
-        logging.INFO,
-        __file__,
-        1,
-        "%s rejected client=%s status=%s code=%s message=%r %.1fms%s",
-        (
-            "RegisterThing",
-            client_id,
-            403,
-            "AccessDenied",
-            "The pre-provisioning hook denied the request",
-            3.0,
-            "",
-        ),
-        None,
-    )
-    notes.filter(record)
-    return record.getMessage()
+    """The front end's own line for a RegisterThing the hook denied, through the filter as the emulator
+    installs it (runtime.py: on the `emulator.provisioning` logger)."""
+    logger = logging.getLogger("emulator.provisioning")
+    capture = _Capture()
+    logger.addHandler(capture)
+    logger.addFilter(notes)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        reply = Rejected(403, "AccessDenied", "The pre-provisioning hook denied the request")
+        log_outcome(Outcome("RegisterThing", client_id, reply, 3.0, True), "t/rejected")
+    finally:
+        logger.removeFilter(notes)
+        logger.removeHandler(capture)
+        logger.level = level
+    (line,) = capture.lines
+    return line
 
 
 def test_the_rejection_line_names_the_hook_reason_once_and_cannot_be_forged() -> None:
@@ -89,9 +96,15 @@ def test_the_rejection_line_names_the_hook_reason_once_and_cannot_be_forged() ->
         "prov-2", HookDenied("denied", hook_reason="X\nRegisterThing accepted device-SN9", request_id="a b")
     )
     line = rejection_line(notes, "prov-2")
-    assert "\n" not in line and re.search(
-        r"hook_reason=X\?RegisterThing\?accepted\?device-SN9 request_id=a\?b$", line
+    assert "\n" not in line and line.endswith(
+        'hook_reason="X\\nRegisterThing accepted device-SN9" request_id="a b"'
     )
+    # A client id with a newline: the notes still find its line, which stays one line.
+    notes.note("prov-3\nRegisterThing accepted", HookDenied("denied", hook_reason="TAKEN", request_id="r-3"))
+    line = rejection_line(notes, "prov-3\nRegisterThing accepted")
+    assert "\n" not in line
+    assert line.startswith('RegisterThing rejected client="prov-3\\nRegisterThing accepted" status=403')
+    assert line.endswith("hook_reason=TAKEN request_id=r-3")
 
 
 def test_a_denial_without_hook_details_adds_nothing(tmp_path: Path) -> None:

@@ -238,8 +238,12 @@ def test_close_certificate_sessions_from_another_thread(tmp_path: Path) -> None:
 
 
 def test_a_client_that_never_acknowledges_cannot_grow_what_its_connection_holds(tmp_path: Path) -> None:
+    # outbound_in_flight=None: 3.1.1 without AWS's 100 in flight, the case where only the caps hold it back.
     limits = Limits(
-        queued_messages_per_session=5, pending_messages_per_connection=50, held_bytes_per_connection=3000
+        queued_messages_per_session=5,
+        pending_messages_per_connection=50,
+        held_bytes_per_connection=3000,
+        outbound_in_flight=None,
     )
 
     async def scenario(env: Env) -> None:

@@ -683,3 +683,31 @@ def test_one_character_wildcard_with_variables() -> None:
         assert policy.is_allowed("iot:Publish", topic(f"{client_id}/x/y"), claim(client_id))
         assert not policy.is_allowed("iot:Publish", topic(f"{client_id}/xx/y"), claim(client_id))
         assert not policy.is_allowed("iot:Publish", topic("other/x/y"), claim(client_id))
+
+
+# ------------------------------------------------------------------------------------------ context-free
+def test_context_free_only_when_no_variable_and_no_condition(
+    claim_policy: PolicyEngine, device_policy: PolicyEngine
+) -> None:
+    """The gatekeeper shares a context-free engine's decisions between connections (emulator/mqtt/auth.py):
+    the claim's policy qualifies, the device policy (variables, a condition) does not."""
+    assert claim_policy.context_free
+    assert not device_policy.context_free
+    assert not engine(
+        allow("iot:Publish", "*", Condition={"Bool": {"iot:Connection.Thing.IsAttached": "true"}})
+    ).context_free
+    assert not engine(allow("iot:Publish", f"{ARN}:topic/${{iot:ClientId}}")).context_free
+    # Before 2012-10-17 `${...}` is plain text: nothing is read from the connection.
+    assert engine(allow("iot:Publish", f"{ARN}:topic/${{iot:ClientId}}"), version="2008-10-17").context_free
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    client_id=st.text(min_size=1, max_size=20), name=st.sampled_from(CLAIM_REQUESTS + CLAIM_REPLIES + ["x"])
+)
+def test_a_context_free_engine_decides_alike_for_every_connection(client_id: str, name: str) -> None:
+    claim_engine = PolicyEngine([CLAIM_POLICY])
+    for action, resource in (("iot:Publish", topic(name)), ("iot:Subscribe", topicfilter(name))):
+        assert claim_engine.evaluate(action, resource, claim(client_id)) is claim_engine.evaluate(
+            action, resource, claim()
+        )

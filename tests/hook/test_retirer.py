@@ -181,5 +181,49 @@ def test_other_events_are_ignored(rotation: dict[str, str]) -> None:
 
 @pytest.fixture(autouse=True)
 def _boto_clients_in_moto(monkeypatch: pytest.MonkeyPatch) -> None:
+    from certificate_retirer import store
+
     monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    monkeypatch.setattr(store, "_clients", {})  # each test's moto, not an earlier test's client
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+
+
+def test_certificates_the_hook_superseded_are_detached_too(
+    rotation: dict[str, str], dynamodb: Any, iot: Any
+) -> None:
+    """A second rotation before the retirer ran (or a retry after a lost answer): the hook deactivated the
+    certificate it superseded but cannot detach it; the retirer leaves the thing its current one only.
+    An ACTIVE certificate someone else attached is not the retirer's to touch."""
+    superseded, foreign = (iot.create_keys_and_certificate(setAsActive=True) for _ in range(2))
+    for certificate in (superseded, foreign):
+        iot.attach_thing_principal(thingName=THING, principal=certificate["certificateArn"])
+    iot.attach_policy(policyName=POLICY, target=superseded["certificateArn"])
+    iot.update_certificate(certificateId=superseded["certificateId"], newStatus="INACTIVE")
+    outcome = invoke(connected(rotation["new"]))
+    assert outcome["retired"] == [rotation["old"]] and outcome["detached"] == [superseded["certificateId"]]
+    assert attached(iot) == {rotation["new"], foreign["certificateId"]}
+    assert iot.list_attached_policies(target=superseded["certificateArn"])["policies"] == []
+    assert status(iot, foreign["certificateId"]) == "ACTIVE"
+
+
+def test_clients_are_built_once_and_not_for_a_connection_that_is_not_a_thing(
+    rotation: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rule invokes the retirer on every connection of the fleet: a claim's costs no AWS client, and
+    a thing's reuses the process's (building a boto3 client is ~100 ms of CPU; it was two per event)."""
+    from certificate_retirer import store
+
+    monkeypatch.setattr(store, "_clients", {})
+    built: list[str] = []
+    real_client = boto3.session.Session.client
+
+    def counting(self: Any, service: str, *args: Any, **kwargs: Any) -> Any:
+        built.append(service)
+        return real_client(self, service, *args, **kwargs)
+
+    monkeypatch.setattr(boto3.session.Session, "client", counting)
+    assert invoke(connected(rotation["new"], client_id="prov-SN-000001"))["retired"] == []
+    assert built == []
+    assert invoke(connected(rotation["old"]))["retired"] == []  # a thing still on its old certificate
+    assert invoke(connected(rotation["new"]))["retired"] == [rotation["old"]]
+    assert sorted(built) == ["dynamodb", "iot"]

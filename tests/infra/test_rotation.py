@@ -193,6 +193,7 @@ def test_the_retirer_has_exactly_what_it_uses(enabled: Path) -> None:
         "iot:DescribeCertificate",
         "iot:DetachPolicy",
         "iot:DetachThingPrincipal",
+        "iot:ListThingPrincipals",
         "iot:UpdateCertificate",
     ]
     assert (
