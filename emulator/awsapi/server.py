@@ -42,7 +42,7 @@ class LocalAwsServer:
         self._thread: threading.Thread | None = None
         self._app: Any = None
         self._outer: Any = None
-        self._shortcut: _Shortcut | None = None
+        self._shortcut: Any = None  # emulator.awsapi.shortcut.Shortcut
         self._routes: dict[str, str] = {}  # signing name -> URL of the server that holds it
         self.changes = 0  # requests other than reads, for the state saver (--persist)
 
@@ -115,14 +115,19 @@ class LocalAwsServer:
         endpoint for clients, the service's state held elsewhere (the hook process's serial table)."""
         self._routes[service] = url.rstrip("/")
 
-    def install_shortcut(self) -> None:
+    def install_shortcut(self, *, region: str | None = None) -> None:
         """Let boto3 clients created in this process (the in-process hook's) reach this server without
         a socket: a botocore `before-send` handler hands requests for `url` straight to the same WSGI
-        app. Requests and responses are still AWS's HTTP wire format, only the TCP hop is skipped."""
+        app. Requests and responses are still AWS's HTTP wire format, only the TCP hop is skipped.
+
+        `region`: where an unsigned request is served (`emulator/registry/botocore_local.py` drops the
+        signature of the hook process's DynamoDB calls; a signed request names its region itself)."""
         import botocore.handlers
 
+        from emulator.awsapi.shortcut import Shortcut
+
         if self._shortcut is None:
-            self._shortcut = _Shortcut(self.url, self._outer, self._lock, self._routes, self)
+            self._shortcut = Shortcut(self.url, self._outer, self._lock, self._routes, self, region)
             botocore.handlers.BUILTIN_HANDLERS.append(("before-send", self._shortcut))
 
     def stop(self) -> None:
@@ -140,9 +145,6 @@ class LocalAwsServer:
             self._thread.join(timeout=5)
 
 
-# Signing names whose moto handler the shortcut calls directly (as moto's own `mock_aws` does), with
-# no WSGI environ, Flask app or per-request service inference (a directory scan per request).
-_DIRECT_SERVICES = frozenset({"dynamodb", "iot"})
 _SCOPE_RE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 
 log = logging.getLogger("emulator.aws")
@@ -275,92 +277,3 @@ def _direct_handler(service: str) -> Any:
     from moto.iot.responses import IoTResponse
 
     return IoTResponse.dispatch
-
-
-class _Shortcut:
-    def __init__(
-        self, url: str, app: Any, lock: threading.RLock, routes: dict[str, str], server: LocalAwsServer
-    ) -> None:
-        self.url = url
-        self.app = app  # the server's outer application: the same answers as over the socket
-        self.lock = lock
-        self.enabled = True
-        self._handlers = {service: _direct_handler(service) for service in _DIRECT_SERVICES}
-        self._routes = routes  # services held elsewhere go through the WSGI app, which forwards them
-        self._server = server
-
-    def __call__(self, request: Any, event_name: str = "", **_: Any) -> Any:
-        if not self.enabled or not str(request.url).startswith(self.url):
-            return None  # any other endpoint: botocore sends it as usual
-        from botocore.awsrequest import AWSResponse
-        from moto.core.botocore_stubber import MockRawResponse
-
-        authorization = request.headers.get("Authorization", b"")
-        if isinstance(authorization, bytes):
-            authorization = authorization.decode()
-        service = signing_name(authorization)
-        handler = None if service in self._routes else self._handlers.get(service)
-        operation = event_name.rpartition(".")[2]  # before-send.<service>.<Operation>
-        if handler is not None and not _moto_serves(service, operation):
-            handler = None  # the emulator's own actions, and refusals: through the gateway
-        if handler is None:
-            code, response_headers, payload = self._through_wsgi(request)
-        else:
-            target = request.headers.get("X-Amz-Target", b"")
-            code, response_headers, payload = self._direct(handler, request)
-            if not is_read(request.method, target.decode() if isinstance(target, bytes) else str(target)):
-                self._server.count_change()
-        return AWSResponse(request.url, code, response_headers, MockRawResponse(payload))
-
-    def _direct(self, handler: Any, request: Any) -> tuple[int, dict[str, str], bytes]:
-        """What moto's Flask view does for this request (moto.core.utils.convert_to_flask_response),
-        minus the WSGI round trip: the same handler, request, errors and response bytes."""
-        from botocore.exceptions import ClientError
-        from moto.core.request import normalize_request
-        from werkzeug.exceptions import HTTPException
-
-        normalized = normalize_request(request)
-        with self.lock:
-            try:
-                result = handler(normalized, normalized.raw_url, dict(normalized.headers))
-            except HTTPException as exc:  # moto's AWS errors (as Flask turns them into responses)
-                body = exc.get_body()
-                return int(exc.code or 500), dict(exc.get_headers()), body.encode()
-            except ClientError as exc:
-                return 400, {}, str(exc.response["Error"]["Message"]).encode()
-            except Exception:
-                log.exception("moto failed on %s %s", request.method, quoted(request.url))
-                return 500, {}, b'{"__type": "InternalFailure", "message": "moto raised"}'
-            status, headers, content = result if len(result) == 3 else (200, {}, result)
-            if not isinstance(content, (str, bytes)):
-                content = b"".join(c.encode() if isinstance(c, str) else c for c in content)
-        return (
-            int(status),
-            {k: str(v) for k, v in dict(headers).items()},
-            (content.encode() if isinstance(content, str) else content),
-        )
-
-    def _through_wsgi(self, request: Any) -> tuple[int, dict[str, str], bytes]:
-        from werkzeug.test import EnvironBuilder
-
-        parts = urlsplit(request.url)
-        headers = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in request.headers.items()}
-        body = request.body
-        if hasattr(body, "read"):
-            body = body.read()
-        environ = EnvironBuilder(
-            method=request.method,
-            path=parts.path or "/",
-            query_string=parts.query,
-            headers=headers,
-            data=body or b"",
-            base_url=self.url,
-        ).get_environ()
-        status: list[Any] = []
-
-        def start_response(line: str, response_headers: list[tuple[str, str]], *_: Any) -> None:
-            status.append((int(line.split(" ", 1)[0]), dict(response_headers)))
-
-        payload = b"".join(self.app(environ, start_response))
-        code, response_headers = status[0]
-        return code, response_headers, payload

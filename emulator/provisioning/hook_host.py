@@ -7,7 +7,8 @@ its own GIL:
 
 - the child holds moto's DynamoDB (the serial table) behind its own lock and HTTP server, and runs the
   Lambda on a thread pool; the Lambda reaches DynamoDB without a socket (the `before-send` shortcut of
-  `LocalAwsServer`) and IoT (DescribeCertificate, on a take-over) at the emulator's AWS endpoint;
+  `LocalAwsServer`) and unsigned (emulator/registry/botocore_local.py), and IoT (DescribeCertificate,
+  on a take-over) at the emulator's AWS endpoint;
 - the emulator sends each invocation (AWS's event, a few KB) over a pipe and gets the answer back;
 - the emulator's AWS endpoint forwards DynamoDB requests (fleetctl, tests, boto3) to the child, so
   `aws_endpoint_url` in endpoint.json still serves every API.
@@ -198,7 +199,7 @@ def _child_main(
         level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     try:
-        handlers, server = _child_setup(specs, iot_endpoint_url, region, initial_state)
+        handlers, server = child_setup(specs, iot_endpoint_url, region, initial_state)
     except BaseException as exc:  # reported to the parent, which raises it as a start failure
         connection.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -255,25 +256,30 @@ def _child_main(
     os._exit(0)  # hook threads still running (a hung call) must not hold the process
 
 
-def _child_setup(
+def child_setup(
     specs: list[Any], iot_endpoint_url: str, region: str, initial_state: bytes | None = None
 ) -> tuple[dict[str, Any], Any]:
+    """The hook process's state: moto's DynamoDB behind its server, the library fast paths, and each
+    Lambda loaded with its environment; (handlers by function ARN, the server). bench/hook_cpu.py
+    measures a process set up by this."""
     from moto.backends import get_backend
     from moto.dynamodb.models import dynamodb_backends
 
     from emulator.awsapi.server import LocalAwsServer
     from emulator.provisioning import hook as hooks
-    from emulator.registry import moto_dynamodb, persistence
+    from emulator.registry import botocore_local, moto_dynamodb, persistence
     from emulator.registry.store import LOCAL_ACCOUNT_ID
 
     get_backend("dynamodb").reset()
     if initial_state is not None:
         saved = pickle.loads(initial_state)  # noqa: S301 - the emulator's own snapshot (persistence.py)
         persistence.restore_backend(dynamodb_backends[LOCAL_ACCOUNT_ID][region], saved)
-    moto_dynamodb.install()
+    moto_dynamodb.install()  # both off with EMULATOR_FAST_PATHS=0 (bench/hook_cpu.py)
     server = LocalAwsServer(threading.RLock())
     server.start()
-    server.install_shortcut()
+    server.install_shortcut(region=region)
+    # Before the Lambda builds its clients: its DynamoDB calls to this server go unsigned.
+    botocore_local.install(server.url)
     handlers: dict[str, Any] = {}
     dynamodb_url = os.environ.get("AWS_ENDPOINT_URL_DYNAMODB") or server.url
     for spec in specs:

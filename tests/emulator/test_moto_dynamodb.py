@@ -1,10 +1,17 @@
-"""The emulator's patches to moto's DynamoDB (emulator/registry/moto_dynamodb.py) give exactly moto's
-results and errors, for every expression form the hook and fleetctl send and for expressions each check
-refuses; a transaction no longer copies whole tables, and a validator walk no longer rebuilds its map."""
+"""The emulator's patches to moto (emulator/registry/moto_dynamodb.py) give exactly moto's results and
+errors: the same requests, sent to patched and to unpatched moto (each in a fresh process), get the same
+answers, byte for byte, and leave the same table, under moto's mock and in the hook process's setting
+(with botocore_local's unsigned calls). The requests are the hook's and the retirer's own (every
+expression form they send, made by their code) and the paths each patch changes. Then what each patch
+saves: a transaction copies the items it names, not the table; a validator walk builds its map once; a
+new item's expression is validated once; a plain GetItem reply skips the serializer. And the patches
+stay out on another moto version, or when turned off."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from importlib.metadata import version
@@ -16,54 +23,187 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def scenarios(mode: str) -> list[dict[str, Any]]:
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.emulator.moto_scenarios", mode],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(done.stdout)  # type: ignore[no-any-return]
+def run_scenarios(transport: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(plain, patched), each from its own process, run side by side."""
+    # moto answers a projected set in the order of a Python set: one hash seed for both processes.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env.pop("EMULATOR_FAST_PATHS", None)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.emulator.moto_scenarios", transport, mode],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for mode in ("plain", "patched")
+    ]
+    outputs = []
+    for process in processes:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err[-3000:]
+        outputs.append(json.loads(out))
+    return outputs[0], outputs[1]
+
+
+@pytest.mark.parametrize("transport", ["mock", "hook"])
+def test_patched_moto_answers_as_moto_does(transport: str) -> None:
+    plain, patched = run_scenarios(transport)
+    assert plain["installed"] == {"moto": False, "botocore": False}
+    assert patched["installed"] == {"moto": True, "botocore": transport == "hook"}
+    names = [s["scenario"] for s in patched["scenarios"]]
+    assert names == [s["scenario"] for s in plain["scenarios"]]
+    for ours, theirs in zip(patched["scenarios"], plain["scenarios"], strict=True):
+        assert ours == theirs, ours["scenario"]
+
+    # The scenarios reach what they are about (so the comparison cannot pass vacuously).
+    by_name = {s["scenario"]: s for s in patched["scenarios"]}
+
+    def result(name: str) -> Any:
+        return by_name[name]["result"]
+
+    def table(name: str) -> dict[str, Any]:
+        return {item["pk"]["S"]: item for item in by_name[name]["table"]}
+
+    assert result("hook: get_serial, an item")["public_key_sha256"] == "c" * 64
+    assert result("hook: get_serial, no item") is None
+    assert result("hook: get_batch (projection)")["require_device_key"] is True
+    assert result("hook: reserve S1 for c1 (new certificate item)") == {"ok": "WRITTEN"}
+    assert result("hook: reserve S1 again, stale read: serial changed") == {"ok": "SERIAL_CHANGED"}
+    assert result("hook: reserve S2 for c1: the certificate holds S1") == {"ok": "CERTIFICATE_HOLDS_SERIAL"}
+    assert result("hook: reserve a serial with no item") == {"ok": "SERIAL_CHANGED"}
+    moved = "hook: same key moves S1 to c3, retires c1"
+    assert result(moved) == {"ok": "WRITTEN"}
+    assert table(moved)["cert#c1"]["retired_reason"] == {"S": "superseded_same_key"}
+    assert result("hook: rotation of S1 to c4, asked by c3") == {"ok": "WRITTEN"}
+    assert result("hook: rotation read before the serial moved on") == {"ok": "SERIAL_CHANGED"}
+    assert len(result("retirer: pending rotations (the index)")) == 1
+    assert result("retirer: finish S1's rotation, keep the new certificate")["finished"] is True
+    assert result("retirer: finish again: no rotation pending") == {"pending": None}
+    taken = result("transact: E1 taken")
+    assert taken["error"] == "TransactionCanceledException"
+    assert [r["Code"] for r in taken["reasons"]] == ["ConditionalCheckFailed", "None"]
+    rolled_back = "transact: put, then a failing condition rolls it back"
+    assert result(rolled_back)["error"] == "TransactionCanceledException"
+    assert "cert#t10" not in table(rolled_back)
+    assert result("transact: two operations on one item")["error"] == "ValidationException"
+    # moto refuses a path at the key anywhere in an update expression, also on a new item.
+    assert result("new item: if_not_exists on the key")["error"] == "ValidationException"
+    assert result("new item: if_not_exists on the key, by name")["error"] == "ValidationException"
+    assert "ok" in result("new item: SET and ADD")
+    assert table("new item: SET and ADD")["new#1"] == {"pk": {"S": "new#1"}, "a": {"S": "x"}, "c": {"N": "1"}}
+    assert result("new item: if_not_exists on another attribute")["ok"]["Attributes"]["a"] == {"S": "x"}
+    assert result("new item: undefined value")["error"] == "ValidationException"
+    assert "ok" in result("update: item of exactly 405000 bytes")
+    assert result("update: item of 405001 bytes")["error"] == "ValidationException"
+    assert "ok" in result("update: item of 404999 bytes, in UTF-8")
+    assert result("update: item of 405001 bytes, in UTF-8")["error"] == "ValidationException"
+    assert result("update: item too large (ASCII)")["error"] == "ValidationException"
+    assert result("update: item too large (UTF-8)")["error"] == "ValidationException"
+    assert "ok" in result("update: item just under the limit")
+    assert result("update: a syntax error, twice (2)")["error"] == "ValidationException"
+    assert result("update_item with setting the key attribute, 2")["error"] == "ValidationException"
+    assert "ok" in result("update_item with names, valid, 2")
+    assert result("update_item with the same text, the name now the key, 2")["error"] == "ValidationException"
+    assert result("get: every attribute type (binary)")["ok"]["Item"]["b"] == {"B": "b'\\x00\\x01binary'"}
+    assert result("get: plain attribute types")["ok"]["Item"]["s_unicode"] == {"S": "héllo ✓ 漢字"}
 
 
 def test_moto_is_the_pinned_version() -> None:
-    assert version("moto") == "5.2.5", "the patches rely on moto 5.2.5's internals: re-check them"
+    from emulator.registry import moto_dynamodb
 
-
-def test_patched_moto_answers_as_moto_does() -> None:
-    plain, patched = scenarios("plain"), scenarios("patched")
-    assert [s["scenario"] for s in patched] == [s["scenario"] for s in plain]
-    for ours, theirs in zip(patched, plain, strict=True):
-        assert ours == theirs, ours["scenario"]
-    by_name = {s["scenario"]: s for s in patched}
-    # The scenarios reach what they are about (so the comparison cannot pass vacuously).
-    assert "ok" in by_name["reserve"]["result"]
-    taken = by_name["reserve again: serial taken"]["result"]
-    assert taken["error"] == "TransactionCanceledException"
-    assert [r["Code"] for r in taken["reasons"]] == ["ConditionalCheckFailed", "None"]
-    held = by_name["second serial, same certificate"]["result"]
-    assert [r["Code"] for r in held["reasons"]] == ["None", "ConditionalCheckFailed"]
-    rolled_back = by_name["put then a failing condition rolls the put back"]
-    assert rolled_back["result"]["error"] == "TransactionCanceledException"
-    assert not any(item["pk"]["S"] == "cert#c10" for item in rolled_back["table"])
-    assert by_name["two operations on one item"]["result"]["error"] == "ValidationException"
-    assert (
-        by_name["update_item with an invalid expression, twice"]["result"]["error"] == "ValidationException"
+    assert version("moto") == moto_dynamodb.MOTO_VERSION, (
+        "the patches rely on moto's internals: re-check them"
     )
+    pinned = re.search(r'"moto\[[^\]]*\]==([^"]+)"', (REPO / "pyproject.toml").read_text())
+    assert pinned is not None and pinned.group(1) == moto_dynamodb.MOTO_VERSION
 
 
-def test_a_transaction_copies_the_items_it_names_not_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
-    import copy
+def _in_fresh_process(code: str, **env: str) -> Any:
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
+
+PATCHED_PARTS = """
+import json
+from moto.dynamodb import models
+from moto.dynamodb.parsing import ast_nodes
+from moto.dynamodb.responses import DynamoHandler
+print(json.dumps([installed, {
+    "transactions": models.DynamoDBBackend.transact_write_items.__module__,
+    "walk": ast_nodes.DepthFirstTraverser.traverse_node_recursively.__module__,
+    "replies": DynamoHandler.serialized.__module__,
+}]))
+"""
+
+
+def test_another_moto_version_is_not_patched() -> None:
+    installed, parts = _in_fresh_process(
+        "from emulator.registry import moto_dynamodb\n"
+        "moto_dynamodb.version = lambda name: '9.9.9'\n"
+        "installed = moto_dynamodb.install(enabled=True)\n" + PATCHED_PARTS
+    )
+    assert installed is False
+    assert set(parts.values()) <= {
+        "moto.dynamodb.models",
+        "moto.dynamodb.parsing.ast_nodes",
+        "moto.core.responses",
+    }
+
+
+def test_fast_paths_off_keeps_only_the_transactions_item_saving() -> None:
+    installed, parts = _in_fresh_process(
+        "from emulator.registry import moto_dynamodb\ninstalled = moto_dynamodb.install()\n" + PATCHED_PARTS,
+        EMULATOR_FAST_PATHS="0",
+    )
+    assert installed is False
+    assert parts == {
+        "transactions": "emulator.registry.moto_dynamodb",
+        "walk": "moto.dynamodb.parsing.ast_nodes",
+        "replies": "moto.core.responses",
+    }
+    installed, parts = _in_fresh_process(
+        "from emulator.registry import moto_dynamodb\ninstalled = moto_dynamodb.install()\n" + PATCHED_PARTS
+    )
+    assert installed is True
+    assert set(parts.values()) == {"emulator.registry.moto_dynamodb"}
+
+
+@pytest.fixture
+def db() -> Any:
     import boto3
     from moto import mock_aws
-    from moto.dynamodb.models.table import Table
 
     from emulator.registry import moto_dynamodb
 
-    moto_dynamodb.install()
+    moto_dynamodb.install(enabled=True)
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(
+            TableName="t",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        )
+        yield client
+
+
+def test_a_transaction_copies_the_items_it_names_not_the_table(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import copy
+
+    from moto.dynamodb.models.table import Table
+
     copied_tables: list[Any] = []
     real_deepcopy = copy.deepcopy
 
@@ -73,52 +213,39 @@ def test_a_transaction_copies_the_items_it_names_not_the_table(monkeypatch: pyte
         return real_deepcopy(value, memo)
 
     monkeypatch.setattr(copy, "deepcopy", watching)
-    with mock_aws():
-        db = boto3.client("dynamodb", region_name="us-east-1")
-        db.create_table(
-            TableName="t",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+    for n in range(200):
+        db.put_item(TableName="t", Item={"pk": {"S": f"k{n}"}, "v": {"N": str(n)}})
+    update = {
+        "TableName": "t",
+        "Key": {"pk": {"S": "k1"}},
+        "UpdateExpression": "SET v = :v",
+        "ConditionExpression": "v = :old",
+        "ExpressionAttributeValues": {":v": {"N": "-1"}, ":old": {"N": "1"}},
+    }
+    db.transact_write_items(TransactItems=[{"Update": update}])
+    with pytest.raises(db.exceptions.TransactionCanceledException):
+        db.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        **update,
+                        "Key": {"pk": {"S": "k2"}},
+                        "ExpressionAttributeValues": {":v": {"N": "-2"}, ":old": {"N": "2"}},
+                    }
+                },
+                {"Update": update},  # k1 is -1 now: fails, and k2 must be rolled back
+            ]
         )
-        for n in range(200):
-            db.put_item(TableName="t", Item={"pk": {"S": f"k{n}"}, "v": {"N": str(n)}})
-        update = {
-            "TableName": "t",
-            "Key": {"pk": {"S": "k1"}},
-            "UpdateExpression": "SET v = :v",
-            "ConditionExpression": "v = :old",
-            "ExpressionAttributeValues": {":v": {"N": "-1"}, ":old": {"N": "1"}},
-        }
-        db.transact_write_items(TransactItems=[{"Update": update}])
-        with pytest.raises(db.exceptions.TransactionCanceledException):
-            db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            **update,
-                            "Key": {"pk": {"S": "k2"}},
-                            "ExpressionAttributeValues": {":v": {"N": "-2"}, ":old": {"N": "2"}},
-                        }
-                    },
-                    {"Update": update},  # k1 is -1 now: fails, and k2 must be rolled back
-                ]
-            )
-        assert db.get_item(TableName="t", Key={"pk": {"S": "k2"}})["Item"]["v"] == {"N": "2"}
-        assert db.get_item(TableName="t", Key={"pk": {"S": "k1"}})["Item"]["v"] == {"N": "-1"}
+    assert db.get_item(TableName="t", Key={"pk": {"S": "k2"}})["Item"]["v"] == {"N": "2"}
+    assert db.get_item(TableName="t", Key={"pk": {"S": "k1"}})["Item"]["v"] == {"N": "-1"}
     assert copied_tables == []
 
 
 def test_a_validator_walk_builds_its_map_once_and_shape_checks_run_once_per_shape(
-    monkeypatch: pytest.MonkeyPatch,
+    db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import boto3
-    from moto import mock_aws
     from moto.dynamodb.parsing import validators
 
-    from emulator.registry import moto_dynamodb
-
-    moto_dynamodb.install()
     maps: list[str] = []
     shape_checks: list[str] = []
     for cls in (validators.ExecuteOperations, validators.TypeMismatchValidator):
@@ -136,29 +263,76 @@ def test_a_validator_walk_builds_its_map_once_and_shape_checks_run_once_per_shap
         return real_counts(self, node)
 
     monkeypatch.setattr(validators.ActionCountValidator, "verify_action_counts", counting)
-    with mock_aws():
-        db = boto3.client("dynamodb", region_name="us-east-1")
-        db.create_table(
+    expression = "SET a = :a, b = :b, c = :c, d = :d ADD e :e"
+    values = {":a": {"S": "1"}, ":b": {"S": "2"}, ":c": {"S": "3"}, ":d": {"S": "4"}, ":e": {"SS": ["x"]}}
+    checks_after: list[int] = []
+    for n in range(3):
+        db.put_item(TableName="t", Item={"pk": {"S": f"k{n}"}})
+        db.update_item(
             TableName="t",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            Key={"pk": {"S": f"k{n}"}},
+            UpdateExpression=expression,
+            ExpressionAttributeValues=values,
         )
-        expression = "SET a = :a, b = :b, c = :c, d = :d ADD e :e"
-        values = {":a": {"S": "1"}, ":b": {"S": "2"}, ":c": {"S": "3"}, ":d": {"S": "4"}, ":e": {"SS": ["x"]}}
-        checks_after: list[int] = []
-        for n in range(3):
-            db.update_item(
-                TableName="t",
-                Key={"pk": {"S": f"k{n}"}},
-                UpdateExpression=expression,
-                ExpressionAttributeValues=values,
-            )
-            checks_after.append(len(shape_checks))
-        item = db.get_item(TableName="t", Key={"pk": {"S": "k2"}})["Item"]
+        checks_after.append(len(shape_checks))
+    item = db.get_item(TableName="t", Key={"pk": {"S": "k2"}})["Item"]
     assert item["d"] == {"S": "4"} and item["e"] == {"SS": ["x"]}
-    # moto rebuilt each map for every node it visited (dozens per walk): now once per walk. (moto validates a
-    # new item's expression twice: before creating the item, and when applying it.)
-    assert sorted(maps) == ["ExecuteOperations"] * 6 + ["TypeMismatchValidator"] * 6
+    # moto rebuilt each map for every node it visited (dozens per walk): now once per walk.
+    assert sorted(maps) == ["ExecuteOperations"] * 3 + ["TypeMismatchValidator"] * 3
     # The shape checks ran while the first request was validated, and never again for the same shape.
     assert checks_after[0] > 0 and checks_after[2] == checks_after[0]
+
+
+def test_a_new_items_expression_is_validated_once(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.dynamodb.parsing import validators
+
+    validations: list[int] = []
+    real = validators.UpdateExpressionValidator.get_ast_processors
+
+    def counted(self):  # type: ignore[no-untyped-def]
+        validations.append(1)
+        return real(self)
+
+    monkeypatch.setattr(validators.UpdateExpressionValidator, "get_ast_processors", counted)
+
+    def validations_of(key: str, expression: str, **request: Any) -> int:
+        validations.clear()
+        db.update_item(TableName="t", Key={"pk": {"S": key}}, UpdateExpression=expression, **request)
+        return len(validations)
+
+    values = {":v": {"S": "x"}}
+    assert validations_of("n1", "SET a = :v, b = if_not_exists(b, :v)", ExpressionAttributeValues=values) == 1
+    assert db.get_item(TableName="t", Key={"pk": {"S": "n1"}})["Item"] == {
+        "pk": {"S": "n1"},
+        "a": {"S": "x"},
+        "b": {"S": "x"},
+    }
+    assert validations_of("n1", "SET a = :v", ExpressionAttributeValues=values) == 1  # exists: once, as moto
+    # A path at the key: moto refuses it in the first validation, before it creates the item.
+    with pytest.raises(db.exceptions.ClientError, match="part of the key"):
+        validations_of("n2", "SET a = if_not_exists(pk, :v)", ExpressionAttributeValues=values)
+    assert validations == [1]
+    assert "Item" not in db.get_item(TableName="t", Key={"pk": {"S": "n2"}})
+
+
+def test_a_plain_get_item_reply_skips_the_serializer(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from moto.core.serialize import JSONSerializer
+
+    serialized: list[str] = []
+    real = JSONSerializer.serialize
+
+    def counted(self, result):  # type: ignore[no-untyped-def]
+        serialized.append(self.operation_name)
+        return real(self, result)
+
+    monkeypatch.setattr(JSONSerializer, "serialize", counted)
+    db.put_item(TableName="t", Item={"pk": {"S": "plain"}, "m": {"M": {"l": {"L": [{"NULL": True}]}}}})
+    db.put_item(TableName="t", Item={"pk": {"S": "binary"}, "b": {"B": b"\x00"}})
+    serialized.clear()
+    assert db.get_item(TableName="t", Key={"pk": {"S": "plain"}})["Item"]["m"] == {
+        "M": {"l": {"L": [{"NULL": True}]}}
+    }
+    assert "Item" not in db.get_item(TableName="t", Key={"pk": {"S": "none"}})
+    assert serialized == []
+    assert db.get_item(TableName="t", Key={"pk": {"S": "binary"}})["Item"]["b"] == {"B": b"\x00"}
+    assert serialized == ["GetItem"]  # binary: moto's serializer base64-encodes it
