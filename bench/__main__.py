@@ -11,7 +11,9 @@ around them is kept).
    (bench/tls_context.py);
 5. `device_sim locust` against `fleet` side by side, and `--processes 2` against 1 (bench/locust_bench.py);
 6. the emulator's memory per held connection: idle TCP, TLS done, CONNECT done (bench/connection_memory.py).
-7. certificate rotation beside first provisioning at concurrency 100 (bench/rotation_bench.py).
+7. certificate rotation beside first provisioning at concurrency 100 (bench/rotation_bench.py);
+8. the hook process's CPU per invocation with the emulator's library fast paths on and off, in
+   alternating pairs (bench/hook_cpu.py).
 
 `--only rotation` runs the last alone and re-renders the tables with the other results of the previous run.
 """
@@ -34,6 +36,7 @@ from bench import (
     connection_memory,
     flow_bench,
     hook_bench,
+    hook_cpu,
     locust_bench,
     memory_bench,
     rotation_bench,
@@ -242,6 +245,13 @@ def render(summary: dict[str, Any]) -> str:
     for case, handler in hook["handler_against_moto"].items():
         numbers = handler["wall_clock"]
         lines.append(f"| {case} | {numbers['p50_ms']:.1f} | {numbers['p99_ms']:.1f} | {handler['allowed']} |")
+    if summary.get("hook_cpu"):
+        lines += [
+            "",
+            "### Hook process: CPU per invocation, library fast paths off and on (bench/hook_cpu.py)",
+            "",
+            hook_cpu.table(summary["hook_cpu"]),
+        ]
     lines += [
         "",
         f"### Simulator memory, {memory['devices']:,} devices at concurrency {memory['concurrency']}"
@@ -356,6 +366,8 @@ def main(
     _save("tls_ceiling", summary["tls"])
     print("hook decision time ...", file=sys.stderr)
     summary["hook"] = hook_bench.run()
+    print("hook process: CPU per invocation, library fast paths on and off ...", file=sys.stderr)
+    summary["hook_cpu"] = hook_cpu.run()
     print("simulator: CPU per device TLS context ...", file=sys.stderr)
     summary["tls_context"] = tls_context.run()
     with workdir() as tmp:
