@@ -16,6 +16,9 @@ around them is kept).
    alternating pairs (bench/hook_cpu.py).
 
 `--only rotation` runs the last alone and re-renders the tables with the other results of the previous run.
+
+One file over 400 lines: the run and the rendering of docs/benchmarks.md's tables, which must match
+what the run writes.
 """
 
 from __future__ import annotations

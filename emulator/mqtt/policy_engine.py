@@ -11,6 +11,9 @@ pub-sub-policy; IAM user guide for the shared policy grammar):
 
 Statements are compiled once at construction; a resource pattern with variables keeps one compiled regex
 per distinct set of substituted values, so a publish costs a few dictionary lookups and one regex match.
+
+One file over 400 lines: the policy grammar (patterns, variables, conditions) and its evaluation are one
+language, compiled once per policy set; split, the compiled forms would cross modules.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Behaviour follows the AWS IoT developer guide, "Provisioning templates" (provision-template.md), summarised
 in ../shared/reference/aws-fleet-provisioning.md section 3. Nothing here touches the registry: the service
 applies the plan (and `apply_overrides` tells it what to write to a thing that already exists).
+
+One file over 400 lines: the template language is one grammar, and its intrinsics, sections and
+resource rules refer to each other; split, each part would need the others.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The emulator works on moto's backend objects directly (no HTTP on its hot paths)
 and the hook Lambda reach the very same objects through the moto server at `aws_endpoint_url`.
 One lock serialises the server's requests and the emulator's own writes, so a RegisterThing is applied
 atomically and DynamoDB's conditional writes stay atomic under concurrent hook calls.
+
+One file over 400 lines: every read and write of the registry goes through one lock and one set of
+indexes, which must be seen together to be right.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Time is bounded twice. Each HTTP attempt is bounded by the client's connect and 
 botocore itself never retries (its backoff can sleep up to a second). Retries happen here instead,
 and an attempt only starts if a whole attempt still fits in the decision's budget, so a hung
 DynamoDB or IoT gives a denial well inside AWS's 5 s limit for the hook.
+
+One file over 400 lines: it is the hook's only boto3 module, so that every AWS call, its time budget
+and its retries are read in one place.
 """
 
 from __future__ import annotations

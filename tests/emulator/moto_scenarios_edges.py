@@ -2,7 +2,10 @@
 transactions that fail at each position and roll back, expressions that each validator refuses, the
 shape checks remembered per expression, an update on an item that does not exist yet (with a path at its
 key or not), conditions parsed once per request, every attribute type in a GetItem reply, ReturnValues,
-the item size limit, errors. Run by moto_scenarios.py."""
+the item size limit, errors. Run by moto_scenarios.py.
+
+One file over 400 lines: a list of scenarios, each a few lines, run by test_moto_dynamodb.py.
+"""
 
 from __future__ import annotations
 

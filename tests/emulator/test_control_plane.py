@@ -1,7 +1,10 @@
 """The provisioning-template control plane and CreateProvisioningClaim with boto3 against `python -m emulator
 up`, and what the next MQTT RegisterThing (the real awsiotsdk client) sees of each change.
 
-One emulator of its own (it disables the stack's template), with temporary claims that live 10 s."""
+One emulator of its own (it disables the stack's template), with temporary claims that live 10 s.
+
+One file over 400 lines: one emulator process of its own serves all these tests.
+"""
 
 from __future__ import annotations
 

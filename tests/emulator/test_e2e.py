@@ -1,5 +1,8 @@
 """End to end: the real awsiotsdk client (MQTT 3.1.1, mTLS) against `python -m emulator up` built from the
-synthesized stack, with the stack's own hook Lambda and serials seeded through boto3 at aws_endpoint_url."""
+synthesized stack, with the stack's own hook Lambda and serials seeded through boto3 at aws_endpoint_url.
+
+One file over 400 lines: one emulator process serves all these tests (its start is the cost).
+"""
 
 from __future__ import annotations
 

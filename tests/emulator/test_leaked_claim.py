@@ -2,6 +2,8 @@
 real hook: each fails for the attacker, and the genuine device provisions afterwards.
 
 The rows of docs/security.md's table name these tests.
+
+One file over 400 lines: one emulator serves every attack, and docs/security.md cites them here.
 """
 
 from __future__ import annotations
