@@ -82,6 +82,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+# summary key -> bench/results/<file>.json, which each benchmark writes when it ends
+RESULT_FILES = {
+    "tls": "tls_ceiling",
+    "hook": "hook",
+    "hook_cpu": "hook_cpu",
+    "tls_context": "tls_context",
+    "flow": "flow",
+    "memory": "memory",
+    "connection_memory": "connection_memory",
+    "locust": "locust",
+}
+
+
 def _save(name: str, data: dict[str, Any]) -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
@@ -413,6 +426,12 @@ def _only(name: str, started: float) -> None:
     if not previous.exists():
         raise typer.BadParameter("--only needs an earlier full run (bench/results/summary.json)")
     summary = json.loads(previous.read_text())
+    # Each benchmark saves its result as it ends: a run that stopped before its summary (a later benchmark
+    # failed) still leaves the newest results, which win over the previous summary's.
+    for key, file in RESULT_FILES.items():
+        saved = RESULTS_DIR / f"{file}.json"
+        if saved.exists() and saved.stat().st_mtime > previous.stat().st_mtime:
+            summary[key] = json.loads(saved.read_text())
     print(f"rotation beside provisioning: {rotation_bench.DEVICES} devices ...", file=sys.stderr)
     summary["rotation"] = rotation_bench.run()
     summary["rotation"]["run_alone"] = {

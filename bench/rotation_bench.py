@@ -87,9 +87,19 @@ def measure(assembly: Path, scratch: Path, run: int, devices: int = DEVICES) -> 
             emulator.endpoint_file, serials, CONCURRENCY, scratch, "--keep-identities", str(kept)
         )
         cpu_provision = sum(emulator.cpu_by_process_s().values())
-        old = {json.loads((kept / s / "identity.json").read_text())["certificate_id"] for s in serials}
+        # A device that failed to provision (its report says why) has no identity to rotate.
+        provisioned = [s for s in serials if (kept / s / "identity.json").exists()]
+        if not provisioned:
+            raise RuntimeError(f"no device provisioned: {provision.report['failures']}")
+        old = {json.loads((kept / s / "identity.json").read_text())["certificate_id"] for s in provisioned}
         rotation = run_fleet(
-            emulator.endpoint_file, serials, CONCURRENCY, scratch, "--rotate", "--keep-identities", str(kept)
+            emulator.endpoint_file,
+            provisioned,
+            CONCURRENCY,
+            scratch,
+            "--rotate",
+            "--keep-identities",
+            str(kept),
         )
         cpu_rotation = sum(emulator.cpu_by_process_s().values())
         retired_after = _retired_after_s(emulator, old)
