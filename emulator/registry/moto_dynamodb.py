@@ -97,7 +97,23 @@ def install(*, enabled: bool | None = None) -> bool:
         _install_item_size()
         _install_errors()
         _install_responses()
+        _install_module_list()
         return True
+
+
+def _install_module_list() -> None:
+    """moto's server finds a request's backend with `host in backends.list_of_moto_modules()`, and that
+    generator lists moto's package directory and calls `isdir` on each of its ~150 entries: on every
+    request, under the registry's lock (the hook's IoT calls at the emulator's AWS endpoint, rotation's
+    several per device). The installed package does not change while the process runs: listed once."""
+    from moto import backends
+
+    listed = tuple(backends.list_of_moto_modules())
+
+    def list_of_moto_modules() -> tuple[str, ...]:
+        return listed
+
+    backends.list_of_moto_modules = list_of_moto_modules  # type: ignore[assignment]
 
 
 def _install_expression_cache() -> None:

@@ -372,7 +372,9 @@ def test_fleet_ctrl_c_writes_the_html_and_counts_devices_in_flight_as_interrupte
     report, page = tmp_path / "r.json", tmp_path / "r.html"
     process = subprocess.Popen(
         [sys.executable, "-m", "device_sim", *fleet_args(emulator, serial_file, report, "--html", str(page))]
-        + ["--concurrency", "20", "--progress-every-s", "0.2"],
+        # At most 20 arrivals a second: the run cannot end before the Ctrl-C however late this test gets
+        # to send it on a loaded machine (200 devices take 10 s at least).
+        + ["--concurrency", "20", "--rate", "20", "--progress-every-s", "0.2"],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stdout=subprocess.DEVNULL,

@@ -336,3 +336,26 @@ def test_a_plain_get_item_reply_skips_the_serializer(db: Any, monkeypatch: pytes
     assert serialized == []
     assert db.get_item(TableName="t", Key={"pk": {"S": "binary"}})["Item"]["b"] == {"B": b"\x00"}
     assert serialized == ["GetItem"]  # binary: moto's serializer base64-encodes it
+
+
+def test_moto_server_finds_backends_from_the_module_list_it_listed_once() -> None:
+    """The server's backend lookup gets the same names as moto's own listing, without listing the package
+    directory again on every request (the rotation flow's IoT calls paid it under the registry lock)."""
+    same, listed_again = _in_fresh_process(
+        "import json, os\n"
+        "from moto import backends\n"
+        "before = list(backends.list_of_moto_modules())\n"
+        "from emulator.registry import moto_dynamodb\n"
+        "assert moto_dynamodb.install(enabled=True)\n"
+        "calls = []\n"
+        "real = os.listdir\n"
+        "import moto\n"
+        "home = os.path.dirname(moto.__file__)\n"
+        "os.listdir = lambda p='.': (calls.append(p) if p == home else None) or real(p)\n"
+        "from moto.moto_server.werkzeug_app import DomainDispatcherApplication\n"
+        "app = DomainDispatcherApplication(lambda service: None)\n"
+        "found = [app.get_backend_for_host(h) for h in ('iot', 'dynamodb', 'moto_api', 'nope')]\n"
+        "print(json.dumps([list(backends.list_of_moto_modules()) == before and found[:3] == "
+        "['iot', 'dynamodb', 'moto_api'], len(calls)]))\n"
+    )
+    assert same is True and listed_again == 0
