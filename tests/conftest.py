@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
+
+# A suite started as a background job without job control (`make test &` in a script, nohup) inherits
+# SIGINT ignored, and so would every child it starts: the tests that Ctrl-C a command (exit 130) would
+# see it ignore the signal. The default disposition here gives the children theirs (an ignored signal
+# stays ignored across exec; a handler does not).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
