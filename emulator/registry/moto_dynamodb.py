@@ -20,6 +20,9 @@ and serializes an item reply through its generic shape walker. Here:
 - shape checks already passed by an expression are not repeated: `_install_structure_memo`;
 - a new item's expression is validated once when its second validation would give what its first
   gave: `_install_new_item_validation`;
+- an update expression of only `SET name = :value`, `ADD name :value` and `REMOVE name` that passed
+  moto's validators once is applied to the item as moto's executors apply it, without building and
+  walking a tree per call; anything that could fail goes through moto's own code: `_install_plain_updates`;
 - conditions: the tokens of each condition text are kept, and one request parses each (text, names,
   values) once: `_install_condition_cache`; reserved words are looked up in a set:
   `_install_reserved_keywords`;
@@ -98,6 +101,7 @@ def install(*, enabled: bool | None = None) -> bool:
         _install_errors()
         _install_responses()
         _install_module_list()
+        _install_plain_updates()
         return True
 
 
@@ -419,6 +423,15 @@ def _install_fast_traversal() -> None:
     DepthFirstTraverser.traverse_node_recursively = traverse_node_recursively  # type: ignore[method-assign]
 
 
+# (expression text, its attribute names, the table's key attributes) of every update expression that passed
+# all of moto's validators once: `_install_structure_memo` fills it, `_install_plain_updates` reads it.
+_shapes_passed: set[tuple[Any, ...]] = set()
+
+
+def _shape(text: str, names: dict[str, Any], table: Any) -> tuple[Any, ...]:
+    return (text, tuple(sorted(names.items())), tuple(table.table_key_attrs))
+
+
 def _install_structure_memo() -> None:
     """Three of UpdateItem's ten validators check only the expression's shape: one clause of each kind, no
     overlapping paths, no key attribute updated. Their verdict is a function of the expression text, its
@@ -433,7 +446,7 @@ def _install_structure_memo() -> None:
     )
 
     structural = (ActionCountValidator, OverlappingPathsValidator, UpdateHashRangeKeyValidator)
-    passed: set[tuple[Any, ...]] = set()
+    passed = _shapes_passed
     original_init, original_validate = UpdateExpressionValidator.__init__, UpdateExpressionValidator.validate
 
     def __init__(self: Any, expression: Any, *args: Any, **kwargs: Any) -> None:
@@ -442,7 +455,7 @@ def _install_structure_memo() -> None:
         names = self.expression_attribute_names or {}
         self._emulator_shape = None
         if text is not None and all(isinstance(v, str) for v in names.values()):
-            self._emulator_shape = (text, tuple(sorted(names.items())), tuple(self.table.table_key_attrs))
+            self._emulator_shape = _shape(text, names, self.table)
             if self._emulator_shape in passed:
                 self.processors = [p for p in self.processors if not isinstance(p, structural)]
 
@@ -573,6 +586,259 @@ def _install_new_item_validation() -> None:
     models.DynamoDBBackend.update_item = update_item  # type: ignore[method-assign]
     UpdateExpressionValidator.__init__ = __init__  # type: ignore[method-assign]
     UpdateExpressionValidator.validate = validate  # type: ignore[method-assign]
+
+
+# ------------------------------------------------------------------------- plain update expressions
+
+_SET, _ADD, _REMOVE = "SET", "ADD", "REMOVE"
+
+
+class _Fallback(Exception):
+    """A plain update met what moto's own code must answer (an error, most likely)."""
+
+
+class _PlainUpdate:
+    """What `UpdateExpressionValidator.validate` returns for a plain update (`_install_plain_updates`):
+    the steps moto's executors would take, in their order, with the values moto's validators would have
+    put in the tree. `normalize()` is moto's next call on a validated tree (nothing to do here); the
+    executor then calls `apply(item)`."""
+
+    __slots__ = ("steps", "slow")
+
+    def __init__(self, steps: list[tuple[str, str, Any]], slow: Any) -> None:
+        self.steps = steps
+        self.slow = slow  # moto's own validation and execution, for anything `apply` does not answer
+
+    def normalize(self) -> None:
+        return None
+
+    def apply(self, item: Any) -> None:
+        from moto.dynamodb.models.dynamo_type import DynamoType
+
+        attrs = item.attrs
+        before = dict(attrs)  # every step replaces or removes a top-level attribute: a shallow copy restores
+        try:
+            for op, attribute, value in self.steps:
+                if op is _SET:  # SetExecutor: the attribute, through the item's size check
+                    attrs[attribute] = value
+                elif op is _REMOVE:  # RemoveExecutor
+                    attrs.pop(attribute, None)
+                elif value.is_set():  # AddExecutor, a set: created empty (size-checked), then extended
+                    if not value.value:
+                        raise _Fallback
+                    current = attrs.get(attribute)
+                    if attribute not in attrs:
+                        current = DynamoType({value.type: []})
+                        attrs[attribute] = current
+                    if type(current) is not DynamoType or current.type != value.type:
+                        raise _Fallback
+                    merged = list(current.value)  # moto appends in place (no size check); a copy, to restore
+                    for member in value.value:
+                        if member not in merged:
+                            merged.append(member)
+                    extended = copy.copy(current)
+                    extended.value = merged
+                    dict.__setitem__(attrs, attribute, extended)
+                elif value.type == "N":  # AddExecutor, a number: the sum, through the size check
+                    existing = attrs[attribute] if attribute in attrs else DynamoType({"N": "0"})
+                    if type(existing) is not DynamoType or existing.type != "N":
+                        raise _Fallback
+                    attrs[attribute] = existing + value
+                else:
+                    raise _Fallback
+        except Exception:  # noqa: BLE001 - the item as it was, and moto's own code gives the answer
+            pass
+        else:
+            return
+        dict.clear(attrs)
+        dict.update(attrs, before)
+        self.slow(item)  # outside the handler: moto's error is raised as moto raises it
+
+
+def _install_plain_updates() -> None:
+    """The hook's two updates (the serial: SET nine attributes, ADD a certificate to a set, REMOVE the
+    rotation fields; the certificate's item: SET eight) are plain: every action names one top-level
+    attribute (or a #placeholder) and takes one :value. For such an expression moto builds a copy of the
+    tree, walks it with ten validators that replace each :value with its DynamoType and check the shape,
+    the names, the keys and the types, then walks it again to execute it: most of the hook process's CPU
+    after the other fast paths. What the validators answer for it depends on the text, the names and the
+    table's keys (remembered once all validators passed: `_shapes_passed`), on whether each :value is
+    given and on its type and emptiness at the table's typed and key attributes (checked here, per call,
+    as moto's TypeMismatchValidator and EmptyStringKeyValueValidator check it: with the action's first
+    path token, which for a #placeholder is the placeholder). When all of that passes, validation gives
+    the tree with each :value's DynamoType in place, and moto's executors then, in `normalize()`'s order,
+    set, add or remove one top-level attribute each: what `_PlainUpdate.apply` does, through the same item
+    size checks. Anything else (another expression form, a shape not yet passed, a missing value, a type
+    or size that moto refuses, an ADD to an attribute of another type) restores the item and runs moto's
+    own validators and executor, which give moto's answer and moto's error."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.parsing.ast_nodes import (  # type: ignore[attr-defined]
+        ExpressionAttribute,
+        ExpressionAttributeName,
+        ExpressionAttributeValue,
+        UpdateExpressionAddAction,
+        UpdateExpressionPath,
+        UpdateExpressionRemoveAction,
+        UpdateExpressionSetAction,
+        UpdateExpressionValue,
+    )
+    from moto.dynamodb.parsing.executors import UpdateExpressionExecutor
+    from moto.dynamodb.parsing.validators import UpdateExpressionValidator
+
+    kinds = {
+        UpdateExpressionSetAction: _SET,
+        UpdateExpressionAddAction: _ADD,
+        UpdateExpressionRemoveAction: _REMOVE,
+    }
+    # id(parsed tree) -> (that tree, its steps: (op, ("attribute"|"name", text), first path token,
+    # :value name or None), or None when the expression is not plain)
+    compiled: dict[int, tuple[Any, tuple[tuple[str, tuple[str, str], str, str | None], ...] | None]] = {}
+    moto_only: contextvars.ContextVar[bool] = contextvars.ContextVar("moto_only", default=False)
+    inner_init, inner_validate = UpdateExpressionValidator.__init__, UpdateExpressionValidator.validate
+    inner_execute = UpdateExpressionExecutor.execute
+
+    def steps_of(tree: Any) -> tuple[tuple[str, tuple[str, str], str, str | None], ...] | None:
+        ordered = pickle.loads(pickle.dumps(tree, pickle.HIGHEST_PROTOCOL))  # noqa: S301 - our own tree
+        ordered.normalize()  # moto's execution order (REMOVEs grouped and sorted)
+        steps = []
+        for action in ordered.children:
+            op = kinds.get(type(action))
+            if op is None or not action.children:
+                return None
+            path = action.children[0]
+            if type(path) is not UpdateExpressionPath or len(path.children) != 1:
+                return None
+            element = path.children[0]
+            if type(element) is ExpressionAttribute:
+                target = ("attribute", element.get_attribute_name())
+            elif type(element) is ExpressionAttributeName:
+                target = ("name", element.get_attribute_name_placeholder())
+            else:
+                return None
+            token = element.children[0]
+            if op is _REMOVE:
+                if len(action.children) != 1:
+                    return None
+                steps.append((op, target, token, None))
+                continue
+            if len(action.children) != 2:
+                return None
+            value = action.children[1]
+            if op is _SET:
+                if type(value) is not UpdateExpressionValue or len(value.children) != 1:
+                    return None
+                value = value.children[0]
+            if type(value) is not ExpressionAttributeValue:
+                return None
+            steps.append((op, target, token, value.get_value_name()))
+        return tuple(steps)
+
+    def plain_update(
+        expression: Any, names: Any, values: Any, table: Any
+    ) -> list[tuple[str, str, Any]] | None:
+        text = getattr(expression, "_emulator_text", None)
+        if text is None or not isinstance(names or {}, dict) or not isinstance(values, dict):
+            return None
+        names = names or {}
+        if not all(isinstance(v, str) for v in names.values()):
+            return None
+        if _shape(text, names, table) not in _shapes_passed:
+            return None
+        kept = compiled.get(id(expression))
+        if kept is None or kept[0] is not expression:
+            try:
+                kept = (expression, steps_of(expression))
+            except Exception:  # noqa: BLE001 - not a tree this understands: moto's path
+                return None
+            if len(compiled) >= _MAX_EXPRESSIONS:
+                compiled.clear()
+            compiled[id(expression)] = kept
+        steps = kept[1]
+        if steps is None:
+            return None
+        planned: list[tuple[str, str, Any]] = []
+        for op, (kind, name), token, placeholder in steps:
+            attribute = name if kind == "attribute" else names.get(name)
+            if not isinstance(attribute, str):
+                return None
+            if placeholder is None:
+                planned.append((op, attribute, None))
+                continue
+            if placeholder not in values:
+                return None
+            try:
+                value = DynamoType(values[placeholder])  # one per action, as the validator makes them
+                if op is _SET:
+                    if not value.value and value.type in ("S", "B") and token in table.attribute_keys:
+                        return None
+                    for definition in table.attr:
+                        if definition["AttributeName"] == token and definition["AttributeType"] != value.type:
+                            return None
+            except Exception:  # noqa: BLE001 - a value moto's own code must answer for
+                return None
+            planned.append((op, attribute, value))
+        return planned
+
+    def __init__(
+        self: Any,
+        expression: Any,
+        expression_attribute_names: Any,
+        expression_attribute_values: Any,
+        item: Any,
+        table: Any,
+    ) -> None:
+        names, values = expression_attribute_names, expression_attribute_values
+        steps = None if moto_only.get() else plain_update(expression, names, values, table)
+        if steps is None:
+            self._emulator_plain = None
+            inner_init(
+                self,
+                expression,
+                expression_attribute_names=names,
+                expression_attribute_values=values,
+                item=item,
+                table=table,
+            )
+            return
+
+        def slow(target: Any) -> None:
+            token = moto_only.set(True)
+            try:
+                validated = UpdateExpressionValidator(
+                    expression,
+                    expression_attribute_names=names,
+                    expression_attribute_values=values,
+                    item=target,
+                    table=table,
+                ).validate()
+            finally:
+                moto_only.reset(token)
+            validated.normalize()
+            UpdateExpressionExecutor(validated, target, names).execute()
+
+        self.expression_attribute_names, self.expression_attribute_values = names, values
+        self.item, self.table = item, table
+        self.processors = []
+        self.node_to_validate = None
+        self._emulator_shape = None
+        self._emulator_new_item = None
+        self._emulator_plain = _PlainUpdate(steps, slow)
+
+    def validate(self: Any) -> Any:
+        plain = self.__dict__.get("_emulator_plain")
+        if plain is not None:
+            return plain
+        return inner_validate(self)
+
+    def execute(self: Any, node: Any = None) -> None:
+        if node is None and type(self.update_ast) is _PlainUpdate:
+            self.update_ast.apply(self.item)
+            return
+        inner_execute(self, node)
+
+    UpdateExpressionValidator.__init__ = __init__  # type: ignore[method-assign]
+    UpdateExpressionValidator.validate = validate  # type: ignore[method-assign]
+    UpdateExpressionExecutor.execute = execute  # type: ignore[method-assign]
 
 
 # ------------------------------------------------------------------------------- conditions

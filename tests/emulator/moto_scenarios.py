@@ -12,7 +12,8 @@ Each scenario records what boto3 returned or raised, every raw reply on the way 
 and body bytes, before botocore parses them) and the table afterwards. The scenarios are the hook's and
 the retirer's own calls, made by their own code (moto_scenarios_hook.py: every expression form they
 send), and requests beside them: errors, an item that does not exist yet, every attribute type in a
-reply, ReturnValues (moto_scenarios_edges.py).
+reply, ReturnValues (moto_scenarios_edges.py); plain update expressions, before and after their fast
+path takes them, and what it must leave to moto (moto_scenarios_plain.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 TABLE = "serials"
 REGION = "eu-west-1"
 INDEX = "rotations"
+PLAIN_UPDATES = [0]  # updates handed to the plain-update fast path so far (patched runs)
 
 
 @dataclass
@@ -113,7 +115,7 @@ def create_table(db: Any) -> None:
 def run(transport: str, patched: bool) -> dict[str, Any]:
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     sys.path.insert(0, os.path.join(repo, "lambdas"))  # the Lambdas import as `provisioning_hook.x`
-    from tests.emulator import moto_scenarios_edges, moto_scenarios_hook
+    from tests.emulator import moto_scenarios_edges, moto_scenarios_hook, moto_scenarios_plain
 
     os.environ.update(
         AWS_ACCESS_KEY_ID="testing",
@@ -128,6 +130,13 @@ def run(transport: str, patched: bool) -> dict[str, Any]:
         from emulator.registry import moto_dynamodb
 
         installed["moto"] = moto_dynamodb.install(enabled=True)
+        apply = moto_dynamodb._PlainUpdate.apply
+
+        def counted(self: Any, item: Any) -> None:
+            PLAIN_UPDATES[0] += 1
+            apply(self, item)
+
+        moto_dynamodb._PlainUpdate.apply = counted  # type: ignore[method-assign]
     stop: Callable[[], None] = lambda: None  # noqa: E731
     if transport == "mock":
         from moto import mock_aws
@@ -150,15 +159,16 @@ def run(transport: str, patched: bool) -> dict[str, Any]:
             installed["botocore"] = botocore_local.install(endpoint, enabled=True)
         stop = server.stop
     try:
-        return {
-            "installed": installed,
-            "scenarios": _scenarios(endpoint, moto_scenarios_hook, moto_scenarios_edges),
-        }
+        scenarios, plain_updates = _scenarios(
+            endpoint, moto_scenarios_hook, moto_scenarios_edges, moto_scenarios_plain
+        )
+        # Per scenario, the updates handed to the plain-update fast path (patched only; not compared).
+        return {"installed": installed, "plain_updates": plain_updates, "scenarios": scenarios}
     finally:
         stop()
 
 
-def _scenarios(endpoint: str | None, *modules: Any) -> list[dict[str, Any]]:
+def _scenarios(endpoint: str | None, *modules: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
     import boto3
     from certificate_retirer.store import Store
     from provisioning_hook import registry_dynamodb
@@ -171,17 +181,21 @@ def _scenarios(endpoint: str | None, *modules: Any) -> list[dict[str, Any]]:
     for client in (db, registry_dynamodb.client("dynamodb"), store.db):
         client.meta.events.register("before-parse.dynamodb", context.capture)
     out: list[dict[str, Any]] = []
+    plain_updates: dict[str, int] = {}
     for module in modules:
         module.seed(db)
         for name, scenario in module.SCENARIOS:
             context.replies = []
+            before = PLAIN_UPDATES[0]
             result = scenario(context)
+            if PLAIN_UPDATES[0] > before:
+                plain_updates[name] = PLAIN_UPDATES[0] - before
             replies = context.replies
             context.replies = []
             items = db.scan(TableName=TABLE, ConsistentRead=True)["Items"]
             table = sorted(items, key=lambda item: item["pk"]["S"])
             out.append(compact({"scenario": name, "result": result, "replies": replies, "table": table}))
-    return out
+    return out, plain_updates
 
 
 if __name__ == "__main__":

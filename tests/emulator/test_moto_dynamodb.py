@@ -106,6 +106,35 @@ def test_patched_moto_answers_as_moto_does(transport: str) -> None:
     assert result("update_item with setting the key attribute, 2")["error"] == "ValidationException"
     assert "ok" in result("update_item with names, valid, 2")
     assert result("update_item with the same text, the name now the key, 2")["error"] == "ValidationException"
+    # Plain update expressions (moto_scenarios_plain.py): the fast path was handed the hook's own
+    # reservations and the cases below, and answered as moto does (compared above); a missing value or a
+    # type moto refuses at a typed key never reaches it (moto's validators answer).
+    fast = patched["plain_updates"]
+    assert plain["plain_updates"] == {}
+    for name in (
+        "hook: reserve S1 for c1 (new certificate item)",
+        "hook: rotation of S1 to c4, asked by c3",
+        "plain: the same shape again, a set with duplicates and a member it has",
+        "plain: the same shape on a new item",
+        "plain: ADD a number to a string",
+        "plain: SET then REMOVE, too large",
+        "plain: REMOVE then SET, fits",
+        "plain: transaction, rolled back",
+    ):
+        assert fast.get(name, 0) >= 1, name
+    again = result("plain: the same shape again, a set with duplicates and a member it has")["ok"][
+        "Attributes"
+    ]
+    assert again["ids"] == {"SS": ["o", "p", "q"]} and again["n"] == {"N": "8"}
+    assert result("plain: ADD a decimal number")["ok"]["Attributes"]["n"] == {"N": "0.50"}
+    assert "incorrect data type" in result("plain: ADD a number to a string")["message"]
+    assert "not defined" in result("plain: a value missing")["message"]
+    assert "Type mismatch" in result("plain: index keys, a string for the number")["message"]
+    assert "exceeded the maximum allowed size" in result("plain: SET then REMOVE, too large")["message"]
+    assert "ok" in result("plain: REMOVE then SET, fits")
+    assert "prev" not in table("plain: REMOVE then SET, fits")["plain#big2"]
+    assert result("plain: transaction, rolled back")["error"] == "TransactionCanceledException"
+    assert "ok" in result("plain: transaction, both written")
     assert result("get: every attribute type (binary)")["ok"]["Item"]["b"] == {"B": "b'\\x00\\x01binary'"}
     assert result("get: plain attribute types")["ok"]["Item"]["s_unicode"] == {"S": "héllo ✓ 漢字"}
 
@@ -263,7 +292,8 @@ def test_a_validator_walk_builds_its_map_once_and_shape_checks_run_once_per_shap
         return real_counts(self, node)
 
     monkeypatch.setattr(validators.ActionCountValidator, "verify_action_counts", counting)
-    expression = "SET a = :a, b = :b, c = :c, d = :d ADD e :e"
+    # Not plain (if_not_exists): moto's validators walk it every time (a plain one skips them, below).
+    expression = "SET a = :a, b = :b, c = if_not_exists(c, :c), d = :d ADD e :e"
     values = {":a": {"S": "1"}, ":b": {"S": "2"}, ":c": {"S": "3"}, ":d": {"S": "4"}, ":e": {"SS": ["x"]}}
     checks_after: list[int] = []
     for n in range(3):
@@ -313,6 +343,73 @@ def test_a_new_items_expression_is_validated_once(db: Any, monkeypatch: pytest.M
         validations_of("n2", "SET a = if_not_exists(pk, :v)", ExpressionAttributeValues=values)
     assert validations == [1]
     assert "Item" not in db.get_item(TableName="t", Key={"pk": {"S": "n2"}})
+
+
+def test_a_plain_update_skips_the_validators_once_its_shape_passed(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.dynamodb.parsing import executors, validators
+
+    validations: list[int] = []
+    walks: list[int] = []
+    real_processors = validators.UpdateExpressionValidator.get_ast_processors
+    real_execute = executors.SetExecutor.execute
+
+    def counted(self):  # type: ignore[no-untyped-def]
+        validations.append(1)
+        return real_processors(self)
+
+    def executed(self, item):  # type: ignore[no-untyped-def]
+        walks.append(1)
+        return real_execute(self, item)
+
+    monkeypatch.setattr(validators.UpdateExpressionValidator, "get_ast_processors", counted)
+    monkeypatch.setattr(executors.SetExecutor, "execute", executed)
+
+    def update(key: str, **values: Any) -> tuple[int, int]:
+        validations.clear()
+        walks.clear()
+        db.update_item(
+            TableName="t",
+            Key={"pk": {"S": key}},
+            UpdateExpression="SET #s = :s, n = :n ADD ids :id REMOVE gone",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":s": {"S": values["s"]},
+                ":n": {"N": values["n"]},
+                ":id": {"SS": [key]},
+            },
+        )
+        return len(validations), len(walks)
+
+    db.put_item(TableName="t", Item={"pk": {"S": "p1"}, "gone": {"S": "x"}, "ids": {"SS": ["old"]}})
+    assert update("p1", s="A", n="1") == (1, 2)  # the first of its shape: moto's validators and executors
+    assert update("p1", s="B", n="2") == (0, 0)  # passed once: applied as moto's executors apply it
+    assert update("p2", s="C", n="3") == (0, 0)  # a new item: also without a validation
+    items = {key: db.get_item(TableName="t", Key={"pk": {"S": key}})["Item"] for key in ("p1", "p2")}
+    assert items["p1"] == {
+        "pk": {"S": "p1"},
+        "status": {"S": "B"},
+        "n": {"N": "2"},
+        "ids": {"SS": ["old", "p1"]},
+    }
+    assert items["p2"] == {"pk": {"S": "p2"}, "status": {"S": "C"}, "n": {"N": "3"}, "ids": {"SS": ["p2"]}}
+    # What moto's executor refuses (ADD of a set to a string) goes back to moto's own code, which answers
+    # and leaves the item as moto leaves it: the SETs before the failing ADD applied, the REMOVE after it
+    # not (DynamoDB would apply none; test_patched_moto_answers_as_moto_does compares with plain moto).
+    db.put_item(TableName="t", Item={"pk": {"S": "p3"}, "ids": {"S": "not a set"}, "gone": {"S": "y"}})
+    with pytest.raises(
+        db.exceptions.ClientError, match="An operand in the update expression has an incorrect"
+    ):
+        update("p3", s="D", n="4")
+    assert validations == [1]
+    assert db.get_item(TableName="t", Key={"pk": {"S": "p3"}})["Item"] == {
+        "pk": {"S": "p3"},
+        "ids": {"S": "not a set"},
+        "gone": {"S": "y"},
+        "status": {"S": "D"},
+        "n": {"N": "4"},
+    }
 
 
 def test_a_plain_get_item_reply_skips_the_serializer(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
