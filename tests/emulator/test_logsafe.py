@@ -34,3 +34,15 @@ def test_the_emulator_log_handler_keeps_each_record_on_one_line() -> None:
         failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed\nhere", (), sys.exc_info())
     lines = formatter.format(failed).splitlines()
     assert lines[0] == "ERROR failed\\nhere" and lines[1].startswith("Traceback")
+
+
+def test_the_log_time_is_loggings_own_text() -> None:
+    ours, theirs = OneLineFormatter("%(asctime)s %(message)s"), logging.Formatter("%(asctime)s %(message)s")
+    for created in (1_764_460_625.0, 1_764_460_625.999, 1_764_460_626.5, 1_764_460_625.25, 1_700_000_000.042):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+        record.created, record.msecs = created, int((created - int(created)) * 1000)
+        assert ours.format(record) == theirs.format(record)
+    dated = logging.LogRecord("x", logging.INFO, __file__, 1, "m", (), None)
+    assert OneLineFormatter("%(asctime)s", datefmt="%H").format(dated) == logging.Formatter(
+        "%(asctime)s", datefmt="%H"
+    ).format(dated)
