@@ -218,8 +218,9 @@ def render(summary: dict[str, Any]) -> str:
             "",
             f"Side by side at concurrency {flow_bench.TARGET['concurrency']}: each variant against the "
             "default "
-            "(MQTT 3.1.1, the hook in its own process), run back to back in pairs; the ratio is of their "
-            "summed devices/s.",
+            "(MQTT 3.1.1, the hook in its own process), run back to back in pairs, each pair in the other "
+            "order than the one before (default first, then variant first); the ratio is of their summed "
+            "devices/s.",
             "",
             "| variant | devices/s, default | devices/s, variant | ratio | limit | p99 total ms, default "
             "| p99 total ms, variant | emulator CPU ms/device, default → variant "

@@ -6,8 +6,9 @@ the same empty registry); the simulator's fleet runs as another child process. B
 cores, as the target asks ("emulator and simulator together").
 
 Variants (the hook on threads, attestation, MQTT 5, ...) are compared with the default at the target's
-concurrency, side by side: baseline and variant run back to back, `PAIRS` times, and the ratio is of their
-summed devices/s, so a machine that slows down or speeds up during the run weighs on both alike.
+concurrency, side by side: baseline and variant run back to back, `PAIRS` times, each pair in the other
+order than the one before, and the ratio is of their summed devices/s, so a machine that slows down or
+speeds up during the run, and the second place of a pair, weigh on both alike.
 
 Every run speaks MQTT 3.1.1 unless its variant names another version (`--mqtt` in its fleet_args): the
 version of the embedded devices the project targets, and the one every earlier result measured. The
@@ -184,8 +185,15 @@ def compare(
 ) -> dict[str, Any]:
     pairs = []
     for run in range(pairs_count):
-        baseline = measure(assembly, scratch, concurrency, devices, BASELINE, run=10 + run)
-        pairs.append((baseline, measure(assembly, scratch, concurrency, devices, variant, run=run)))
+        # Alternating which goes first (baseline, variant, variant, baseline, ...): the second of two
+        # back-to-back runs meets the machine after the first's emulator and simulator (their shutdown,
+        # the CPU they heated), and measured ~5-10 % slower in a run where the baseline always went first.
+        if run % 2 == 0:
+            baseline = measure(assembly, scratch, concurrency, devices, BASELINE, run=10 + run)
+            pairs.append((baseline, measure(assembly, scratch, concurrency, devices, variant, run=run)))
+        else:
+            other = measure(assembly, scratch, concurrency, devices, variant, run=run)
+            pairs.append((measure(assembly, scratch, concurrency, devices, BASELINE, run=10 + run), other))
     ratio = sum(v["devices_per_s"] for _, v in pairs) / max(1e-9, sum(b["devices_per_s"] for b, _ in pairs))
     result = {
         "variant": variant.name,
@@ -309,9 +317,17 @@ def against_checkout(checkout: Path, pairs: int = 3, devices: int = DEVICES) -> 
         assembly = synthesize(scratch)
         concurrency = int(TARGET["concurrency"])
         pairs_run = []
-        for run in range(pairs):
-            baseline = measure(assembly, scratch, concurrency, devices, older, run=10 + run)
-            pairs_run.append((baseline, measure(assembly, scratch, concurrency, devices, BASELINE, run=run)))
+        for run in range(pairs):  # alternating which goes first, as in `compare`
+            if run % 2 == 0:
+                baseline = measure(assembly, scratch, concurrency, devices, older, run=10 + run)
+                pairs_run.append(
+                    (baseline, measure(assembly, scratch, concurrency, devices, BASELINE, run=run))
+                )
+            else:
+                today = measure(assembly, scratch, concurrency, devices, BASELINE, run=run)
+                pairs_run.append(
+                    (measure(assembly, scratch, concurrency, devices, older, run=10 + run), today)
+                )
     ratio = sum(v["devices_per_s"] for _, v in pairs_run) / max(
         1e-9, sum(b["devices_per_s"] for b, _ in pairs_run)
     )
