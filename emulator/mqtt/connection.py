@@ -96,21 +96,27 @@ class Session:
     def send(self, data: bytes) -> None:
         if self.closed or not data:
             return
-        transport = self._transport
-        transport.write(data)
-        if transport.get_write_buffer_size() > self._high_water:
-            # A client that does not read: what it is sent piles up here once the kernel's buffers are
-            # full. Dropped at once (abort, not close: close would first try to send the pile).
-            self._mark_closed("slow reader")
+        if not self._write(data):
             log.info(
                 "disconnect client=%s cert=%.12s reason=slow reader: over %d bytes waiting to be sent",
                 quoted(self.client_id),
                 self.certificate_id,
                 self._high_water,
             )
+
+    def _write(self, data: bytes) -> bool:
+        """Queue `data`; False when the client does not read and the connection was dropped for it."""
+        transport = self._transport
+        transport.write(data)
+        if transport.get_write_buffer_size() > self._high_water:
+            # A client that does not read: what it is sent piles up here once the kernel's buffers are
+            # full. Dropped at once (abort, not close: close would first try to send the pile).
+            self._mark_closed("slow reader")
             transport.abort()
             trimmer = self.broker.trimmer
             trimmer.connection_closed(weight=trimmer.burst)  # megabytes freed at once: give them back
+            return False
+        return True
 
     # ---------------------------------------------------------------- requests to topic handlers
     def request_started(self) -> None:
@@ -265,13 +271,17 @@ class Session:
         """End the connection as the broker: MQTT 5 clients get a DISCONNECT with `reason_code` first."""
         if self.closed:
             return
-        self.send(self.codec.disconnect(reason_code))
-        self.close(f"{reason} [{reasons.name(reason_code, props.DISCONNECT)}]", level)
+        self.close(
+            f"{reason} [{reasons.name(reason_code, props.DISCONNECT)}]",
+            level,
+            last=self.codec.disconnect(reason_code),
+        )
 
-    def close(self, reason: str, level: int = logging.INFO) -> None:
+    def close(self, reason: str, level: int = logging.INFO, last: bytes = b"") -> None:
+        """The line first, then `last` (an MQTT 5 DISCONNECT), then the close: a client (or a test) that
+        has seen its connection end finds the line already written."""
         if self.closed:
             return
-        self._mark_closed(reason)
         if log.isEnabledFor(level):  # most closes log at DEBUG: not even the client id is quoted then
             log.log(
                 level,
@@ -280,6 +290,9 @@ class Session:
                 self.certificate_id,
                 reason,
             )
+        if last and not self._write(last):
+            return  # a slow reader: dropped by `_write` (one line: the one above)
+        self._mark_closed(reason)
         with contextlib.suppress(Exception):
             self._writer.close()
 
