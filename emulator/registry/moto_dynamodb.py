@@ -471,6 +471,16 @@ def _install_structure_memo() -> None:
     UpdateExpressionValidator.validate = validate  # type: ignore[method-assign]
 
 
+def _validated_already(validator: Any, names: Any, values: Any, item: Any, table: Any, tree: Any) -> None:
+    """An UpdateExpressionValidator set up as moto's __init__ sets one, with no processor left to run: its
+    `validate()` gives `tree` (a patch that knows moto's answer already skips the copy and the walks)."""
+    validator.expression_attribute_names, validator.expression_attribute_values = names, values
+    validator.item, validator.table = item, table
+    validator.processors = []
+    validator.node_to_validate = tree
+    validator._emulator_shape = None  # nothing for the shape memo to remember
+
+
 def _install_new_item_validation() -> None:
     """UpdateItem on a key that has no item yet (the hook's certificate item, every time) validates its
     expression twice: against an item with no attributes, to raise any error before it creates the item,
@@ -557,12 +567,7 @@ def _install_new_item_validation() -> None:
                 and kept_values is values
                 and absent_from(expression, names, item)
             ):
-                # What moto's __init__ sets, and the tree the validators gave: validate() returns it.
-                self.expression_attribute_names, self.expression_attribute_values = names, values
-                self.item, self.table = item, table
-                self.processors = []
-                self.node_to_validate = validated
-                self._emulator_shape = None
+                _validated_already(self, names, values, item, table, validated)  # validate() returns it
                 return
         original_init(
             self,
@@ -816,11 +821,7 @@ def _install_plain_updates() -> None:
             validated.normalize()
             UpdateExpressionExecutor(validated, target, names).execute()
 
-        self.expression_attribute_names, self.expression_attribute_values = names, values
-        self.item, self.table = item, table
-        self.processors = []
-        self.node_to_validate = None
-        self._emulator_shape = None
+        _validated_already(self, names, values, item, table, None)
         self._emulator_new_item = None
         self._emulator_plain = _PlainUpdate(steps, slow)
 

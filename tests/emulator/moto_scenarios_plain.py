@@ -30,21 +30,6 @@ def seed(db: Any) -> None:
         db.put_item(TableName=TABLE, Item={"pk": {"S": key}, **attributes})
 
 
-def mixed(key: str, names: dict[str, str] | None = None, **values: Any) -> Any:
-    given = {":s": {"S": "ON"}, ":a": {"S": "y"}, ":ids": {"SS": ["p"]}, ":one": {"N": "1"}}
-    given.update(values)
-    return lambda c: call(
-        c.db,
-        "update_item",
-        TableName=TABLE,
-        Key={"pk": {"S": key}},
-        UpdateExpression=MIXED,
-        ExpressionAttributeNames=names or {"#s": "status"},
-        ExpressionAttributeValues={k: v for k, v in given.items() if v is not None},
-        ReturnValues="ALL_NEW",
-    )
-
-
 def update(key: str, expression: str, values: dict[str, Any], **request: Any) -> Any:
     return lambda c: call(
         c.db,
@@ -54,6 +39,18 @@ def update(key: str, expression: str, values: dict[str, Any], **request: Any) ->
         UpdateExpression=expression,
         ExpressionAttributeValues=values,
         **request,
+    )
+
+
+def mixed(key: str, names: dict[str, str] | None = None, **values: Any) -> Any:
+    """MIXED on `key`; a value given as None is left out."""
+    given = {":s": {"S": "ON"}, ":a": {"S": "y"}, ":ids": {"SS": ["p"]}, ":one": {"N": "1"}} | values
+    return update(
+        key,
+        MIXED,
+        {k: v for k, v in given.items() if v is not None},
+        ExpressionAttributeNames=names or {"#s": "status"},
+        ReturnValues="ALL_NEW",
     )
 
 
