@@ -72,6 +72,43 @@ StepHook = Callable[[str, float], None]
 RetryHook = Callable[[str, str], None]
 
 
+SPENT_TOKEN = "InvalidCertificateOwnershipToken"  # what a RegisterThing with a spent token is told
+
+
+@dataclass
+class Retries:
+    """One device's retries (first boot or rotation): one count for all of its steps, so that
+    `policy.attempts` bounds the device, and what a lost RegisterThing answer means."""
+
+    policy: RetryPolicy
+    on_retry: RetryHook
+    count: int = 0
+    unanswered_register: bool = False  # a RegisterThing went out and its answer never came
+
+    async def after(self, exc: Rejected | DeviceFailure, step: str, *, same_key: bool = False) -> bool:
+        """Once `exc` ended an attempt at `step`: raises it again when it is not worth a retry or the
+        attempts are spent, else waits the back-off. True when a spent token follows a RegisterThing that got
+        no answer: that RegisterThing was applied, and a new certificate for the same key (`same_key`: the
+        device made its key) is this device again (the hook's ALLOWED_SAME_KEY): start from a new CSR."""
+        reason = _retry_reason(exc)
+        applied = (
+            same_key
+            and isinstance(exc, Rejected)
+            and exc.error_code == SPENT_TOKEN
+            and self.unanswered_register
+        )
+        if applied:
+            reason = "lost_reply"
+        if isinstance(exc, DeviceFailure) and step == "register_thing":
+            self.unanswered_register = True
+        if reason is None or self.count + 1 >= self.policy.attempts:
+            raise exc
+        self.on_retry(step, reason)
+        await asyncio.sleep(self.policy.delay_s(self.count))
+        self.count += 1
+        return applied
+
+
 def _noop(*_: object) -> None:
     pass
 
@@ -100,8 +137,7 @@ async def provision_device(
 
     issued: IssuedCertificate | None = None
     registration: Registration | None = None
-    retries = 0
-    unanswered_register = False  # a RegisterThing went out and its answer never came
+    retries = Retries(options.retry, on_retry)
     while registration is None:
         connection = transport.claim_connection(transport.target.claim_client_id(serial))
         step = "claim_connect"
@@ -133,18 +169,9 @@ async def provision_device(
             )
             step_done(step, since)
         except (Rejected, DeviceFailure) as exc:
-            reason = _retry_reason(exc)
-            if _lost_reply(exc, unanswered_register, options):
-                # The earlier RegisterThing was applied and its token spent, but its answer was lost: a new
-                # certificate for the same key is the same device again (the hook's ALLOWED_SAME_KEY).
-                issued, reason = None, "lost_reply"
-            if isinstance(exc, DeviceFailure) and step == "register_thing":
-                unanswered_register = True
-            if reason is None or retries + 1 >= options.retry.attempts:
-                raise
-            on_retry(step, reason)
-            await asyncio.sleep(options.retry.delay_s(retries))
-            retries += 1
+            # Only the CSR flow can recover from a lost answer: the keys flow's key came from the endpoint.
+            if await retries.after(exc, step, same_key=options.flow == "csr"):
+                issued = None
         finally:
             await transport.disconnect(connection)
             del connection
@@ -176,7 +203,7 @@ async def provision_device(
         finally:
             await transport.disconnect(connection)
 
-    await _retrying(reconnect_and_publish, "reconnect", options.retry, on_retry, retries)
+    await _retrying(reconnect_and_publish, "reconnect", retries)
     return Provisioned(
         serial=serial,
         thing_name=registration.thing_name,
@@ -189,37 +216,19 @@ async def provision_device(
     )
 
 
-def _lost_reply(exc: Rejected | DeviceFailure, unanswered_register: bool, options: DeviceOptions) -> bool:
-    """A spent or unknown token right after a RegisterThing that got no answer: that RegisterThing was
-    applied. Only the CSR flow can recover (the same key); the keys flow's key came from the endpoint."""
-    return (
-        isinstance(exc, Rejected)
-        and exc.error_code == "InvalidCertificateOwnershipToken"
-        and unanswered_register
-        and options.flow == "csr"
-    )
-
-
 def _retry_reason(exc: Rejected | DeviceFailure) -> str | None:
     if isinstance(exc, Rejected):
         return "throttled" if exc.throttled else None
     return exc.kind if exc.retryable else None
 
 
-async def _retrying(
-    attempt: Callable[[], Awaitable[None]], step: str, policy: RetryPolicy, on_retry: RetryHook, retries: int
-) -> None:
+async def _retrying(attempt: Callable[[], Awaitable[None]], step: str, retries: Retries) -> None:
     while True:
         try:
             await attempt()
             return
         except (Rejected, DeviceFailure) as exc:
-            reason = _retry_reason(exc)
-            if reason is None or retries + 1 >= policy.attempts:
-                raise
-            on_retry(step, reason)
-            await asyncio.sleep(policy.delay_s(retries))
-            retries += 1
+            await retries.after(exc, step)
 
 
 def save_pending(out_dir: Path, serial: str, issued: IssuedCertificate, key: DeviceKey) -> Path:

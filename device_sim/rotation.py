@@ -18,14 +18,13 @@ Recovery, in the order a device meets the cases:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from device_sim import device_dir
-from device_sim.device import RetryHook, RetryPolicy, StepHook, _noop, _retry_reason, _retrying
+from device_sim.device import Retries, RetryHook, RetryPolicy, StepHook, _noop, _retrying
 from device_sim.device_dir import DeviceIdentity
 from device_sim.errors import DeviceFailure, Rejected
 from device_sim.identity import IssuedCertificate, identity_client
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
     from device_sim.transport import Transport
 
 ROTATION_STEPS = ("connect", "create_certificate", "register_thing", "reconnect", "first_publish")
-SPENT_TOKEN = "InvalidCertificateOwnershipToken"
 REFUSED = frozenset({"connection_closed", "connect_refused", "connack_not_authorized", "tls_negotiation"})
 
 
@@ -84,14 +82,14 @@ async def rotate_device(
         certificate: bytes | None = None
     else:
         key, certificate = pending.key, pending.certificate_pem
-    retries = 0
+    retries = Retries(options.retry, on_retry)
 
     if certificate is not None and await _works(transport, identity, key, certificate):
         # An earlier run's RegisterThing was applied (its answer lost): the new certificate works already.
         issued_pem, issued_id = certificate, device_dir.certificate_id_of(certificate)
     else:
         try:
-            issued, retries = await _register(transport, identity, key, options, step_done, on_retry)
+            issued = await _register(transport, identity, key, options, step_done, retries)
             issued_pem, issued_id = issued.certificate_pem.encode(), issued.certificate_id
         except DeviceFailure as exc:
             # The old certificate refused: retired after the rotation's grace, its answer having been lost?
@@ -126,7 +124,7 @@ async def rotate_device(
         finally:
             await transport.disconnect(connection)
 
-    await _retrying(reconnect_and_publish, "reconnect", options.retry, on_retry, retries)
+    await _retrying(reconnect_and_publish, "reconnect", retries)
     previous = identity.certificate_id
     device_dir.swap(identity, issued_pem, issued_id)
     return Rotated(
@@ -146,12 +144,10 @@ async def _register(
     key: DeviceKey,
     options: RotateOptions,
     step_done: StepHook,
-    on_retry: RetryHook,
-) -> tuple[IssuedCertificate, int]:
+    retries: Retries,
+) -> IssuedCertificate:
     """CreateCertificateFromCsr and RegisterThing over the device's own connection, with retries."""
     issued: IssuedCertificate | None = None
-    retries = 0
-    unanswered_register = False  # a RegisterThing went out and its answer never came
     tls = identity.key.tls_options
     while True:
         connection = transport.device_connection(tls(identity.certificate_pem), identity.thing_name)
@@ -173,20 +169,10 @@ async def _register(
                 options.template_name, issued.ownership_token, {"SerialNumber": identity.serial}
             )
             step_done(step, since)
-            return issued, retries
+            return issued
         except (Rejected, DeviceFailure) as exc:
-            reason = _retry_reason(exc)
-            if isinstance(exc, Rejected) and exc.error_code == SPENT_TOKEN and unanswered_register:
-                # The earlier RegisterThing was applied (the token spent) and its answer lost: a new
-                # certificate for the same new key is this device again (the hook's ALLOWED_SAME_KEY).
-                issued, reason = None, "lost_reply"
-            if isinstance(exc, DeviceFailure) and step == "register_thing":
-                unanswered_register = True
-            if reason is None or retries + 1 >= options.retry.attempts:
-                raise
-            on_retry(step, reason)
-            await asyncio.sleep(options.retry.delay_s(retries))
-            retries += 1
+            if await retries.after(exc, step, same_key=True):  # the device made its new key
+                issued = None
         finally:
             await transport.disconnect(connection)
             del connection
