@@ -695,9 +695,9 @@ def _install_plain_updates() -> None:
         UpdateExpressionAddAction: _ADD,
         UpdateExpressionRemoveAction: _REMOVE,
     }
-    # id(parsed tree) -> (that tree, its steps: (op, ("attribute"|"name", text), first path token,
-    # :value name or None), or None when the expression is not plain)
-    compiled: dict[int, tuple[Any, tuple[tuple[str, tuple[str, str], str, str | None], ...] | None]] = {}
+    # expression text -> its steps: (op, ("attribute"|"name", text), first path token, :value name or None);
+    # None when the expression is not plain
+    compiled: dict[str, tuple[tuple[str, tuple[str, str], str, str | None], ...] | None] = {}
     moto_only: contextvars.ContextVar[bool] = contextvars.ContextVar("moto_only", default=False)
     inner_init, inner_validate = UpdateExpressionValidator.__init__, UpdateExpressionValidator.validate
     inner_execute = UpdateExpressionExecutor.execute
@@ -749,16 +749,15 @@ def _install_plain_updates() -> None:
             return None
         if _shape(text, names, table) not in _shapes_passed:
             return None
-        kept = compiled.get(id(expression))
-        if kept is None or kept[0] is not expression:
+        if text not in compiled:
             try:
-                kept = (expression, steps_of(expression))
-            except Exception:  # noqa: BLE001 - not a tree this understands: moto's path
-                return None
+                found = steps_of(expression)
+            except Exception:  # noqa: BLE001 - not a tree this understands: moto's path, every time
+                found = None
             if len(compiled) >= _MAX_EXPRESSIONS:
-                compiled.clear()
-            compiled[id(expression)] = kept
-        steps = kept[1]
+                compiled.clear()  # expression texts come from clients: bound the memory
+            compiled[text] = found
+        steps = compiled[text]
         if steps is None:
             return None
         planned: list[tuple[str, str, Any]] = []
