@@ -201,7 +201,7 @@ def render(result: dict[str, Any]) -> list[str]:
             )
     lines += [
         "",
-        f"In the order {', '.join(side.get('order', ['fleet', 'locust']))} on one emulator, "
+        f"In the order {', '.join(side['order'])} on one emulator, "
         "`locust --processes 1` made "
         f"**{side['ratio_devices_per_s']:.2f}x** the devices/s of `fleet` (summed over their runs) "
         f"(target at least {side['min_ratio']}x: **{'met' if result['meets_target'] else 'not met'}**) at "
@@ -215,10 +215,6 @@ def render(result: dict[str, Any]) -> list[str]:
 
 
 def _in_order(side: dict[str, Any]) -> list[dict[str, Any]]:
-    """The side-by-side runs in the order they ran (results written before the runs were paired hold one
-    of each)."""
-    fleets, locusts = side["fleet"], side["locust_processes_1"]
-    if isinstance(fleets, dict):
-        return [fleets, locusts]
-    queues = {"fleet": list(fleets), "locust": list(locusts)}
+    """The side-by-side runs in the order they ran."""
+    queues = {"fleet": list(side["fleet"]), "locust": list(side["locust_processes_1"])}
     return [queues["fleet" if name == "fleet" else "locust"].pop(0) for name in side["order"]]
