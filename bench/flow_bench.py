@@ -31,10 +31,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.stack import CLK_TCK, REPO_ROOT, import_serials, run_fleet, start_emulator, synthesize, workdir
 from emulator import process as emulator_process
@@ -46,6 +47,7 @@ TARGET = {"concurrency": 100, "devices_per_s": 50.0, "p99_total_ms": 3000.0, "fa
 STEPS = ("claim_connect", "create_certificate", "register_thing", "reconnect", "first_publish", "total")
 PAIRS = 2  # baseline/variant pairs per comparison
 BASELINE_MQTT = ("--mqtt", "3.1.1")
+T = TypeVar("T")
 BEFORE_ISSUE_17 = "ac09c11"  # main before the CPU work of issue 17: the "before issue 17" variant runs it
 
 
@@ -185,15 +187,13 @@ def compare(
 ) -> dict[str, Any]:
     pairs = []
     for run in range(pairs_count):
-        # Alternating which goes first (baseline, variant, variant, baseline, ...): the second of two
-        # back-to-back runs meets the machine after the first's emulator and simulator (their shutdown,
-        # the CPU they heated), and measured ~5-10 % slower in a run where the baseline always went first.
-        if run % 2 == 0:
-            baseline = measure(assembly, scratch, concurrency, devices, BASELINE, run=10 + run)
-            pairs.append((baseline, measure(assembly, scratch, concurrency, devices, variant, run=run)))
-        else:
-            other = measure(assembly, scratch, concurrency, devices, variant, run=run)
-            pairs.append((measure(assembly, scratch, concurrency, devices, BASELINE, run=10 + run), other))
+        pairs.append(
+            in_turn(
+                run,
+                partial(measure, assembly, scratch, concurrency, devices, BASELINE, run=10 + run),
+                partial(measure, assembly, scratch, concurrency, devices, variant, run=run),
+            )
+        )
     ratio = sum(v["devices_per_s"] for _, v in pairs) / max(1e-9, sum(b["devices_per_s"] for b, _ in pairs))
     result = {
         "variant": variant.name,
@@ -206,6 +206,17 @@ def compare(
     if variant.checkout is not None:
         result["today_over_before"] = ratios(pairs)
     return result
+
+
+def in_turn(run: int, baseline: Callable[[], T], variant: Callable[[], T]) -> tuple[T, T]:
+    """(baseline(), variant()), the baseline run first in even pairs and second in odd ones: the second of
+    two back-to-back runs meets the machine after the first's emulator and simulator (their shutdown, the
+    CPU they heated), and measured 5-10 % slower in a run where the baseline always went first."""
+    if run % 2 == 0:
+        first = baseline()
+        return first, variant()
+    second = variant()
+    return baseline(), second
 
 
 def ratios(pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, float]:
@@ -317,17 +328,14 @@ def against_checkout(checkout: Path, pairs: int = 3, devices: int = DEVICES) -> 
         assembly = synthesize(scratch)
         concurrency = int(TARGET["concurrency"])
         pairs_run = []
-        for run in range(pairs):  # alternating which goes first, as in `compare`
-            if run % 2 == 0:
-                baseline = measure(assembly, scratch, concurrency, devices, older, run=10 + run)
-                pairs_run.append(
-                    (baseline, measure(assembly, scratch, concurrency, devices, BASELINE, run=run))
+        for run in range(pairs):
+            pairs_run.append(
+                in_turn(
+                    run,
+                    partial(measure, assembly, scratch, concurrency, devices, older, run=10 + run),
+                    partial(measure, assembly, scratch, concurrency, devices, BASELINE, run=run),
                 )
-            else:
-                today = measure(assembly, scratch, concurrency, devices, BASELINE, run=run)
-                pairs_run.append(
-                    (measure(assembly, scratch, concurrency, devices, older, run=10 + run), today)
-                )
+            )
     ratio = sum(v["devices_per_s"] for _, v in pairs_run) / max(
         1e-9, sum(b["devices_per_s"] for b, _ in pairs_run)
     )
